@@ -1,0 +1,99 @@
+"""Developer and CI sessions for the clapkit workspace.
+
+``nox`` (no arguments) runs the default sessions, which are exactly what CI runs. Every session
+installs from ``uv.lock`` with ``uv sync --locked`` into its own virtual environment, so a
+session sees only what it asks for: ``tests(audio-encoders)`` holds that package and its declared
+dependencies and nothing else, which is how an undeclared import of a sibling is caught.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_external_run = True
+nox.options.sessions = ["lint", "typecheck", "tests", "integration", "recipes", "parity"]
+
+ROOT = Path(__file__).parent
+# folder -> (distribution, extras its own tests need)
+PACKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "audio-encoders": ("clapkit-audio-encoders", ()),
+    "text-encoders": ("clapkit-text-encoders", ()),
+    "clap-core": ("clapkit-core", ("all",)),
+    "clap-caption": ("clapkit-caption", ()),
+}
+PYTEST_BASE = ("-q", "-p", "no:cacheprovider")
+
+
+def _sync(session: nox.Session, *args: str) -> None:
+    """Install exactly what ``uv.lock`` says for the given selection into the session's venv."""
+    env = {"UV_PROJECT_ENVIRONMENT": str(session.virtualenv.location)}
+    session.run_install("uv", "sync", "--locked", "--no-default-groups", *args, env=env)
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
+    session.run("python", "-m", "pytest", *PYTEST_BASE, *args, *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff format and check, lock freshness, the namespace guard, changelog vs version."""
+    _sync(session, "--only-group", "lint")
+    session.run("ruff", "format", "--check", ".")
+    session.run("ruff", "check", ".")
+    session.run("uv", "lock", "--check", external=True)
+    session.run("python", "tools/check_repo.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the sources of every package."""
+    _sync(session, "--all-packages", "--all-extras", "--group", "lint")
+    session.run("mypy", *sorted(str(p) for p in ROOT.glob("packages/*/src")))
+
+
+@nox.session
+@nox.parametrize("package", list(PACKAGES))
+def tests(session: nox.Session, package: str) -> None:
+    """One package's unit tests, in an environment holding only it and its dependencies."""
+    dist, extras = PACKAGES[package]
+    _sync(session, "--package", dist, "--group", "test", *(f"--extra={e}" for e in extras))
+    _pytest(session, f"packages/{package}/tests", "-m", "not parity and not slow")
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """All packages together: every encoder pair, save/load round trips, the CLI."""
+    if not any((ROOT / "tests/integration").glob("test_*.py")):
+        session.error("tests/integration holds no test")
+    _sync(session, "--all-packages", "--all-extras", "--group", "test")
+    _pytest(session, "tests/integration", "-m", "not parity")
+
+
+@nox.session
+def recipes(session: nox.Session) -> None:
+    """Each recipe on its tiny preset under accelerate, resume included."""
+    if not any((ROOT / "recipes/tests").glob("test_*.py")):
+        session.skip("no recipe has tests yet")
+    _sync(session, "--all-packages", "--all-extras", "--group", "test", "--group", "recipes")
+    _pytest(session, "recipes/tests")
+
+
+@nox.session
+def parity(session: nox.Session) -> None:
+    """Numbers against the reference implementations, installed here and never in the lock."""
+    suites = sorted(
+        str(p) for p in ROOT.glob("packages/*/tests/parity") if any(p.glob("test_*.py"))
+    )
+    if not suites:
+        session.skip("no parity suite yet")
+    _sync(session, "--all-packages", "--all-extras", "--group", "test")
+    session.install("--no-deps", "-r", "tools/parity-references.txt")
+    session.install("-r", "tools/parity-deps.txt")
+    session.env["HF_HUB_OFFLINE"] = "1"
+    session.env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    _pytest(session, *suites, "-m", "parity")

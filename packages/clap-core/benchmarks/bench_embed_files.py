@@ -1,0 +1,121 @@
+"""Files -> audio embeddings throughput: clapkit vs msclap's CLAPWrapper, same weights, CPU.
+
+Run in an environment holding msclap (e.g. /work/parityenv or ``nox -s parity``'s venv)::
+
+    HF_HUB_OFFLINE=1 python packages/clap-core/benchmarks/bench_embed_files.py --files 48
+
+Both sides embed the same FSDD FLAC files (8 kHz, decoded and resampled to 44.1 kHz, filled
+to 7 s) with the msclap 2023 architecture (HTSAT + projection) holding the same random weights,
+in batches of ``--batch-size`` files; the median of ``--repeats`` timed runs is reported as
+clips/s and as the ratio clapkit / msclap measured in this run. msclap's ``torchaudio.load``
+(which needs torchcodec in torchaudio >= 2.9) is replaced by a soundfile reader; GPT2 is built
+offline with random weights (the text side is not timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[3]
+GPT2_FILES = Path("/work/shared/reference/tokenizers/gpt2")
+
+
+def _soundfile_load(path: Any, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, int]:
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return torch.from_numpy(data.T.copy()), rate
+
+
+def _msclap_wrapper(folder: Path, tokenizer_dir: Path) -> tuple[Any, Path]:
+    import msclap.models.clap as clap_module
+    import transformers
+
+    wrapper_module = importlib.import_module("msclap.CLAPWrapper")
+    empty = folder / "empty.pth"
+    torch.save({"model": {}}, empty)
+    tokenizer = transformers.GPT2TokenizerFast.from_pretrained(str(tokenizer_dir))
+    tokenizer.encode_plus = lambda text, **kwargs: tokenizer(text, **kwargs)  # removed in v5
+    with (
+        mock.patch.object(
+            clap_module.AutoModel,
+            "from_pretrained",
+            side_effect=lambda *a, **k: transformers.GPT2Model(transformers.GPT2Config()),
+        ),
+        mock.patch.object(
+            wrapper_module.AutoTokenizer, "from_pretrained", side_effect=lambda *a, **k: tokenizer
+        ),
+    ):
+        wrapper = wrapper_module.CLAPWrapper(model_fp=str(empty), version="2023")
+    wrapper.clap.eval()
+    path = folder / "CLAP_weights_2023.pth"
+    torch.save({"model": wrapper.clap.state_dict()}, path)
+    return wrapper, path
+
+
+def _time(run: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
+    run()  # warm-up
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    assert result is not None
+    return statistics.median(times), result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--gpt2", type=Path, default=GPT2_FILES, help="folder with GPT-2 vocab")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    from clapkit.core import ClapModel
+
+    files = sorted((ROOT / "data" / "fsdd" / "recordings").glob("*.flac"))[: args.files]
+    with tempfile.TemporaryDirectory() as tmp:
+        wrapper, path = _msclap_wrapper(Path(tmp), args.gpt2)
+        ours = ClapModel.from_msclap(path, version="2023", tokenizer=args.gpt2)
+
+    def run_msclap() -> torch.Tensor:
+        with torch.no_grad(), mock.patch("msclap.CLAPWrapper.torchaudio.load", _soundfile_load):
+            parts = [
+                wrapper.get_audio_embeddings([str(f) for f in files[i : i + args.batch_size]])
+                for i in range(0, len(files), args.batch_size)
+            ]
+        return torch.cat(parts)
+
+    def run_clapkit() -> torch.Tensor:
+        return ours.embed_audio(files, batch_size=args.batch_size, normalize=False, progress=False)
+
+    msclap_s, msclap_out = _time(run_msclap, args.repeats)
+    clapkit_s, clapkit_out = _time(run_clapkit, args.repeats)
+    error = ((clapkit_out - msclap_out).norm(dim=-1) / msclap_out.norm(dim=-1)).max().item()
+    n = len(files)
+    print(f"msclap 2023 architecture, {n} FSDD files, batch {args.batch_size}, "
+          f"{args.threads} threads, median of {args.repeats}")  # fmt: skip
+    print(f"msclap CLAPWrapper : {n / msclap_s:7.2f} clips/s")
+    print(f"clapkit embed_audio: {n / clapkit_s:7.2f} clips/s")
+    print(
+        f"ratio clapkit/msclap: {msclap_s / clapkit_s:.2f}x  (max relative difference {error:.1e})"
+    )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

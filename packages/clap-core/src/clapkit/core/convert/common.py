@@ -1,0 +1,140 @@
+"""Pieces shared by the checkpoint loaders: text configs from weights, assembling the model."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from clapkit.core.config import ClapConfig
+from clapkit.core.model import ClapModel
+from clapkit.core.state_dict import CheckpointError, load_strict
+
+__all__ = ["assemble", "count_layers", "load_audio_weights", "text_model_config"]
+
+
+def count_layers(state: dict[str, Tensor], pattern: str) -> int:
+    """Number of distinct layer indices matching ``pattern`` (a regex with one group)."""
+    found = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def text_model_config(kind: str, state: dict[str, Tensor], source: str) -> Any:
+    """A transformers config for a BERT / RoBERTa / GPT-2 base model, sized from its weights.
+
+    The head count cannot be read from weights: 64-dimensional heads are assumed (true of
+    bert-base, roberta-base and gpt2). Pass your own config to the loader otherwise.
+
+    Args:
+        kind: ``"bert"``, ``"roberta"`` or ``"gpt2"``.
+        state: the base model's state dict (prefix removed).
+        source: the file, for error messages.
+
+    Returns:
+        ``BertConfig``, ``RobertaConfig`` or ``GPT2Config``.
+
+    Raises:
+        CheckpointError: if the weights lack the embedding tables.
+    """
+    import transformers
+
+    try:
+        if kind == "gpt2":
+            vocab, width = state["wte.weight"].shape
+            return transformers.GPT2Config(
+                vocab_size=vocab,
+                n_positions=state["wpe.weight"].shape[0],
+                n_embd=width,
+                n_layer=count_layers(state, r"h\.(\d+)\."),
+                n_head=max(1, width // 64),
+            )
+        vocab, width = state["embeddings.word_embeddings.weight"].shape
+        common: dict[str, Any] = {
+            "vocab_size": vocab,
+            "hidden_size": width,
+            "num_hidden_layers": count_layers(state, r"encoder\.layer\.(\d+)\."),
+            "num_attention_heads": max(1, width // 64),
+            "intermediate_size": state["encoder.layer.0.intermediate.dense.weight"].shape[0],
+            "max_position_embeddings": state["embeddings.position_embeddings.weight"].shape[0],
+            "type_vocab_size": state["embeddings.token_type_embeddings.weight"].shape[0],
+        }
+    except KeyError as error:
+        raise CheckpointError(f"{source}: the {kind} text weights lack {error}") from error
+    if kind == "roberta":
+        return transformers.RobertaConfig(
+            **common, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2
+        )
+    return transformers.BertConfig(**common)
+
+
+def load_audio_weights(
+    audio_lib: Any, encoder: nn.Module, state: dict[str, Tensor], *, source: str, prefix: str
+) -> None:
+    """``clapkit.audio.load_reference_state_dict``, its errors naming the file and key prefix.
+
+    Args:
+        audio_lib: the ``clapkit.audio`` module.
+        encoder: the audio encoder to fill.
+        state: reference-named weights (``prefix`` removed).
+        source: the file, for the message.
+        prefix: the prefix the keys had in the file.
+
+    Raises:
+        CheckpointError: for missing, unexpected or mis-shaped keys or a wrong filterbank.
+    """
+    try:
+        audio_lib.load_reference_state_dict(encoder, state)
+    except ValueError as error:
+        raise CheckpointError(f"{source} (keys under {prefix!r}): {error}") from error
+
+
+def assemble(
+    *,
+    audio_encoder: Any,
+    text_encoder: Any,
+    projection: str,
+    audio_projection: dict[str, Tensor],
+    text_projection: dict[str, Tensor],
+    logit_scale: Tensor,
+    source: str,
+) -> ClapModel:
+    """Build a `ClapModel` around loaded encoders and load projections and logit scale strictly.
+
+    The clamp ``max_logit_scale`` stays 100 unless the checkpoint's trained multiplier is
+    larger, in which case it is raised to that value so the released numbers are unchanged.
+
+    Args:
+        audio_encoder: loaded audio encoder.
+        text_encoder: loaded text encoder.
+        projection: ``"msclap"`` or ``"mlp"``.
+        audio_projection: clapkit-named projection weights.
+        text_projection: clapkit-named projection weights.
+        logit_scale: the stored ``ln`` multiplier (scalar).
+        source: the file, for error messages.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        CheckpointError: naming mismatching projection keys.
+    """
+    weight = audio_projection.get("linear1.weight")
+    if weight is None:
+        raise CheckpointError(f"{source}: no audio projection weights found")
+    scale = float(logit_scale.reshape(()).item())
+    config = ClapConfig(
+        audio=audio_encoder.get_config(),
+        text=text_encoder.get_config(),
+        projection=projection,
+        projection_dim=int(weight.shape[0]),
+        max_logit_scale=max(100.0, math.exp(scale)),
+    )
+    model = ClapModel(config, audio_encoder=audio_encoder, text_encoder=text_encoder)
+    load_strict(model.audio_projection, audio_projection, source=source, prefix="audio_projection.")
+    load_strict(model.text_projection, text_projection, source=source, prefix="text_projection.")
+    with torch.no_grad():
+        model.logit_scale.fill_(scale)
+    return model.eval()

@@ -1,0 +1,265 @@
+"""Batched, deterministic inference on top of a CLAP model's encode functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from clapkit.core import inference
+from clapkit.core.inference import AudioInput, RetrievalHits
+
+__all__ = ["DEFAULT_TEMPLATE", "ClapInference"]
+
+DEFAULT_TEMPLATE = "this is a sound of {}"
+
+
+class ClapInference(nn.Module):
+    """``embed_audio``, ``embed_text``, ``zero_shot`` and ``retrieve`` for a CLAP model.
+
+    Subclasses (`ClapModel`) provide `encode_audio`, `encode_text`, `frontend`, `device`,
+    `logit_scale_exp` and a ``text_encoder`` with ``tokenize``. Every method here runs in eval
+    mode without gradient and restores the training flag afterwards.
+    """
+
+    text_encoder: Any
+
+    @property
+    def frontend(self) -> Any:
+        """The audio front-end contract (``clapkit.audio.FrontendConfig``)."""
+        raise NotImplementedError
+
+    @property
+    def sample_rate(self) -> int:
+        """Rate (Hz) of the waveforms the model takes."""
+        return int(self.frontend.sample_rate)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        raise NotImplementedError
+
+    @property
+    def logit_scale_exp(self) -> Tensor:
+        """The logit multiplier."""
+        raise NotImplementedError
+
+    def encode_audio(self, waveform: Tensor, *, normalize: bool = False) -> Tensor:
+        """Projected audio embeddings of clip-long waveforms ``[b, t]`` -> ``[b, d]``."""
+        raise NotImplementedError
+
+    def encode_text(
+        self,
+        texts: Sequence[str] | None = None,
+        *,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        normalize: bool = False,
+    ) -> Tensor:
+        """Projected text embeddings ``[b, d]``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def embed_audio(
+        self,
+        audio: AudioInput,
+        *,
+        normalize: bool = True,
+        batch_size: int = 16,
+        long_audio: str = "mean",
+        num_workers: int = 2,
+        progress: bool | None = None,
+    ) -> Tensor:
+        """Embed waveforms or audio files, deterministically, in eval mode.
+
+        Files are decoded to mono at `sample_rate` (``clapkit.audio.load_audio``). Audio up to
+        one clip long is filled as the front end says (msclap: repeat; LAION: repeat + pad).
+        Longer audio is embedded whole: the mean of the (projected, unnormalised) embeddings of
+        consecutive clip-long windows, the last window aligned to the end
+        (``long_audio="mean"``); ``long_audio="center"`` embeds only the centred clip. The
+        result does not depend on the batch.
+
+        Args:
+            audio: a waveform ``[t]`` or batch ``[b, t]`` at `sample_rate`, a path, or a list
+                of paths / bytes / ``[t]`` waveforms.
+            normalize: L2-normalise the embeddings.
+            batch_size: clips per forward pass.
+            long_audio: ``"mean"`` or ``"center"`` (see above).
+            num_workers: threads decoding the next files while the model runs (0: none).
+            progress: show a progress bar (default: from 64 items on).
+
+        Returns:
+            One embedding per item. Shape ``[n, projection_dim]`` (on the model's device).
+
+        Raises:
+            clapkit.audio.AudioLoadError: naming a file that cannot be decoded.
+            ValueError: for bad shapes, an empty input or an unknown ``long_audio``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        items = inference.as_audio_items(audio)
+        frontend = self.frontend
+        clip = int(frontend.clip_samples)
+
+        def to_windows(wave: Tensor) -> Tensor:
+            return inference.clip_windows(wave, clip, frontend.fill, long_audio)
+
+        def encode(windows: Tensor) -> Tensor:
+            return self.encode_audio(windows.to(self.device))
+
+        was_training = self.training
+        self.eval()
+        try:
+            outputs = []
+            with inference.progress_bar(len(items), progress, "embed audio") as bar:
+                chunks = inference.iter_loaded(items, self.sample_rate, batch_size, num_workers)
+                for waves in chunks:
+                    outputs.append(
+                        inference.embed_windows_mean(waves, to_windows, encode, batch_size)
+                    )
+                    bar.update(len(waves))
+        finally:
+            self.train(was_training)
+        embeds = torch.cat(outputs)
+        return inference.normalize(embeds) if normalize else embeds
+
+    @torch.no_grad()
+    def embed_text(
+        self,
+        texts: str | Sequence[str],
+        *,
+        normalize: bool = True,
+        batch_size: int = 256,
+        progress: bool | None = None,
+    ) -> Tensor:
+        """Embed texts in eval mode (batched by length, so little padding is computed).
+
+        Args:
+            texts: a string or strings.
+            normalize: L2-normalise the embeddings.
+            batch_size: texts per forward pass.
+            progress: show a progress bar (default: from 64 texts on).
+
+        Returns:
+            Shape ``[n, projection_dim]``, in input order.
+
+        Raises:
+            ValueError: for an empty list or ``batch_size < 1``.
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError("no texts given (empty list)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        was_training = self.training
+        self.eval()
+        try:
+            parts = []
+            with inference.progress_bar(len(texts), progress, "embed text") as bar:
+                for start in range(0, len(order), batch_size):
+                    chunk = [texts[i] for i in order[start : start + batch_size]]
+                    batch = {
+                        k: v.to(self.device) for k, v in self.text_encoder.tokenize(chunk).items()
+                    }
+                    parts.append(self.encode_text(**batch))
+                    bar.update(len(chunk))
+        finally:
+            self.train(was_training)
+        sorted_embeds = torch.cat(parts)
+        embeds = torch.empty_like(sorted_embeds)
+        embeds[torch.tensor(order, device=embeds.device)] = sorted_embeds
+        return inference.normalize(embeds) if normalize else embeds
+
+    def class_embeddings(self, labels: Sequence[str], templates: str | Sequence[str]) -> Tensor:
+        """Normalised class embeddings for zero-shot classification.
+
+        Each label is put into every template; the normalised prompt embeddings are averaged
+        over templates and renormalised (prompt ensembling, as open_clip).
+
+        Args:
+            labels: class names.
+            templates: one template or several, each with one ``{}``.
+
+        Returns:
+            Shape ``[c, projection_dim]``.
+
+        Raises:
+            ValueError: for no labels/templates or a template without ``{}``.
+        """
+        templates = [templates] if isinstance(templates, str) else list(templates)
+        prompts = inference.format_prompts(labels, templates)
+        flat = [prompt for per_template in prompts for prompt in per_template]
+        embeds = self.embed_text(flat, normalize=True).reshape(len(templates), len(labels), -1)
+        return inference.normalize(embeds.mean(dim=0))
+
+    @torch.no_grad()
+    def zero_shot(
+        self,
+        audio: AudioInput,
+        labels: Sequence[str],
+        *,
+        template: str | Sequence[str] = DEFAULT_TEMPLATE,
+        multilabel: bool = False,
+        batch_size: int = 16,
+        long_audio: str = "mean",
+    ) -> Tensor:
+        """Zero-shot class probabilities (paper section 2.3).
+
+        Args:
+            audio: as `embed_audio`.
+            labels: class names.
+            template: a prompt template with ``{}``, or several (embeddings averaged).
+            multilabel: sigmoid per class instead of softmax over classes.
+            batch_size: clips per forward pass.
+            long_audio: as `embed_audio`.
+
+        Returns:
+            Probabilities. Shape ``[n, c]``.
+        """
+        class_embeds = self.class_embeddings(labels, template)
+        audio_embeds = self.embed_audio(audio, batch_size=batch_size, long_audio=long_audio)
+        return inference.zero_shot_scores(
+            audio_embeds, class_embeds, self.logit_scale_exp, multilabel
+        )
+
+    @torch.no_grad()
+    def retrieve(
+        self, queries: Sequence[str] | Tensor, bank: AudioInput, k: int = 10
+    ) -> RetrievalHits:
+        """The ``k`` bank items most similar (cosine) to each query.
+
+        Args:
+            queries: texts (embedded with `embed_text`) or embeddings ``[q, d]`` of either
+                modality.
+            bank: audio (paths or a list of waveforms, embedded with `embed_audio`) or
+                embeddings ``[n, d]``; a tensor is always taken as embeddings. To search texts,
+                pass `embed_text` output.
+            k: hits per query (at most the bank size).
+
+        Returns:
+            `RetrievalHits` with ``scores`` and ``indices``, each ``[q, min(k, n)]``.
+
+        Raises:
+            ValueError: if ``k < 1`` or the embedding sizes differ.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        query_embeds = (
+            inference.normalize(queries.to(self.device).float())
+            if isinstance(queries, Tensor)
+            else self.embed_text(queries)
+        )
+        bank_embeds = (
+            inference.normalize(bank.to(self.device).float())
+            if isinstance(bank, Tensor)
+            else self.embed_audio(bank)
+        )
+        if query_embeds.shape[-1] != bank_embeds.shape[-1]:
+            raise ValueError(
+                f"query embeddings have {query_embeds.shape[-1]} dims, bank {bank_embeds.shape[-1]}"
+            )
+        scores, indices = (query_embeds @ bank_embeds.T).topk(min(k, bank_embeds.shape[0]), dim=-1)
+        return RetrievalHits(scores=scores, indices=indices)

@@ -1,0 +1,234 @@
+"""Batched, deterministic inference helpers behind `ClapModel.embed_audio` and friends."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clapkit.core.registry import import_encoder_package
+
+__all__ = [
+    "LONG_AUDIO_MODES",
+    "AudioInput",
+    "RetrievalHits",
+    "as_audio_items",
+    "clip_windows",
+    "format_prompts",
+    "zero_shot_scores",
+]
+
+LONG_AUDIO_MODES = ("mean", "center")
+AudioItem = str | os.PathLike[str] | bytes | Tensor
+AudioInput = Tensor | AudioItem | Sequence[AudioItem]
+# show a progress bar by default from this many items on
+PROGRESS_FROM = 64
+
+
+@dataclass(frozen=True)
+class RetrievalHits:
+    """The ``k`` best bank items of each query, best first.
+
+    Attributes:
+        scores: cosine similarities. Shape ``[q, k]``.
+        indices: bank indices. Shape ``[q, k]``.
+    """
+
+    scores: Tensor
+    indices: Tensor
+
+
+def as_audio_items(audio: AudioInput) -> list[AudioItem]:
+    """Split an `embed_audio` input into items (one waveform or one file each).
+
+    Args:
+        audio: a waveform ``[t]``, a batch ``[b, t]``, a path/bytes, or a list of those.
+
+    Returns:
+        The items in order.
+
+    Raises:
+        ValueError: for tensors of another rank or an empty input.
+        TypeError: for items of another type.
+    """
+    if isinstance(audio, Tensor):
+        if audio.ndim == 1:
+            return [audio]
+        if audio.ndim == 2:
+            return list(audio.unbind(0))
+        raise ValueError(f"audio tensor must be [t] or [b, t], got shape {tuple(audio.shape)}")
+    if isinstance(audio, (str, bytes, os.PathLike)):
+        return [audio]
+    items = list(audio)
+    if not items:
+        raise ValueError("no audio given (empty list)")
+    for index, item in enumerate(items):
+        if isinstance(item, Tensor):
+            if item.ndim != 1:
+                raise ValueError(
+                    f"audio item {index} must be a [t] waveform, got {tuple(item.shape)}"
+                )
+        elif not isinstance(item, (str, bytes, os.PathLike)):
+            raise TypeError(f"audio item {index} is a {type(item).__name__}, not a path or tensor")
+    return items
+
+
+def clip_windows(wave: Tensor, clip_samples: int, fill: str, long_audio: str) -> Tensor:
+    """The encoder inputs of one waveform: filled if short, windowed or centre-cropped if long.
+
+    Audio up to one clip long is filled as the front end says (``fill``). Longer audio gives,
+    with ``long_audio="mean"``, consecutive clip-long windows covering all of it (the last one
+    aligned to the end; their embeddings are averaged by the caller), or with ``"center"`` the
+    one centred clip. Both are deterministic.
+
+    Args:
+        wave: one waveform. Shape ``[t]``.
+        clip_samples: encoder clip length in samples.
+        fill: the front end's fill mode (``"repeat"``, ``"repeatpad"``, ``"pad"``).
+        long_audio: ``"mean"`` or ``"center"``.
+
+    Returns:
+        Windows. Shape ``[w, clip_samples]`` (``w = 1`` unless long audio with ``"mean"``).
+
+    Raises:
+        ValueError: for an unknown ``long_audio`` mode or an empty waveform.
+    """
+    audio = import_encoder_package("clapkit.audio")
+    if long_audio not in LONG_AUDIO_MODES:
+        raise ValueError(f"long_audio must be one of {LONG_AUDIO_MODES}, got {long_audio!r}")
+    if wave.shape[-1] == 0:
+        raise ValueError("cannot embed an empty waveform (0 samples)")
+    if wave.shape[-1] <= clip_samples:
+        return audio.fit_length(wave, clip_samples, fill).unsqueeze(0)
+    if long_audio == "center":
+        return audio.fit_length(wave, clip_samples, "center_crop", fill=fill).unsqueeze(0)
+    return audio.windows(wave, clip_samples, clip_samples)
+
+
+def iter_loaded(
+    items: list[AudioItem],
+    sample_rate: int,
+    chunk: int,
+    num_workers: int,
+) -> Iterator[list[Tensor]]:
+    """Decode items chunk by chunk, the next chunk decoding in threads while the caller computes.
+
+    Args:
+        items: paths, bytes or waveforms (already at ``sample_rate``).
+        sample_rate: rate to decode/resample to.
+        chunk: items per yielded list.
+        num_workers: decoding threads (0 = decode in the calling thread).
+
+    Yields:
+        Lists of ``[t]`` float32 waveforms, in input order.
+    """
+    audio = import_encoder_package("clapkit.audio")
+
+    def load(item: AudioItem) -> Tensor:
+        if isinstance(item, Tensor):
+            return item.float()
+        return audio.load_audio(item, sample_rate)
+
+    starts = range(0, len(items), chunk)
+    if num_workers <= 0:
+        for start in starts:
+            yield [load(item) for item in items[start : start + chunk]]
+        return
+    with ThreadPoolExecutor(max_workers=num_workers) as pool:
+        pending: list[Future[Tensor]] | None = None
+        for start in starts:
+            submitted = [pool.submit(load, item) for item in items[start : start + chunk]]
+            if pending is not None:
+                yield [f.result() for f in pending]
+            pending = submitted
+        if pending is not None:
+            yield [f.result() for f in pending]
+
+
+def embed_windows_mean(
+    waves: list[Tensor],
+    to_windows: Callable[[Tensor], Tensor],
+    encode: Callable[[Tensor], Tensor],
+    batch_size: int,
+) -> Tensor:
+    """Embed each waveform as the mean of its windows' embeddings, batching windows.
+
+    Args:
+        waves: waveforms. Each shape ``[t]``.
+        to_windows: waveform -> ``[w, n]`` windows.
+        encode: ``[b, n]`` windows -> ``[b, d]`` embeddings.
+        batch_size: windows per forward pass.
+
+    Returns:
+        One embedding per waveform. Shape ``[len(waves), d]``.
+    """
+    windows = [to_windows(wave) for wave in waves]
+    counts = torch.tensor([w.shape[0] for w in windows])
+    stacked = torch.cat(windows)
+    embeds = torch.cat(
+        [encode(stacked[i : i + batch_size]) for i in range(0, len(stacked), batch_size)]
+    )
+    owner = torch.repeat_interleave(torch.arange(len(waves)), counts).to(embeds.device)
+    sums = torch.zeros(len(waves), embeds.shape[1], device=embeds.device, dtype=embeds.dtype)
+    sums.index_add_(0, owner, embeds)
+    return sums / counts.to(embeds.device, embeds.dtype)[:, None]
+
+
+def format_prompts(labels: Sequence[str], templates: Sequence[str]) -> list[list[str]]:
+    """Fill every template with every label.
+
+    Args:
+        labels: class names.
+        templates: strings with one ``{}`` (e.g. ``"this is a sound of {}"``).
+
+    Returns:
+        ``prompts[i][j]`` = template ``i`` filled with label ``j``.
+
+    Raises:
+        ValueError: for no labels, no templates, or a template without ``{}``.
+    """
+    if not labels:
+        raise ValueError("no labels given")
+    if not templates:
+        raise ValueError("no templates given")
+    for template in templates:
+        if "{}" not in template:
+            raise ValueError(f"template {template!r} has no '{{}}' for the label")
+    return [[template.replace("{}", str(label)) for label in labels] for template in templates]
+
+
+def zero_shot_scores(
+    audio_embeds: Tensor, class_embeds: Tensor, logit_scale_exp: Tensor | float, multilabel: bool
+) -> Tensor:
+    """Class probabilities from normalised embeddings (paper section 2.3).
+
+    Args:
+        audio_embeds: L2-normalised audio embeddings. Shape ``[b, d]``.
+        class_embeds: L2-normalised class (prompt) embeddings. Shape ``[c, d]``.
+        logit_scale_exp: the model's logit multiplier.
+        multilabel: sigmoid per class (multilabel) instead of softmax over classes.
+
+    Returns:
+        Probabilities. Shape ``[b, c]``.
+    """
+    logits = logit_scale_exp * audio_embeds @ class_embeds.T
+    return torch.sigmoid(logits) if multilabel else logits.softmax(dim=-1)
+
+
+def normalize(x: Tensor) -> Tensor:
+    """L2-normalise rows (``[n, d]``)."""
+    return F.normalize(x, dim=-1)
+
+
+def progress_bar(total: int, progress: bool | None, desc: str) -> Any:
+    """A tqdm bar, shown when ``progress`` is true or (``None``) for long inputs."""
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+    show = total >= PROGRESS_FROM if progress is None else progress
+    return tqdm(total=total, disable=not show, desc=desc, unit="item")

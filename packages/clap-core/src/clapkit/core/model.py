@@ -1,0 +1,337 @@
+"""`ClapModel`: an audio encoder and a text encoder projected into one space."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, snapshot_download
+from torch import Tensor, nn
+
+from clapkit.core import inference
+from clapkit.core.config import ClapConfig
+from clapkit.core.embedding import ClapInference
+from clapkit.core.projection import build_projection
+from clapkit.core.registry import (
+    build_audio_encoder_from_config,
+    build_text_encoder_from_config,
+    create_audio_encoder,
+    create_text_encoder,
+)
+from clapkit.core.state_dict import load_safetensors, load_strict
+
+__all__ = ["ClapModel", "ClapOutput", "build_clap"]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class ClapOutput:
+    """What `ClapModel.forward` returns for training.
+
+    Attributes:
+        audio_embeds: L2-normalised audio embeddings. Shape ``[b, d]``.
+        text_embeds: L2-normalised text embeddings. Shape ``[b, d]``.
+        logit_scale_exp: the (clamped) logit multiplier, a scalar with gradient.
+    """
+
+    audio_embeds: Tensor
+    text_embeds: Tensor
+    logit_scale_exp: Tensor
+
+
+class ClapModel(
+    ClapInference,
+    PyTorchModelHubMixin,
+    library_name="clapkit",
+    tags=["clap", "audio", "zero-shot-audio-classification"],
+    repo_url="https://github.com/clapkit/clapkit",
+    paper_url="https://arxiv.org/abs/2309.05767",
+):
+    """Contrastive Language-Audio Pretraining model (Elizalde, Deshmukh, Wang, arXiv 2309.05767).
+
+    Holds ``audio_encoder`` (``clapkit.audio`` interface), ``text_encoder`` (``clapkit.text``
+    interface), ``audio_projection``/``text_projection`` and the learnable ``logit_scale``
+    (stored as ``ln`` of the multiplier; see `ClapConfig` for the temperature convention).
+    Build one with `build_clap`, `from_pretrained`, `from_msclap`, `from_laion` or
+    `from_transformers`.
+
+    Args:
+        config: the model config (a dict is accepted: the hub mixin hands one back when the
+            annotation is a string).
+        audio_encoder: an already-built audio encoder; default: rebuilt from ``config.audio``.
+        text_encoder: an already-built text encoder; default: rebuilt from ``config.text``
+            with ``tokenizer``.
+        tokenizer: tokenizer object or folder, needed only to rebuild the text encoder.
+
+    Raises:
+        ValueError: if the text encoder must be rebuilt and no tokenizer is given.
+    """
+
+    # the encoders follow the clapkit.audio / clapkit.text interfaces (duck-typed: core does not
+    # import those packages)
+    audio_encoder: Any
+    text_encoder: Any
+    audio_projection: nn.Module
+    text_projection: nn.Module
+
+    def __init__(
+        self,
+        config: ClapConfig | dict[str, Any],
+        *,
+        audio_encoder: Any = None,
+        text_encoder: Any = None,
+        tokenizer: Any = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = ClapConfig.from_dict(config)
+        self.config = config
+        if audio_encoder is None:
+            audio_encoder = build_audio_encoder_from_config(config.audio)
+        if text_encoder is None:
+            if tokenizer is None:
+                raise ValueError("rebuilding the text encoder from its config needs tokenizer=")
+            text_encoder = build_text_encoder_from_config(config.text, tokenizer)
+        self.audio_encoder = audio_encoder
+        self.text_encoder = text_encoder
+        self.audio_projection = build_projection(
+            config.projection,
+            int(audio_encoder.out_dim),
+            config.projection_dim,
+            dropout=config.projection_dropout,
+        )
+        self.text_projection = build_projection(
+            config.projection,
+            int(text_encoder.out_dim),
+            config.projection_dim,
+            dropout=config.projection_dropout,
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(config.initial_logit_scale))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def frontend(self) -> Any:
+        """The audio encoder's ``FrontendConfig`` (rate, clip length, fill, ...)."""
+        return self.audio_encoder.frontend
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return self.logit_scale.device
+
+    @property
+    def logit_scale_exp(self) -> Tensor:
+        """``exp(logit_scale)``, clamped to ``config.max_logit_scale``; carries gradient."""
+        limit = self.config.max_log_logit_scale
+        scale = self.logit_scale if limit is None else self.logit_scale.clamp(max=limit)
+        return scale.exp()
+
+    # ------------------------------------------------------------------ training path
+    def encode_audio(self, waveform: Tensor, *, normalize: bool = False) -> Tensor:
+        """Projected audio embeddings, with gradient.
+
+        Args:
+            waveform: clip-long waveforms at `sample_rate`. Shape ``[b, t]``.
+            normalize: L2-normalise the result.
+
+        Returns:
+            Shape ``[b, projection_dim]``.
+        """
+        embeds = self.audio_projection(self.audio_encoder(waveform).embedding)
+        return inference.normalize(embeds) if normalize else embeds
+
+    def encode_text(
+        self,
+        texts: Sequence[str] | None = None,
+        *,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        normalize: bool = False,
+    ) -> Tensor:
+        """Projected text embeddings, with gradient.
+
+        Args:
+            texts: strings (tokenised by the text encoder), or
+            input_ids: token ids. Shape ``[b, s]``.
+            attention_mask: 1 for real tokens. Shape ``[b, s]``.
+            normalize: L2-normalise the result.
+
+        Returns:
+            Shape ``[b, projection_dim]``.
+        """
+        if texts is not None:
+            out = self.text_encoder(list(texts))
+        else:
+            out = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask)
+        embeds = self.text_projection(out.embedding)
+        return inference.normalize(embeds) if normalize else embeds
+
+    def forward(
+        self,
+        waveform: Tensor,
+        texts: Sequence[str] | None = None,
+        *,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> ClapOutput:
+        """Normalised embeddings of matching pairs and the logit multiplier, for the loss.
+
+        Args:
+            waveform: clip-long waveforms. Shape ``[b, t]``.
+            texts: their captions, or
+            input_ids: tokenised captions. Shape ``[b, s]``.
+            attention_mask: Shape ``[b, s]``.
+
+        Returns:
+            `ClapOutput` (feed it to `ContrastiveLoss`).
+        """
+        return ClapOutput(
+            audio_embeds=self.encode_audio(waveform, normalize=True),
+            text_embeds=self.encode_text(
+                texts, input_ids=input_ids, attention_mask=attention_mask, normalize=True
+            ),
+            logit_scale_exp=self.logit_scale_exp,
+        )
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Switch gradient checkpointing on or off in both encoders."""
+        self.audio_encoder.set_grad_checkpointing(enable)
+        self.text_encoder.set_grad_checkpointing(enable)
+
+    # ------------------------------------------------------------------ saving / loading
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write ``config.json``, ``model.safetensors`` and ``tokenizer/``."""
+        from safetensors.torch import save_model
+
+        save_directory = Path(save_directory)
+        (save_directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
+        save_model(self, str(save_directory / WEIGHTS_FILE))
+        self.text_encoder.save_tokenizer(save_directory / TOKENIZER_DIR)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        config: ClapConfig | dict[str, Any] | None = None,
+        map_location: str = "cpu",
+        **model_kwargs: Any,
+    ) -> ClapModel:
+        """Rebuild from a folder or hub repo written by `save_pretrained`, loading strictly."""
+        if os.path.isdir(model_id):
+            folder = Path(model_id)
+        else:
+            folder = Path(
+                snapshot_download(
+                    repo_id=model_id,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    local_files_only=local_files_only,
+                    token=token,
+                    allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"],
+                )
+            )
+        if config is None:
+            if not (folder / CONFIG_FILE).is_file():
+                raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: not a clapkit model")
+            config = json.loads((folder / CONFIG_FILE).read_text())
+        weights = folder / WEIGHTS_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(
+                f"{folder} has no {WEIGHTS_FILE} (clapkit reads only safetensors weights)"
+            )
+        tokenizer = model_kwargs.pop("tokenizer", None) or folder / TOKENIZER_DIR
+        model = cls(config, tokenizer=tokenizer, **model_kwargs)
+        load_strict(model, load_safetensors(weights), source=str(weights))
+        return model.to(map_location).eval()
+
+    @classmethod
+    def from_msclap(cls, path: str | os.PathLike[str], **kwargs: Any) -> ClapModel:
+        """Load a Microsoft CLAP checkpoint; see `clapkit.core.convert.msclap.from_msclap`."""
+        from clapkit.core.convert.msclap import from_msclap
+
+        return from_msclap(path, **kwargs)
+
+    @classmethod
+    def from_laion(cls, path: str | os.PathLike[str], **kwargs: Any) -> ClapModel:
+        """Load a LAION-CLAP checkpoint; see `clapkit.core.convert.laion.from_laion`."""
+        from clapkit.core.convert.laion import from_laion
+
+        return from_laion(path, **kwargs)
+
+    @classmethod
+    def from_transformers(cls, model_or_path: Any, **kwargs: Any) -> ClapModel:
+        """Load a transformers ``ClapModel``; see `clapkit.core.convert.hf.from_transformers`."""
+        from clapkit.core.convert.hf import from_transformers
+
+        return from_transformers(model_or_path, **kwargs)
+
+
+def build_clap(
+    audio: str | nn.Module = "htsat-22",
+    text: str | nn.Module = "gpt2-eot",
+    *,
+    projection_dim: int = 1024,
+    projection: str = "msclap",
+    projection_dropout: float = 0.5,
+    init_temperature: float = 0.007,
+    max_logit_scale: float | None = 100.0,
+    audio_kwargs: dict[str, Any] | None = None,
+    text_kwargs: dict[str, Any] | None = None,
+) -> ClapModel:
+    """Compose any registered (or given) audio and text encoder into a `ClapModel`.
+
+    The defaults are the paper's model: HTSAT-22 + GPT2 with end-of-text pooling, msclap
+    projections into 1024 dimensions, temperature initialised to the paper's 0.007 (which starts
+    the logit multiplier at its clamp of 100; see `ClapConfig`).
+
+    Args:
+        audio: registry name (`list_audio_encoders`) or a built encoder.
+        text: registry name (`list_text_encoders`) or a built encoder.
+        projection_dim: joint-space size.
+        projection: ``"msclap"``, ``"mlp"`` or ``"linear"``.
+        projection_dropout: dropout of the ``"msclap"`` projection.
+        init_temperature: initial temperature (logits = cosine / temperature); the paper's
+            0.007 starts at the clamp (see `ClapConfig`), msclap's code used 0.07.
+        max_logit_scale: clamp of ``exp(logit_scale)``; ``None`` for no clamp.
+        audio_kwargs: keyword arguments of the audio builder (e.g. ``weights=``).
+        text_kwargs: keyword arguments of the text builder (e.g. ``pretrained=``).
+
+    Returns:
+        The model (random projections; encoders as their builders made them).
+
+    Raises:
+        KeyError: for an unknown encoder name.
+        ImportError: when an encoder package is missing.
+        ValueError: for bad numbers (see `ClapConfig`).
+    """
+    audio_encoder: Any = (
+        create_audio_encoder(audio, **(audio_kwargs or {})) if isinstance(audio, str) else audio
+    )
+    text_encoder: Any = (
+        create_text_encoder(text, **(text_kwargs or {})) if isinstance(text, str) else text
+    )
+    config = ClapConfig(
+        audio=audio_encoder.get_config(),
+        text=text_encoder.get_config(),
+        projection=projection,
+        projection_dim=projection_dim,
+        projection_dropout=projection_dropout,
+        init_temperature=init_temperature,
+        max_logit_scale=max_logit_scale,
+    )
+    return ClapModel(config, audio_encoder=audio_encoder, text_encoder=text_encoder)

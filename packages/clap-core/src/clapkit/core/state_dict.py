@@ -1,0 +1,188 @@
+"""Safe reading of checkpoint files and strict, named bookkeeping of state-dict keys."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "HARMLESS_BUFFER_SUFFIXES",
+    "CheckpointError",
+    "drop_harmless_buffers",
+    "load_checkpoint",
+    "load_safetensors",
+    "load_strict",
+    "split_prefix",
+    "strip_prefix",
+]
+
+# Buffers that old transformers versions saved and newer ones recompute: constant position ids,
+# all-zero token type ids, GPT-2's causal-mask buffers. Dropped by exact name suffix.
+HARMLESS_BUFFER_SUFFIXES = (
+    "embeddings.position_ids",
+    "embeddings.token_type_ids",
+    ".attn.bias",
+    ".attn.masked_bias",
+)
+_SHOWN = 20
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded safely or does not match the model."""
+
+
+def _names(keys: Iterable[str]) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:_SHOWN])
+    return shown + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
+
+
+def load_safetensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a ``.safetensors`` file on the CPU.
+
+    Args:
+        path: the file.
+
+    Returns:
+        Name -> tensor.
+
+    Raises:
+        CheckpointError: naming the file if it is missing or not valid safetensors.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a valid safetensors file ({error})") from error
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a checkpoint file safely: safetensors, or ``torch.load(weights_only=True)``.
+
+    A pickle that would run code (or build arbitrary objects) when loaded is refused: only
+    tensors, numbers, strings and plain containers are accepted. Wrapper dicts are unwrapped
+    (``model`` as in msclap and PANNs, ``state_dict`` as in LAION-CLAP and Lightning).
+
+    Args:
+        path: ``.safetensors``, ``.pth``, ``.pt``, ``.ckpt`` or ``.bin`` file.
+
+    Returns:
+        Name -> tensor (entries that are not tensors, e.g. step counters, are left out).
+
+    Raises:
+        CheckpointError: naming the file if it is missing, unsafe or holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path}: refused: the file holds objects other than tensors and plain containers, "
+            f"which could run code when unpickled (weights_only=True said: {error})"
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+    for key in ("model", "state_dict"):
+        if isinstance(content, Mapping) and isinstance(content.get(key), Mapping):
+            content = content[key]
+            break
+    if not isinstance(content, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(content).__name__}, not a state dict")
+    tensors = {str(k): v for k, v in content.items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: holds no tensors")
+    return tensors
+
+
+def strip_prefix(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """Remove ``prefix`` from every key that has it (e.g. DDP's ``module.``); others unchanged."""
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def split_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """Pop every key starting with ``prefix`` out of ``state`` and return them without it.
+
+    Args:
+        state: the remaining keys (modified in place).
+        prefix: e.g. ``"audio_encoder.base."``.
+
+    Returns:
+        The popped entries, prefix removed.
+    """
+    taken = {k[len(prefix) :]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+    return taken
+
+
+def drop_harmless_buffers(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Drop, by name, buffers old transformers versions saved and newer ones recompute.
+
+    Args:
+        state: a text model's state dict.
+
+    Returns:
+        The state dict without ``position_ids``, ``token_type_ids``, ``attn.bias`` and
+        ``attn.masked_bias`` buffers.
+    """
+    return {k: v for k, v in state.items() if not k.endswith(HARMLESS_BUFFER_SUFFIXES)}
+
+
+def load_strict(
+    module: nn.Module, state: Mapping[str, Tensor], *, source: str, prefix: str = ""
+) -> None:
+    """``load_state_dict`` that names every missing, unexpected or mis-shaped key on failure.
+
+    Args:
+        module: the module to fill.
+        state: its state dict.
+        source: the file or part being loaded, for the error message.
+        prefix: shown before key names in the message (e.g. ``"text_encoder.model."``).
+
+    Raises:
+        CheckpointError: listing missing keys, unexpected keys and shape mismatches.
+    """
+    own = module.state_dict()
+    missing = set(own) - set(state)
+    unexpected = set(state) - set(own)
+    mismatched = [
+        f"{prefix}{k} (checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_names(prefix + k for k in missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_names(prefix + k for k in unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatches: {_names(mismatched)}")
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
+    module.load_state_dict(dict(state), strict=True)
+
+
+def check_consumed(state: Mapping[str, Tensor], source: str) -> None:
+    """Fail, listing them, if any keys of a checkpoint were not used.
+
+    Args:
+        state: the keys left after every known part was taken out.
+        source: the file, for the message.
+
+    Raises:
+        CheckpointError: if ``state`` is not empty.
+    """
+    if state:
+        raise CheckpointError(f"{source}: unexpected keys: {_names(state)}")

@@ -1,0 +1,76 @@
+"""Helpers to run the recipes as the user does: in a subprocess, under ``accelerate launch``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RECIPES = Path(__file__).resolve().parent.parent
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+CPU_LAUNCH = ["--cpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def run(
+    args: list[str], *, timeout: float = 600, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repository root; fail the test with its output on error."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.update(extra_env or {})
+    done = subprocess.run(
+        args,
+        cwd=RECIPES.parent,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def launch(recipe: str, *args: str, processes: int = 1) -> subprocess.CompletedProcess[str]:
+    """``accelerate launch`` on the CPU with ``processes`` processes.
+
+    One process: ``--cpu``. Several: accelerate's ``--cpu`` spawns extra processes only through
+    mpirun, so they are started by torchrun (``--multi_gpu``) with no GPU visible and
+    ``ACCELERATE_USE_CPU=true``: accelerate then runs DDP over gloo on the CPU (MULTI_CPU).
+    """
+    mode = (
+        CPU_LAUNCH
+        if processes == 1
+        else [
+            "--multi_gpu",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            "0",
+        ]
+    )
+    return run(
+        [
+            *ACCELERATE,
+            *mode,
+            "--num_processes",
+            str(processes),
+            "--num_cpu_threads_per_process",
+            "1",
+            str(RECIPES / recipe),
+            *args,
+        ],
+        extra_env={"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"},
+    )
+
+
+def python(recipe: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The recipe as a plain script (one process, CPU): what ``accelerate launch`` runs."""
+    return run([sys.executable, str(RECIPES / recipe), *args])

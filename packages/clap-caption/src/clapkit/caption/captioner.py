@@ -1,0 +1,489 @@
+"""`ClapCaptioner`: CLAP audio embedding -> mapper -> prefix of a (frozen) GPT2 -> caption."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin, snapshot_download
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from clapkit.audio import AudioEncoder, build_audio_encoder
+from clapkit.caption import decoding
+from clapkit.caption.config import CaptionerConfig
+from clapkit.caption.mappers import build_mapper
+from clapkit.caption.tokenizer import TokenizerLike, load_tokenizer
+from clapkit.core import inference
+from clapkit.core.projection import build_projection
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+MSCLAP_STOP_TEXT = " <|endoftext|>"
+
+
+@dataclass
+class CaptionerOutput:
+    """Training forward result.
+
+    Attributes:
+        loss: Mean cross-entropy over the caption tokens (EOS included, padding and prefix not).
+        logits: Next-token logits at each caption position [b, s, vocab].
+        prefix: The mapper's prefix [b, p, d].
+    """
+
+    loss: Tensor
+    logits: Tensor
+    prefix: Tensor
+
+
+def build_language_model(config: dict[str, Any]) -> PreTrainedModel:
+    """A randomly initialised causal LM from its transformers config dict (with model_type)."""
+    values = dict(config)
+    lm_config = AutoConfig.for_model(values.pop("model_type"), **values)
+    return AutoModelForCausalLM.from_config(lm_config)
+
+
+class ClapCaptioner(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="clapkit",
+    tags=["clap", "audio-captioning"],
+    paper_url="https://arxiv.org/abs/2309.05767",
+):
+    """Audio captioner of the paper (and msclap's clapcap): only the mapper is trained.
+
+    ``audio -> audio_encoder -> audio_projection -> L2 normalise -> mapper -> prefix [b, p, d]``,
+    and the language model continues the prefix with the caption. Build one with
+    :meth:`from_clap`, :func:`~clapkit.caption.builders.clapcap_2023`, :meth:`from_msclap` or
+    :meth:`from_pretrained`.
+
+    Args:
+        config: the captioner config (a dict is accepted).
+        tokenizer: the language model's tokenizer (object, folder or hub id).
+        audio_encoder: built audio encoder; default: rebuilt from ``config.audio``.
+        audio_projection: built projection; default: rebuilt from the config (or none).
+        mapper: built mapper; default: rebuilt from ``config.mapper``.
+        language_model: built causal LM; default: rebuilt (random) from the config.
+    """
+
+    def __init__(
+        self,
+        config: CaptionerConfig | dict[str, Any],
+        *,
+        tokenizer: TokenizerLike,
+        audio_encoder: AudioEncoder | None = None,
+        audio_projection: nn.Module | None = None,
+        mapper: nn.Module | None = None,
+        language_model: PreTrainedModel | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = CaptionerConfig.from_dict(config)
+        self.config = config
+        self.tokenizer = load_tokenizer(tokenizer)
+        self.audio_encoder: AudioEncoder = audio_encoder or build_audio_encoder(config.audio)
+        if audio_projection is None and config.projection is not None:
+            audio_projection = build_projection(
+                config.projection,
+                int(self.audio_encoder.out_dim),
+                config.projection_dim,
+                dropout=config.projection_dropout,
+            )
+        self.audio_projection = audio_projection or nn.Identity()
+        self.mapper = mapper or build_mapper(config.mapper)
+        self.language_model = language_model or build_language_model(config.language_model)
+        self.eos_token_id = int(self.tokenizer.eos_token_id)
+        self.set_frozen(audio=config.freeze_audio, language_model=config.freeze_language_model)
+
+    # ------------------------------------------------------------------ freezing
+    def set_frozen(self, *, audio: bool, language_model: bool) -> None:
+        """Freeze (no gradient, eval mode in training) the audio side and/or the language model."""
+        self.config.freeze_audio, self.config.freeze_language_model = audio, language_model
+        for module in (self.audio_encoder, self.audio_projection):
+            module.requires_grad_(not audio)
+        self.language_model.requires_grad_(not language_model)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ClapCaptioner:
+        """Set training mode; frozen parts stay in eval mode (no dropout, fixed BatchNorm)."""
+        super().train(mode)
+        if self.config.freeze_audio:
+            self.audio_encoder.eval()
+            self.audio_projection.eval()
+        if self.config.freeze_language_model:
+            self.language_model.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the mapper's parameters."""
+        return next(self.mapper.parameters()).device
+
+    @property
+    def sample_rate(self) -> int:
+        """Rate (Hz) of the waveforms the audio encoder takes."""
+        return int(self.audio_encoder.frontend.sample_rate)
+
+    # ------------------------------------------------------------------ audio -> prefix
+    def encode_audio(self, waveform: Tensor) -> Tensor:
+        """Audio embeddings fed to the mapper (normalised if the config says), with gradient
+        unless the audio side is frozen.
+
+        Shapes: ``waveform`` [b, t] at `sample_rate` (one clip long) -> [b, d_a].
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_audio):
+            embedding = self.audio_projection(self.audio_encoder(waveform).embedding)
+        if self.config.normalize_embedding:
+            embedding = F.normalize(embedding, dim=-1)
+        return embedding
+
+    @torch.no_grad()
+    def embed_audio(
+        self, audio: inference.AudioInput, *, batch_size: int = 8, long_audio: str = "mean"
+    ) -> Tensor:
+        """Embed waveforms or files deterministically, as ``ClapModel.embed_audio`` does.
+
+        Short audio is filled as the front end says; longer audio is the mean of the projected
+        embeddings of its clip-long windows (``long_audio="center"``: the centred clip).
+
+        Args:
+            audio: a waveform [t] or batch [b, t] at `sample_rate`, a path, or a list of those.
+            batch_size: clips per forward pass.
+            long_audio: ``"mean"`` or ``"center"``.
+
+        Returns:
+            Embeddings [n, d_a] (normalised if the config says).
+
+        Raises:
+            clapkit.audio.AudioLoadError: naming a file that cannot be decoded.
+        """
+        items = inference.as_audio_items(audio)
+        frontend = self.audio_encoder.frontend
+        was_training = self.training
+        self.eval()
+        try:
+            outputs = []
+            for waves in inference.iter_loaded(items, self.sample_rate, batch_size, 0):
+                outputs.append(
+                    inference.embed_windows_mean(
+                        waves,
+                        lambda w: inference.clip_windows(
+                            w, int(frontend.clip_samples), frontend.fill, long_audio
+                        ),
+                        lambda x: self.audio_projection(
+                            self.audio_encoder(x.to(self.device)).embedding
+                        ),
+                        batch_size,
+                    )
+                )
+        finally:
+            self.train(was_training)
+        embedding = torch.cat(outputs)
+        return F.normalize(embedding, dim=-1) if self.config.normalize_embedding else embedding
+
+    def prefix(self, audio_embedding: Tensor) -> Tensor:
+        """Language-model prefix of audio embeddings. Shapes: [b, d_a] -> [b, p, d]."""
+        return self.mapper(audio_embedding)
+
+    # ------------------------------------------------------------------ training
+    def tokenize_captions(
+        self, captions: list[str], *, max_tokens: int | None = None
+    ) -> dict[str, Tensor]:
+        """Token ids of captions, each ending in EOS, right-padded.
+
+        Args:
+            captions: the captions.
+            max_tokens: cut longer captions to this many tokens, EOS included.
+
+        Returns:
+            ``input_ids`` and ``attention_mask``, each [b, s] (on the model's device).
+
+        Raises:
+            ValueError: on an empty list or a non-string caption (named by index).
+        """
+        if not captions:
+            raise ValueError("no captions given")
+        for index, caption in enumerate(captions):
+            if not isinstance(caption, str):
+                raise ValueError(f"caption {index} is {type(caption).__name__}, not a string")
+        encoded = self.tokenizer(captions, add_special_tokens=False)["input_ids"]
+        limit = None if max_tokens is None else max_tokens - 1
+        rows = [[*ids[:limit], self.eos_token_id] for ids in encoded]
+        length = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), length), self.eos_token_id, dtype=torch.long)
+        attention_mask = torch.zeros(len(rows), length, dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row)] = torch.tensor(row)
+            attention_mask[i, : len(row)] = 1
+        return {
+            "input_ids": input_ids.to(self.device),
+            "attention_mask": attention_mask.to(self.device),
+        }
+
+    def forward(
+        self,
+        waveform: Tensor | None = None,
+        *,
+        captions: list[str] | None = None,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        audio_embedding: Tensor | None = None,
+    ) -> CaptionerOutput:
+        """Teacher-forced captioning loss (paper Eq. 5): cross-entropy on caption tokens only.
+
+        Args:
+            waveform: clips [b, t] at `sample_rate`; or give ``audio_embedding`` instead.
+            captions: caption strings (tokenised with EOS appended); or ``input_ids``.
+            input_ids: caption token ids [b, s], EOS included, right-padded.
+            attention_mask: [b, s], 1 on real tokens (default: all ones).
+            audio_embedding: precomputed `encode_audio` output [b, d_a].
+
+        Returns:
+            Loss, caption-position logits [b, s, vocab] and the prefix [b, p, d].
+
+        Raises:
+            ValueError: when audio or captions are missing.
+        """
+        if audio_embedding is None:
+            if waveform is None:
+                raise ValueError("give waveform or audio_embedding")
+            audio_embedding = self.encode_audio(waveform)
+        if input_ids is None:
+            if captions is None:
+                raise ValueError("give captions or input_ids")
+            batch = self.tokenize_captions(captions)
+            input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        prefix = self.prefix(audio_embedding)
+        b, p = prefix.shape[0], prefix.shape[1]
+        token_embeds = self.language_model.get_input_embeddings()(input_ids)
+        inputs = torch.cat((prefix.to(token_embeds.dtype), token_embeds), dim=1)
+        mask = torch.cat((attention_mask.new_ones(b, p), attention_mask), dim=1)
+        # the logit at position i predicts token i + 1: keep positions p - 1 .. p + s - 2
+        logits = self.language_model(inputs_embeds=inputs, attention_mask=mask).logits[
+            :, p - 1 : -1
+        ]
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return CaptionerOutput(loss=loss, logits=logits, prefix=prefix)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate_tokens(
+        self,
+        audio_embedding: Tensor,
+        *,
+        strategy: Literal["beam", "greedy", "sample"] = "beam",
+        compatibility: Literal["clapkit", "msclap"] = "clapkit",
+        beam_size: int = 5,
+        max_new_tokens: int = 67,
+        length_penalty: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> decoding.DecodingOutput:
+        """Decode token ids from audio embeddings; see :meth:`generate` for the arguments.
+
+        Shapes: ``audio_embedding`` [b, d_a].
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            prefix = self.prefix(audio_embedding.to(self.device))
+            lm = self.language_model
+            if compatibility == "msclap":
+                if strategy != "beam":
+                    raise ValueError("compatibility='msclap' decodes by beam search only")
+                return decoding.msclap_beam_search(
+                    lm,
+                    prefix,
+                    beam_size=beam_size,
+                    max_new_tokens=max_new_tokens,
+                    stop_token_id=self.tokenizer.encode(MSCLAP_STOP_TEXT)[0],
+                    temperature=temperature,
+                    use_cache=use_cache,
+                )
+            if compatibility != "clapkit":
+                raise ValueError(
+                    f"compatibility must be 'clapkit' or 'msclap', got {compatibility!r}"
+                )
+            if strategy == "beam":
+                return decoding.beam_search(
+                    lm,
+                    prefix,
+                    beam_size=beam_size,
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=self.eos_token_id,
+                    length_penalty=length_penalty,
+                    temperature=temperature,
+                    use_cache=use_cache,
+                )
+            if strategy in ("greedy", "sample"):
+                return decoding.sample(
+                    lm,
+                    prefix,
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=self.eos_token_id,
+                    greedy=strategy == "greedy",
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    generator=generator,
+                    use_cache=use_cache,
+                )
+            raise ValueError(f"strategy must be 'beam', 'greedy' or 'sample', got {strategy!r}")
+        finally:
+            self.train(was_training)
+
+    def decode(self, token_ids: list[list[int]], *, compatibility: str = "clapkit") -> list[str]:
+        """Token ids -> captions (msclap: stop token kept, then ``str.capitalize()``)."""
+        if compatibility == "msclap":
+            return [self.tokenizer.decode(ids).capitalize() for ids in token_ids]
+        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
+
+    def generate(
+        self,
+        audio: inference.AudioInput,
+        *,
+        beam_size: int = 5,
+        max_new_tokens: int = 67,
+        strategy: Literal["beam", "greedy", "sample"] = "beam",
+        compatibility: Literal["clapkit", "msclap"] = "clapkit",
+        length_penalty: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+        batch_size: int = 8,
+        long_audio: str = "mean",
+    ) -> list[str]:
+        """Caption audio: batched decoding with a key/value cache.
+
+        Default: beam search ranked by log-probability per token (``length_penalty`` = 1),
+        stopping at ``<|endoftext|>``. ``compatibility="msclap"`` reproduces msclap's
+        ``generate_caption`` instead: its beam ranking, its stop token (id 220, the space
+        before ``<|endoftext|>``), the stop token kept in the text, and ``str.capitalize()``.
+
+        Args:
+            audio: a waveform [t] or batch [b, t] at `sample_rate`, a path, or a list of those.
+            beam_size: beams per clip (``strategy="beam"``).
+            max_new_tokens: most tokens generated per clip.
+            strategy: ``"beam"``, ``"greedy"`` or ``"sample"``.
+            compatibility: ``"clapkit"`` (default, correct stop token) or ``"msclap"``.
+            length_penalty: exponent of the length dividing beam scores.
+            temperature: divides the logits.
+            top_k: sampling among the k most likely tokens (0 = all).
+            top_p: nucleus sampling mass.
+            generator: seeded generator for sampling.
+            use_cache: reuse keys/values between steps (same tokens, faster).
+            batch_size: clips decoded together.
+            long_audio: how audio longer than a clip is embedded (``"mean"`` or ``"center"``).
+
+        Returns:
+            One caption per clip.
+
+        Raises:
+            ValueError: on an unknown strategy or compatibility, or bad decoding settings.
+            clapkit.audio.AudioLoadError: naming a file that cannot be decoded.
+        """
+        embeddings = self.embed_audio(audio, batch_size=batch_size, long_audio=long_audio)
+        captions: list[str] = []
+        for start in range(0, embeddings.shape[0], batch_size):
+            out = self.generate_tokens(
+                embeddings[start : start + batch_size],
+                strategy=strategy,
+                compatibility=compatibility,
+                beam_size=beam_size,
+                max_new_tokens=max_new_tokens,
+                length_penalty=length_penalty,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                use_cache=use_cache,
+            )
+            captions += self.decode(out.token_ids, compatibility=compatibility)
+        return captions
+
+    # ------------------------------------------------------------------ saving / loading
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write ``config.json``, ``model.safetensors`` and ``tokenizer/``."""
+        from safetensors.torch import save_model
+
+        save_directory = Path(save_directory)
+        (save_directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
+        save_model(self, str(save_directory / WEIGHTS_FILE))
+        self.tokenizer.save_pretrained(str(save_directory / TOKENIZER_DIR))
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        **model_kwargs: Any,
+    ) -> ClapCaptioner:
+        """Rebuild from a folder or hub repo written by `save_pretrained`, loading strictly."""
+        from safetensors.torch import load_model
+
+        if os.path.isdir(model_id):
+            folder = Path(model_id)
+        else:
+            folder = Path(
+                snapshot_download(
+                    repo_id=model_id,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    local_files_only=local_files_only,
+                    token=token,
+                    allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"],
+                )
+            )
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder} has no {name}: not a clapkit captioner folder")
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        # the hub mixin passes config.json's entries whose names match __init__ arguments
+        for name in ("config", "audio", "mapper", "language_model", "audio_projection"):
+            if not isinstance(model_kwargs.get(name), nn.Module):
+                model_kwargs.pop(name, None)
+        tokenizer = model_kwargs.pop("tokenizer", None) or folder / TOKENIZER_DIR
+        model = cls(config, tokenizer=tokenizer, **model_kwargs)
+        missing, unexpected = load_model(model, str(folder / WEIGHTS_FILE), strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{folder / WEIGHTS_FILE} does not match the model: missing keys "
+                f"{sorted(missing)[:20]}, unexpected keys {sorted(unexpected)[:20]}"
+            )
+        return model.to(map_location).eval()
+
+    @classmethod
+    def from_clap(cls, clap: Any, **kwargs: Any) -> ClapCaptioner:
+        """Captioner on the audio side of a ``ClapModel``; see :func:`builders.from_clap`."""
+        from clapkit.caption.builders import from_clap
+
+        return from_clap(clap, **kwargs)
+
+    @classmethod
+    def from_msclap(cls, path: str | os.PathLike[str], **kwargs: Any) -> ClapCaptioner:
+        """Load msclap's ``clapcap_weights_2023.pth``; see :func:`convert.from_msclap`."""
+        from clapkit.caption.convert import from_msclap
+
+        return from_msclap(path, **kwargs)

@@ -91,6 +91,9 @@ class Config:
     projection: str = "msclap"
     projection_dim: int = 1024
     projection_dropout: float = 0.5
+    init_temperature: float = 0.007
+    """Initial temperature, logits = cosine / T (paper: 0.007, which starts the multiplier at its
+    clamp of 100; msclap's code: 0.07)."""
     # Data
     train_manifest: str | None = None
     """JSON Lines manifest of audio-caption pairs."""
@@ -176,6 +179,7 @@ DEMO = dataclasses.replace(
     projection="linear",
     projection_dim=128,
     projection_dropout=0.0,
+    init_temperature=0.07,
     fsdd_root=str(REPO / "data" / "fsdd"),
     prompt_template="a man says the digit {}",
     clip_seconds=0.8,
@@ -318,6 +322,7 @@ def main(cfg: Config) -> dict[str, Any]:
         projection=cfg.projection,
         projection_dropout=cfg.projection_dropout,
         projection_dim=cfg.projection_dim,
+        init_temperature=cfg.init_temperature,
     )
     if cfg.grad_checkpointing:
         model.audio_encoder.set_grad_checkpointing(True)

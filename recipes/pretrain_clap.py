@@ -529,6 +529,8 @@ def main(cfg: Config) -> dict[str, Any]:
     accelerator.end_training()
     if accelerator.is_main_process and skipped.count:
         logger.warning("skipped %d bad clips: %s", skipped.count, sorted(skipped.reasons))
+    if accelerator.is_main_process and (out / "report.md").is_file():
+        print("\n" + (out / "report.md").read_text(), flush=True)
     return {"history": progress.history, "best": progress.best, "skipped": skipped.state_dict()}
 
 

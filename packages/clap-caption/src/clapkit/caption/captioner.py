@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin, snapshot_download
+from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
@@ -21,6 +21,7 @@ from clapkit.caption.mappers import build_mapper
 from clapkit.caption.tokenizer import TokenizerLike, load_tokenizer
 from clapkit.core import inference
 from clapkit.core.projection import build_projection
+from clapkit.core.state_dict import pretrained_folder
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -442,20 +443,15 @@ class ClapCaptioner(
         """Rebuild from a folder or hub repo written by `save_pretrained`, loading strictly."""
         from safetensors.torch import load_model
 
-        if os.path.isdir(model_id):
-            folder = Path(model_id)
-        else:
-            folder = Path(
-                snapshot_download(
-                    repo_id=model_id,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    force_download=force_download,
-                    local_files_only=local_files_only,
-                    token=token,
-                    allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"],
-                )
-            )
+        folder = pretrained_folder(
+            model_id,
+            allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"],
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder} has no {name}: not a clapkit captioner folder")

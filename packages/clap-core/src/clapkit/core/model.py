@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin, snapshot_download
+from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from clapkit.core import inference
@@ -23,7 +23,7 @@ from clapkit.core.registry import (
     create_audio_encoder,
     create_text_encoder,
 )
-from clapkit.core.state_dict import load_safetensors, load_strict
+from clapkit.core.state_dict import load_safetensors, load_strict, pretrained_folder
 
 __all__ = ["ClapModel", "ClapOutput", "build_clap"]
 
@@ -231,20 +231,15 @@ class ClapModel(
         **model_kwargs: Any,
     ) -> ClapModel:
         """Rebuild from a folder or hub repo written by `save_pretrained`, loading strictly."""
-        if os.path.isdir(model_id):
-            folder = Path(model_id)
-        else:
-            folder = Path(
-                snapshot_download(
-                    repo_id=model_id,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    force_download=force_download,
-                    local_files_only=local_files_only,
-                    token=token,
-                    allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"],
-                )
-            )
+        folder = pretrained_folder(
+            model_id,
+            allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"],
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+        )
         if config is None:
             if not (folder / CONFIG_FILE).is_file():
                 raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: not a clapkit model")

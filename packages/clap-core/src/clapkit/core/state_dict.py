@@ -186,3 +186,45 @@ def check_consumed(state: Mapping[str, Tensor], source: str) -> None:
     """
     if state:
         raise CheckpointError(f"{source}: unexpected keys: {_names(state)}")
+
+
+def pretrained_folder(
+    model_id: str,
+    *,
+    allow_patterns: list[str],
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> Path:
+    """The local folder of a ``save_pretrained`` output: ``model_id`` itself when it is a folder,
+    else a hub snapshot of only the files matching ``allow_patterns``.
+
+    Args:
+        model_id: a local folder or a hub repo id.
+        allow_patterns: the files to fetch from the hub (config, weights, tokenizer).
+        revision: hub revision.
+        cache_dir: hub cache folder.
+        force_download: re-download even if cached.
+        local_files_only: never touch the network.
+        token: hub token.
+
+    Returns:
+        The folder holding the files.
+    """
+    if os.path.isdir(model_id):
+        return Path(model_id)
+    from huggingface_hub import snapshot_download
+
+    return Path(
+        snapshot_download(
+            repo_id=model_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+            allow_patterns=allow_patterns,
+        )
+    )

@@ -1,4 +1,4 @@
-"""Clips per second of clapkit's CNN14 and HTSAT against the reference code, same weights, same run.
+"""Clips per second of clapkit's CNN14 and HTSAT against the reference code, same weights.
 
 Run in an environment that has the reference implementations (``panns-inference``, ``msclap``,
 ``torchlibrosa``), e.g. the parity environment:
@@ -7,22 +7,31 @@ Run in an environment that has the reference implementations (``panns-inference`
         packages/audio-encoders/benchmarks/bench_encoders.py --batch 8 --seconds 10 --rounds 5
 
 References: PANNs ``panns_inference.models.Cnn14`` and HTS-AT ``msclap.models.htsat``
-(``HTSAT_Swin_Transformer``, the HTS-AT code msclap ships). Both sides run the same weights under
-``torch.inference_mode``. Rounds are interleaved (reference, clapkit, alternating order) so that
-load from other processes hits both alike; the figures are the best round of each and the ratio
-of the per-round medians. ``--bf16`` adds clapkit under ``torch.autocast(bfloat16)`` (not
-numerically identical to float32). On CUDA both run with and without bf16 autocast.
+(``HTSAT_Swin_Transformer``, the HTS-AT code msclap ships). Both sides run the same weights
+(seeded reference initialisation, loaded into clapkit) under ``torch.inference_mode``.
+
+Every contender (reference or clapkit, fp32 or bf16) runs in a fresh process of its own: the
+allocator's state (glibc's mmap threshold moves with what the process has freed) otherwise
+carries from one contender to the next and shifts the figures by 20% or more. Rounds alternate
+the order of the contenders so that load from other processes hits all alike; each process
+warms up once, then times ``--repeats`` forward passes. The table gives the best and median
+pass of each and ratios against the reference at the same precision. ``--bf16`` adds both under
+``torch.autocast(bfloat16)`` (not numerically identical to float32). On CUDA both always run
+with and without bf16 autocast.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from clapkit.audio import AudioEncoder, cnn14, htsat, load_reference_state_dict
 
@@ -56,87 +65,91 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], AudioEncoder]]] = 
 }
 
 
-def _timer(model: nn.Module, wave: Tensor, autocast: torch.dtype | None) -> Callable[[], float]:
-    device = wave.device
-
-    def run() -> float:
+def worker(args: argparse.Namespace) -> None:
+    """Build one contender, warm it up, time ``args.repeats`` passes, print them as JSON."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    build_reference, build_ours = MODELS[args.models[0]]
+    torch.manual_seed(0)
+    reference = build_reference().eval()
+    side, precision = args.worker.split()
+    model: nn.Module = reference
+    if side == "clapkit":
+        model = build_ours().eval()
+        load_reference_state_dict(model, reference.state_dict())  # type: ignore[arg-type]
+        del reference
+    device = torch.device(args.device)
+    model.to(device)
+    generator = torch.Generator().manual_seed(1)
+    wave = 0.1 * torch.randn(args.batch, round(32000 * args.seconds), generator=generator)
+    wave = wave.to(device)
+    low = precision == "bf16"
+    times = []
+    for _ in range(args.repeats + 1):  # the first pass warms up allocator and kernel caches
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         with (
             torch.inference_mode(),
-            torch.autocast(
-                device.type, dtype=autocast or torch.float32, enabled=autocast is not None
-            ),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=low),
         ):
             model(wave)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    return run
+        times.append(time.perf_counter() - start)
+    print(json.dumps(times[1:]))
 
 
 def bench(name: str, args: argparse.Namespace) -> None:
-    """Time one architecture and print clips/s and speed-ups."""
-    build_reference, build_ours = MODELS[name]
-    torch.manual_seed(0)
-    reference = build_reference().eval()
-    ours = build_ours().eval()
-    load_reference_state_dict(ours, reference.state_dict())
-    device = torch.device(args.device)
-    reference.to(device)
-    ours.to(device)
-    wave = 0.1 * torch.randn(args.batch, round(32000 * args.seconds), device=device)
-    runners: dict[str, Callable[[], float]] = {
-        "reference fp32": _timer(reference, wave, None),
-        "clapkit fp32": _timer(ours, wave, None),
-    }
-    low = torch.bfloat16
-    if args.bf16 or device.type == "cuda":
-        if device.type == "cuda":
-            runners["reference bf16"] = _timer(reference, wave, low)
-        runners["clapkit bf16"] = _timer(ours, wave, low)
-    for run in runners.values():
-        run()  # warm-up: allocator, oneDNN primitive caches, cuDNN autotuning
-    times: dict[str, list[float]] = {label: [] for label in runners}
+    """Time one architecture, one process per contender and round; print clips/s and ratios."""
+    labels = ["reference fp32", "clapkit fp32"]
+    if args.bf16 or args.device.startswith("cuda"):
+        labels += ["reference bf16", "clapkit bf16"]
+    times: dict[str, list[float]] = {label: [] for label in labels}
+    command = [sys.executable, __file__, "--models", name, "--batch", str(args.batch)]
+    command += ["--seconds", str(args.seconds), "--repeats", str(args.repeats)]
+    command += ["--threads", str(args.threads), "--device", args.device]
     for round_index in range(args.rounds):
-        labels = list(runners)
-        if round_index % 2:
-            labels.reverse()
-        for label in labels:
-            times[label].append(runners[label]())
-    base = statistics.median(times["reference fp32"])
-    best_base = min(times["reference fp32"])
+        for label in labels if round_index % 2 == 0 else labels[::-1]:
+            result = subprocess.run(
+                [*command, "--worker", label], capture_output=True, text=True, check=True
+            )
+            times[label] += json.loads(result.stdout.strip().splitlines()[-1])
+    threads = args.threads or torch.get_num_threads()
     print(
-        f"\n{name}: batch {args.batch} x {args.seconds:g} s at 32 kHz on {device}, "
-        f"{torch.get_num_threads()} threads, {args.rounds} interleaved rounds"
+        f"\n{name}: batch {args.batch} x {args.seconds:g} s at 32 kHz on {args.device}, "
+        f"{threads} threads, {args.rounds} rounds x {args.repeats} passes, one process each; "
+        "x ref = against the reference at the same precision"
     )
     print(
         f"{'':16s} {'best clips/s':>13s} {'median clips/s':>15s} {'x ref (median)':>15s} "
         f"{'x ref (best)':>13s}"
     )
     for label, values in times.items():
+        same = times["reference " + label.split()[-1]]
         median = statistics.median(values)
         print(
             f"{label:16s} {args.batch / min(values):13.2f} {args.batch / median:15.2f} "
-            f"{base / median:15.2f} {best_base / min(values):13.2f}"
+            f"{statistics.median(same) / median:15.2f} {min(same) / min(values):13.2f}"
         )
 
 
 def main() -> None:
-    """Parse arguments and run the benchmarks."""
+    """Parse arguments and run the benchmarks (or, with ``--worker``, one contender)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="processes per contender")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes per process")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--bf16", action="store_true", help="also time clapkit under bf16")
+    parser.add_argument("--bf16", action="store_true", help="also time both under bf16")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.worker:
+        worker(args)
+        return
     for name in args.models:
         bench(name, args)
 

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from clapkit.audio.base import AudioEncoder, AudioEncoderOutput
 from clapkit.audio.config import FrontendConfig
 from clapkit.audio.frontend import LogMelFrontend
-from clapkit.audio.htsat.swin import SwinStage
+from clapkit.audio.htsat.swin import SwinStage, inverse_order, window_order
+from clapkit.audio.kernels import fused_linear, inference_chunk, use_inference_kernels
 
 
 def _mean_probability_logit(logits: Tensor, dim: int) -> Tensor:
@@ -63,6 +64,9 @@ class HTSAT(AudioEncoder):
     """
 
     architecture = "htsat"
+    fast_inference = True
+    """CPU float32 evaluation without autograd runs the linear layers through the fused oneDNN
+    kernel of :func:`clapkit.audio.kernels.linear`; set False on an instance for plain ops."""
 
     def __init__(
         self,
@@ -135,6 +139,21 @@ class HTSAT(AudioEncoder):
                 )
             )
         self.norm = nn.LayerNorm(self.out_dim)
+        # The stages take and give tokens in window order (see clapkit.audio.htsat.swin).
+        first, last = self.stages[0], self.stages[-1]
+        assert isinstance(first, SwinStage)
+        assert isinstance(last, SwinStage)
+        self.grid_to_sequence: Tensor
+        self.sequence_to_grid: Tensor
+        self.register_buffer(
+            "grid_to_sequence", window_order(grid, grid, first.window), persistent=False
+        )
+        final = self.final_grid
+        self.register_buffer(
+            "sequence_to_grid",
+            inverse_order(window_order(final, final, last.window)),
+            persistent=False,
+        )
         self.head: nn.Conv2d | None = None
         self.apply(self._init_weights)
         self.reset_classifier(num_classes)
@@ -237,16 +256,35 @@ class HTSAT(AudioEncoder):
             index = starts[..., None] + torch.arange(length, device=log_mel.device)  # [b, w, L]
             crops = log_mel[:, 0][torch.arange(batch, device=log_mel.device)[:, None, None], index]
             log_mel = crops.view(batch * windows, 1, length, mels)
-        x = self.pos_drop(self.patch_embed(self.to_image(log_mel)))
-        for stage in self.stages:
-            x = stage(x)
-        x = self.norm(x).permute(0, 3, 1, 2)  # [n, d, rows, cols]: rows = freq_ratio chunks
-        n, d, rows, cols = x.shape
+        image = self.to_image(log_mel)
+        fast = self.fast_inference and use_inference_kernels(self, image)
+        # Fast inference runs images in chunks whose activations glibc recycles (see
+        # clapkit.audio.kernels.INFERENCE_CHUNK_BYTES); training keeps the whole batch.
+        side = self.spec_size // self.patch_stride
+        widest = side * side * int(self.embed_dim * self.mlp_ratio) * image.element_size()
+        chunk = inference_chunk(widest) if fast else image.shape[0]
+        with fused_linear(fast):
+            parts = [self._encode_images(part) for part in image.split(chunk)]
+        x = parts[0] if len(parts) == 1 else torch.cat(parts)
+        n = x.shape[0]
+        side, d = self.final_grid, x.shape[2]
+        # [n, d, rows, cols]: rows = freq_ratio chunks
+        x = x.view(n, side, side, d).permute(0, 3, 1, 2)
+        rows, cols = side, side
         # Rows hold freq_ratio time chunks of `semantic_rows` frequency rows each: move the
         # chunks onto the time axis.
         x = x.reshape(n, d, self.freq_ratio, rows // self.freq_ratio, cols).transpose(2, 3)
         x = x.reshape(n, d, rows // self.freq_ratio, self.freq_ratio * cols)
         return x.view(batch, windows, d, *x.shape[2:])
+
+    def _encode_images(self, image: Tensor) -> Tensor:
+        """``[n, 1, s, s]`` images -> ``[n, s' * s', d]`` final tokens in grid order."""
+        x = self.pos_drop(self.patch_embed(image))
+        n, side, _, d = x.shape
+        x = x.view(n, side * side, d).index_select(1, self.grid_to_sequence)
+        for stage in self.stages:
+            x = stage(x)
+        return self.norm(x).index_select(1, self.sequence_to_grid)
 
     def forward_head(self, features: Tensor) -> AudioEncoderOutput:
         """Embedding and class maps, averaged over windows.

@@ -1,6 +1,11 @@
-"""Swin Transformer parts of HTS-AT (Liu et al., 2021, arXiv 2103.14030), channels-last.
+"""Swin Transformer parts of HTS-AT (Liu et al., 2021, arXiv 2103.14030), in window order.
 
-Tokens travel as ``[b, h, w, d]`` grids; window attention runs through
+Inside a stage the tokens travel as ``[b, h * w, d]`` sequences in *window order*: the tokens of
+each (unshifted) window consecutive, windows row-major. Plain blocks then attend without moving a
+token; a shifted block gathers its shifted windows with one index (cyclic shift and partition in
+one copy) and scatter-adds its output back into the residual stream with one ``index_add``, where
+the reference rolls, partitions, merges and rolls back. Patch merging gathers straight into the
+next stage's window order. Window attention runs through
 ``torch.nn.functional.scaled_dot_product_attention`` with the relative position bias and the
 shifted-window mask folded into one additive mask.
 """
@@ -13,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
+
+from clapkit.audio.kernels import linear
 
 SHIFT_MASK_VALUE = -100.0
 """Additive score between tokens of different shifted regions (Swin's value, not -inf)."""
@@ -51,6 +58,35 @@ def relative_position_index(window: int) -> Tensor:
     return delta[0] * (2 * window - 1) + delta[1]
 
 
+def window_order(height: int, width: int, window: int, shift: int = 0) -> Tensor:
+    """Grid index of every token of a window-major sequence.
+
+    Position ``p`` of the sequence holds grid token ``order[p]`` (row-major flat index) of a
+    ``height x width`` grid cyclically shifted by ``-shift`` and cut into ``window x window``
+    windows, windows row-major, tokens row-major inside a window.
+
+    Args:
+        height: Grid rows (a multiple of ``window``).
+        width: Grid columns (a multiple of ``window``).
+        window: Window side.
+        shift: Cyclic shift (Swin rolls the grid by ``-shift`` before partitioning).
+
+    Returns:
+        ``[height * width]`` long tensor, a permutation.
+
+    Raises:
+        ValueError: If the grid is not a whole number of windows.
+    """
+    if height % window or width % window:
+        raise ValueError(
+            f"grid {height}x{width} is not a whole number of {window}x{window} windows"
+        )
+    rows = torch.arange(height).view(height // window, 1, window, 1)
+    cols = torch.arange(width).view(1, width // window, 1, window)
+    rows, cols = (rows + shift) % height, (cols + shift) % width
+    return (rows * width + cols).flatten()
+
+
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> Tensor:
     """Additive mask keeping attention inside the regions a cyclic shift brings together.
 
@@ -70,23 +106,17 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> Ten
         for cols in bounds:
             region[rows, cols] = label
             label += 1
-    region = partition_windows(region[None, :, :, None], window).squeeze(-1)  # [nW, n]
+    # Regions are labelled on the shifted grid, so its windows are the plain partition of it.
+    region = region.flatten()[window_order(height, width, window)].view(-1, window * window)
     different = region[:, None, :] != region[:, :, None]
     return torch.zeros(different.shape).masked_fill(different, SHIFT_MASK_VALUE)
 
 
-def partition_windows(x: Tensor, window: int) -> Tensor:
-    """``[b, h, w, d]`` -> ``[b * n_windows, window * window, d]`` (windows row-major)."""
-    b, h, w, d = x.shape
-    x = x.view(b, h // window, window, w // window, window, d).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, window * window, d)
-
-
-def merge_windows(windows: Tensor, window: int, height: int, width: int) -> Tensor:
-    """Inverse of :func:`partition_windows`: ``[b * n_windows, n, d]`` -> ``[b, h, w, d]``."""
-    d = windows.shape[-1]
-    x = windows.view(-1, height // window, width // window, window, window, d)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, d)
+def inverse_order(order: Tensor) -> Tensor:
+    """The permutation that undoes ``order`` (``inverse[order] == arange``)."""
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel())
+    return inverse
 
 
 class WindowAttention(nn.Module):
@@ -148,7 +178,7 @@ class WindowAttention(nn.Module):
         """
         bw, n, d = windows.shape
         heads = self.num_heads
-        qkv = self.qkv(windows).view(bw, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+        qkv = linear(windows, self.qkv).view(bw, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
         query, key, value = qkv.unbind(0)  # [b * nW, heads, n, d_head]
         # Masks go in 4-D: the fused CPU kernel takes them, a 3-D mask falls back to the math path.
         bias = self.position_bias().to(query.dtype)
@@ -174,7 +204,7 @@ class WindowAttention(nn.Module):
             )
             out = out.view(bw, heads, n, -1)
         out = out.transpose(1, 2).reshape(bw, n, d)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(linear(out, self.proj))
 
 
 class Mlp(nn.Module):
@@ -194,11 +224,11 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the MLP to ``[..., dim]``."""
-        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
+        return self.drop(linear(self.drop(linear(x, self.fc1, gelu=True)), self.fc2))
 
 
 class SwinBlock(nn.Module):
-    """Pre-norm (shifted-)window attention and MLP, each with a residual.
+    """Pre-norm (shifted-)window attention and MLP, each with a residual, on window-order tokens.
 
     Args:
         dim: Token width.
@@ -233,6 +263,7 @@ class SwinBlock(nn.Module):
             window, shift = min(resolution), 0
         self.window = window
         self.shift = shift
+        self.n_windows = (resolution[0] // window) * (resolution[1] // window)
         self.drop_path_rate = drop_path_rate
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(
@@ -241,60 +272,83 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         self.shift_mask: Tensor | None
-        mask = shifted_window_mask(*resolution, window, shift) if shift else None
+        self.shift_order: Tensor | None
+        mask = order = None
+        if shift:
+            mask = shifted_window_mask(*resolution, window, shift)
+            # Sequence position (plain window order) of every token of the shifted windows.
+            plain = inverse_order(window_order(*resolution, window))
+            order = plain[window_order(*resolution, window, shift)]
         self.register_buffer("shift_mask", mask, persistent=False)
+        self.register_buffer("shift_order", order, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the block.
 
         Args:
-            x: ``[b, h, w, d]``.
+            x: ``[b, h * w, d]`` tokens in plain window order (see :func:`window_order`).
 
         Returns:
-            ``[b, h, w, d]``.
+            ``[b, h * w, d]`` in the same order.
         """
-        _, height, width, _ = x.shape
-        y = self.norm1(x)
-        if self.shift:
-            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        n_windows = (height // self.window) * (width // self.window)
-        y = self.attn(partition_windows(y, self.window), n_windows, self.shift_mask)
-        y = merge_windows(y, self.window, height, width)
-        if self.shift:
-            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = x + drop_path(y, self.drop_path_rate, self.training)
+        b, length, d = x.shape
+        windows = x if self.shift_order is None else x.index_select(1, self.shift_order)
+        y = self.attn(
+            self.norm1(windows).view(-1, self.window**2, d), self.n_windows, self.shift_mask
+        )
+        y = drop_path(y.view(b, length, d), self.drop_path_rate, self.training)
+        x = x + y if self.shift_order is None else x.index_add(1, self.shift_order, y)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, self.training)
 
 
 class PatchMerging(nn.Module):
     """Concatenate each 2x2 neighbourhood (Swin order), LayerNorm, halve the width to 2d.
 
+    Tokens come in the window order of this grid and leave in the window order of the merged
+    grid, gathered by one index.
+
     Args:
         dim: Input token width ``d``.
+        resolution: Input grid ``(h, w)``, both even.
+        window: Window side of the input sequence's order.
+        next_window: Window side of the output sequence's order.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(
+        self, dim: int, resolution: tuple[int, int], window: int, next_window: int
+    ) -> None:
         super().__init__()
+        height, width = resolution
+        if height % 2 or width % 2:
+            raise ValueError(f"patch merging needs an even grid, got {height}x{width}")
         self.norm = nn.LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        position = inverse_order(
+            window_order(height, width, window)
+        )  # grid index -> sequence index
+        merged = window_order(height // 2, width // 2, next_window)
+        rows, cols = 2 * (merged // (width // 2)), 2 * (merged % (width // 2))
+        # Swin concatenates (row0,col0), (row1,col0), (row0,col1), (row1,col1): column-major.
+        sources = torch.stack(
+            (rows * width + cols, (rows + 1) * width + cols, rows * width + cols + 1,
+             (rows + 1) * width + cols + 1),
+            dim=1,
+        )  # fmt: skip
+        self.gather_index: Tensor
+        self.register_buffer("gather_index", position[sources].flatten(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """Merge patches.
 
         Args:
-            x: ``[b, h, w, d]`` with even ``h`` and ``w``.
+            x: ``[b, h * w, d]`` in this grid's window order.
 
         Returns:
-            ``[b, h/2, w/2, 2d]``.
+            ``[b, h * w / 4, 2d]`` in the merged grid's window order.
         """
-        b, h, w, d = x.shape
-        # Swin concatenates (row0,col0), (row1,col0), (row0,col1), (row1,col1): column-major.
-        x = (
-            x.view(b, h // 2, 2, w // 2, 2, d)
-            .permute(0, 1, 3, 4, 2, 5)
-            .reshape(b, h // 2, w // 2, 4 * d)
-        )
-        return self.reduction(self.norm(x))
+        b, length, d = x.shape
+        x = x.index_select(1, self.gather_index).view(b, length // 4, 4 * d)
+        return linear(self.norm(x), self.reduction)
 
 
 class SwinStage(nn.Module):
@@ -312,6 +366,11 @@ class SwinStage(nn.Module):
         attn_drop: Dropout on attention weights.
         drop_path_rates: Stochastic depth of each block.
         downsample: Append :class:`PatchMerging`.
+        next_window: Window side of the next stage (the order merging writes); defaults to
+            ``window``.
+
+    Attributes:
+        window: Window side of this stage's token order (``window`` clipped to the grid).
     """
 
     def __init__(
@@ -328,9 +387,12 @@ class SwinStage(nn.Module):
         attn_drop: float,
         drop_path_rates: Sequence[float],
         downsample: bool,
+        next_window: int | None = None,
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
+        self.resolution = resolution
+        self.window = min(window, *resolution)
         self.blocks = nn.ModuleList(
             SwinBlock(
                 dim,
@@ -346,10 +408,22 @@ class SwinStage(nn.Module):
             )
             for i in range(depth)
         )
-        self.downsample = PatchMerging(dim) if downsample else None
+        self.downsample: PatchMerging | None = None
+        if downsample:
+            merged = (resolution[0] // 2, resolution[1] // 2)
+            following = min(next_window if next_window is not None else window, *merged)
+            self.downsample = PatchMerging(dim, resolution, self.window, following)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Apply the stage to ``[b, h, w, d]``; returns ``[b, h/2, w/2, 2d]`` when merging."""
+        """Apply the stage.
+
+        Args:
+            x: ``[b, h * w, d]`` in this stage's window order.
+
+        Returns:
+            ``[b, h * w / 4, 2d]`` in the next stage's window order when merging, else
+            ``[b, h * w, d]`` in this stage's order.
+        """
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)

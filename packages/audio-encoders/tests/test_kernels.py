@@ -65,6 +65,15 @@ def test_winograd_float32_error_is_rounding_level() -> None:
     assert error < 2e-6
 
 
+def test_winograd_filter_is_g_g_gt() -> None:
+    weight = _randn(5, 3, 3, 3)
+    g = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
+    expected = torch.einsum("ij,ocjk,lk->ilco", g, weight, g).reshape(16, 3, 5)
+    torch.testing.assert_close(K.winograd_filter(weight), expected, rtol=0, atol=1e-14)
+
+
 def test_winograd_rejects_mismatched_shapes() -> None:
     filters = K.winograd_filter(_randn(4, 3, 3, 3))
     with pytest.raises(ValueError, match="input channels"):
@@ -212,6 +221,15 @@ def test_cnn14_fast_path_follows_weight_changes() -> None:
     assert not torch.allclose(before, after_load)
     assert not torch.allclose(after_load, after_update)
     torch.testing.assert_close(after_update, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_cnn14_training_mode_drops_the_folded_cache() -> None:
+    model = _cnn14_with_stats()
+    with torch.no_grad():
+        model(0.1 * _randn(1, 16000, dtype=torch.float32))
+    assert all(block._folded is not None for block in model.blocks)  # type: ignore[union-attr]
+    model.train()
+    assert all(block._folded is None for block in model.blocks)  # type: ignore[union-attr]
 
 
 def test_cnn14_fast_path_can_be_switched_off_and_skips_inference_tensors() -> None:

@@ -60,6 +60,20 @@ class ConvBlock(nn.Module):
         self._folded_key: tuple[object, ...] | None = None
         self._folded: tuple[FoldedConv, FoldedConv] | None = None
 
+    def train(self, mode: bool = True) -> ConvBlock:
+        """Set training mode; entering it drops the folded-weight cache (it would go stale).
+
+        Args:
+            mode: Training (True) or evaluation (False).
+
+        Returns:
+            ``self``.
+        """
+        if mode:
+            self._folded = None
+            self._folded_key = None
+        return super().train(mode)
+
     def folded(self, winograd_min_channels: int) -> tuple[FoldedConv, FoldedConv] | None:
         """Both convolutions with their BatchNorms folded in, cached until a tensor changes.
 

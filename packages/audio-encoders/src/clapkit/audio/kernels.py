@@ -126,9 +126,6 @@ WINOGRAD_CHUNK_BYTES = 16 << 20
 WINOGRAD_MIN_ROWS = 1024
 """Fewest GEMM rows (tiles) per Winograd pass: smaller products lose the GEMM's efficiency."""
 
-# F(2x2, 3x3) filter transform G (4 x 3).
-_FILTER_TRANSFORM = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
-
 
 def fold_batch_norm(weight: Tensor, norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """Fold an evaluation-mode BatchNorm into the bias-free convolution before it.
@@ -138,8 +135,8 @@ def fold_batch_norm(weight: Tensor, norm: nn.BatchNorm2d) -> tuple[Tensor, Tenso
         norm: The BatchNorm that follows (its running statistics are used).
 
     Returns:
-        ``(weight, bias)`` with ``conv(x, weight) + bias == norm(conv(x, original weight))``,
-        computed in float64 and returned in ``weight``'s dtype.
+        ``(weight, bias)`` with ``conv(x, weight) + bias == norm(conv(x, original weight))``
+        (per-channel factors computed in float64), in ``weight``'s dtype.
 
     Raises:
         ValueError: If the BatchNorm keeps no running statistics.
@@ -152,8 +149,8 @@ def fold_batch_norm(weight: Tensor, norm: nn.BatchNorm2d) -> tuple[Tensor, Tenso
     shift = -norm.running_mean.double() * scale
     if norm.bias is not None:
         shift = shift + norm.bias.double()
-    folded = weight.double() * scale[:, None, None, None]
-    return folded.to(weight.dtype), shift.to(weight.dtype)
+    folded = weight * scale.to(weight.dtype)[:, None, None, None]
+    return folded, shift.to(weight.dtype)
 
 
 def winograd_filter(weight: Tensor) -> Tensor:
@@ -163,16 +160,21 @@ def winograd_filter(weight: Tensor) -> Tensor:
         weight: ``[c_out, c_in, 3, 3]``.
 
     Returns:
-        ``[16, c_in, c_out]``: ``G g G^T`` per filter, tile positions first.
+        ``[16, c_in, c_out]``: ``G g G^T`` per filter, tile positions first, in ``weight``'s
+        dtype (the transform only halves and adds three terms, exact to one rounding).
 
     Raises:
         ValueError: If the kernel is not 3x3.
     """
     if weight.ndim != 4 or weight.shape[2:] != (3, 3):
         raise ValueError(f"expected [c_out, c_in, 3, 3] filters, got {tuple(weight.shape)}")
-    g = torch.tensor(_FILTER_TRANSFORM, dtype=torch.float64, device=weight.device)
-    u = torch.einsum("ij,ocjk,lk->ilco", g, weight.double(), g)
-    return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+
+    def transform(g: Tensor, dim: int) -> Tensor:  # G applied along one kernel axis
+        g0, g1, g2 = g.unbind(dim)
+        return torch.stack((g0, (g0 + g1 + g2) * 0.5, (g0 - g1 + g2) * 0.5, g2), dim)
+
+    u = transform(transform(weight.permute(2, 3, 1, 0), 0), 1)  # [4, 4, c_in, c_out]
+    return u.reshape(16, weight.shape[1], weight.shape[0]).contiguous()
 
 
 def _input_transform(rows: Tensor, vertical: Tensor, out: Tensor) -> None:

@@ -128,6 +128,19 @@ def test_fused_linear_equals_plain(gelu: bool, bias: bool) -> None:
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_linear_adds_a_residual(fused: bool) -> None:
+    layer = nn.Linear(24, 40)
+    x = _randn(3, 17, 24, dtype=torch.float32)
+    residual = _randn(3, 17, 40, seed=3, dtype=torch.float32)
+    with torch.no_grad(), K.fused_linear(fused):
+        out = K.linear(x, layer, residual=residual)
+        expected = residual + F.linear(x, layer.weight, layer.bias)
+        with pytest.raises(ValueError, match="not both"):
+            K.linear(x, layer, gelu=True, residual=residual)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_fused_linear_only_where_allowed() -> None:
     layer = nn.Linear(8, 4)
     x = _randn(5, 8, dtype=torch.float32)

@@ -90,20 +90,29 @@ def use_inference_kernels(module: nn.Module, x: Tensor) -> bool:
     )
 
 
-def linear(x: Tensor, layer: nn.Linear, *, gelu: bool = False) -> Tensor:
-    """``layer(x)``, then exact (erf) GELU when asked.
+def linear(
+    x: Tensor, layer: nn.Linear, *, gelu: bool = False, residual: Tensor | None = None
+) -> Tensor:
+    """``layer(x)``, then exact (erf) GELU or a residual added, when asked.
 
     Inside :func:`fused_linear` and without autograd or autocast, float32 on the CPU runs as one
-    oneDNN call with bias and GELU in the GEMM's epilogue; otherwise as ``F.linear`` (+ ``F.gelu``).
+    oneDNN call with the bias and the GELU or the residual addition in the GEMM's epilogue;
+    otherwise as ``F.linear`` followed by ``F.gelu`` or ``residual + ...``.
 
     Args:
         x: ``[..., in_features]``.
         layer: The linear layer.
         gelu: Apply GELU to the output.
+        residual: ``[..., out_features]`` to add to the output (not with ``gelu``).
 
     Returns:
         ``[..., out_features]``.
+
+    Raises:
+        ValueError: If both ``gelu`` and ``residual`` are given.
     """
+    if gelu and residual is not None:
+        raise ValueError("linear takes gelu or residual, not both")
     if (
         _FUSED_LINEAR.get()
         and _MKLDNN_LINEAR is not None
@@ -115,9 +124,14 @@ def linear(x: Tensor, layer: nn.Linear, *, gelu: bool = False) -> Tensor:
     ):
         if gelu:
             return _MKLDNN_LINEAR(x, layer.weight, layer.bias, "gelu", [], "none")
-        return _MKLDNN_LINEAR(x, layer.weight, layer.bias, "none", [], "")
-    out = F.linear(x, layer.weight, layer.bias)
-    return F.gelu(out) if gelu else out
+        if residual is not None and residual.dtype == torch.float32:
+            return _MKLDNN_LINEAR.binary(x, residual, layer.weight, layer.bias, "add")
+        out = _MKLDNN_LINEAR(x, layer.weight, layer.bias, "none", [], "")
+    else:
+        out = F.linear(x, layer.weight, layer.bias)
+        if gelu:
+            return F.gelu(out)
+    return out if residual is None else residual + out
 
 
 WINOGRAD_CHUNK_BYTES = 16 << 20

@@ -165,13 +165,21 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, self.num_heads).permute(2, 0, 1)
 
-    def forward(self, windows: Tensor, n_windows: int, shift_mask: Tensor | None) -> Tensor:
+    def forward(
+        self,
+        windows: Tensor,
+        n_windows: int,
+        shift_mask: Tensor | None,
+        residual: Tensor | None = None,
+    ) -> Tensor:
         """Attend within each window.
 
         Args:
             windows: ``[b * n_windows, n, d]`` tokens, windows of one image consecutive.
             n_windows: Windows per image.
             shift_mask: ``[n_windows, n, n]`` additive mask of a shifted block, or ``None``.
+            residual: ``[b * n_windows, n, d]`` added to the output (in the projection's
+                epilogue where the fused kernel runs); only without output dropout.
 
         Returns:
             ``[b * n_windows, n, d]``.
@@ -204,6 +212,8 @@ class WindowAttention(nn.Module):
             )
             out = out.view(bw, heads, n, -1)
         out = out.transpose(1, 2).reshape(bw, n, d)
+        if residual is not None:
+            return linear(out, self.proj, residual=residual)
         return self.proj_drop(linear(out, self.proj))
 
 
@@ -222,9 +232,12 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Apply the MLP to ``[..., dim]``."""
-        return self.drop(linear(self.drop(linear(x, self.fc1, gelu=True)), self.fc2))
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """Apply the MLP to ``[..., dim]``, adding ``residual`` (only without dropout) if given."""
+        hidden = self.drop(linear(x, self.fc1, gelu=True))
+        if residual is not None:
+            return linear(hidden, self.fc2, residual=residual)
+        return self.drop(linear(hidden, self.fc2))
 
 
 class SwinBlock(nn.Module):
@@ -292,10 +305,19 @@ class SwinBlock(nn.Module):
             ``[b, h * w, d]`` in the same order.
         """
         b, length, d = x.shape
+        tokens = self.window**2
+        if not self.training:  # no dropout or drop path: residuals join the projections
+            if self.shift_order is None:
+                windows = x.view(-1, tokens, d)
+                x = self.attn(self.norm1(windows), self.n_windows, None, residual=windows)
+                x = x.view(b, length, d)
+            else:
+                windows = self.norm1(x.index_select(1, self.shift_order)).view(-1, tokens, d)
+                y = self.attn(windows, self.n_windows, self.shift_mask)
+                x = x.index_add(1, self.shift_order, y.view(b, length, d))
+            return self.mlp(self.norm2(x), residual=x)
         windows = x if self.shift_order is None else x.index_select(1, self.shift_order)
-        y = self.attn(
-            self.norm1(windows).view(-1, self.window**2, d), self.n_windows, self.shift_mask
-        )
+        y = self.attn(self.norm1(windows).view(-1, tokens, d), self.n_windows, self.shift_mask)
         y = drop_path(y.view(b, length, d), self.drop_path_rate, self.training)
         x = x + y if self.shift_order is None else x.index_add(1, self.shift_order, y)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, self.training)

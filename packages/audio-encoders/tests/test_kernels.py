@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -139,6 +141,15 @@ def test_linear_adds_a_residual(fused: bool) -> None:
         with pytest.raises(ValueError, match="not both"):
             K.linear(x, layer, gelu=True, residual=residual)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64")
+    or not torch.backends.mkldnn.is_available(),
+    reason="the fused oneDNN linear is only required to work on x86-64 builds with oneDNN",
+)
+def test_fused_onednn_linear_is_available_on_x86() -> None:
+    assert K._mkldnn_linear_works()
 
 
 def test_fused_linear_only_where_allowed() -> None:

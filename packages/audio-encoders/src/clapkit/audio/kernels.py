@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -33,6 +34,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 _MKLDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+
+
+@functools.cache
+def _mkldnn_linear_works() -> bool:
+    """Whether this torch build runs oneDNN's fused linear (probed once on a tiny input)."""
+    if _MKLDNN_LINEAR is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        with torch.no_grad():
+            x, w = torch.ones(2, 3), torch.ones(4, 3)
+            out = _MKLDNN_LINEAR(x, w, torch.zeros(4), "gelu", [], "none")
+            added = _MKLDNN_LINEAR.binary(x, torch.ones(2, 4), w, None, "add")
+    except (RuntimeError, NotImplementedError):
+        return False
+    return bool(torch.allclose(out, F.gelu(x @ w.t())) and torch.allclose(added, x @ w.t() + 1))
+
+
 _FUSED_LINEAR = contextvars.ContextVar("clapkit_audio_fused_linear", default=False)
 
 
@@ -116,6 +134,7 @@ def linear(
     if (
         _FUSED_LINEAR.get()
         and _MKLDNN_LINEAR is not None
+        and _mkldnn_linear_works()
         and x.dtype == torch.float32
         and layer.weight.dtype == torch.float32
         and x.device.type == "cpu"

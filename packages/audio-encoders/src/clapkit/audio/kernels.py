@@ -5,8 +5,11 @@ autograd, float32/64 on CPU, no autocast); training and every other device keep 
 layer-by-layer forward that the parity tests pin to the reference implementations.
 
 HTS-AT spends most of its time in linear layers already at the GEMM's peak; :func:`linear` runs
-them through oneDNN with the bias (and the MLP's GELU) applied in the GEMM's epilogue instead of
-extra passes over the activations.
+them through oneDNN with the bias, the MLP's GELU or a residual addition applied in the GEMM's
+epilogue instead of extra passes over the activations.
+
+Both encoders (and the log-mel front end) split a batch into chunks whose largest activation
+stays under :data:`INFERENCE_CHUNK_BYTES` (:func:`inference_chunk`).
 
 CNN14 spends almost all of its CPU time in 3x3 convolutions that oneDNN already runs near the
 machine's peak FLOP rate, so a faster float32 forward pass has to do less arithmetic:

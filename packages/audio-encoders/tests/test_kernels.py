@@ -11,13 +11,8 @@ from torch import nn
 
 from clapkit.audio import HTSAT, Cnn14, FrontendConfig, cnn14_encoder, htsat_encoder
 from clapkit.audio import kernels as K
-from clapkit.audio.htsat.swin import (
-    PatchMerging,
-    SwinBlock,
-    inverse_order,
-    shifted_window_mask,
-    window_order,
-)
+from clapkit.audio.htsat.swin import PatchMerging, SwinBlock
+from clapkit.audio.htsat.windows import inverse_order, shifted_window_mask, window_order
 
 from .conftest import tiny
 

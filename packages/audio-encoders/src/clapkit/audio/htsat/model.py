@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from clapkit.audio.base import AudioEncoder, AudioEncoderOutput
 from clapkit.audio.config import FrontendConfig
 from clapkit.audio.frontend import LogMelFrontend
-from clapkit.audio.htsat.swin import SwinStage, inverse_order, window_order
+from clapkit.audio.htsat.swin import SwinStage
+from clapkit.audio.htsat.windows import inverse_order, window_order
 from clapkit.audio.kernels import fused_linear, inference_chunk, use_inference_kernels
 
 

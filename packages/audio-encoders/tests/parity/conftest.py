@@ -58,3 +58,49 @@ def clips(sample_rate: int, seconds: float, count: int = 2) -> Tensor:
     ]
     noise = 0.1 * torch.randn(samples, generator=torch.Generator().manual_seed(int(seconds * 1000)))
     return torch.stack([*waves, noise])
+
+
+def msclap_audio_file(
+    folder: Path,
+    architecture: str,
+    *,
+    out_emb: int,
+    fmax: float,
+    seed: int,
+    extra: dict[str, Tensor] | None = None,
+) -> tuple[nn.Module, Path]:
+    """An msclap ``AudioEncoder`` with random weights, saved as an msclap ``{"model": ...}`` file.
+
+    Args:
+        folder: Where to write ``CLAP_weights.pth``.
+        architecture: ``"Cnn14"`` (2022) or ``"HTSAT"`` (2023).
+        out_emb: Audio embedding width (2048 / 768).
+        fmax: The yml's ``fmax`` (msclap's HTSAT wrapper ignores it).
+        seed: Seeds the construction; ``seed + 1`` randomises norms and statistics.
+        extra: More tensors for the file (other parts of a CLAP checkpoint).
+
+    Returns:
+        ``(reference in eval mode, path)``.
+    """
+    from msclap.models.clap import AudioEncoder
+
+    torch.manual_seed(seed)
+    reference = AudioEncoder(
+        architecture,
+        out_emb,
+        1024,
+        sample_rate=44100,
+        window_size=1024,
+        hop_size=320,
+        mel_bins=64,
+        fmin=50,
+        fmax=fmax,
+        classes_num=527,
+    )
+    randomise(reference, seed=seed + 1)
+    state = {f"audio_encoder.{k}": v for k, v in reference.state_dict().items()}
+    state["logit_scale"] = torch.tensor(2.0)
+    state.update(extra or {})
+    path = folder / "CLAP_weights.pth"
+    torch.save({"model": state}, path)
+    return reference.eval(), path

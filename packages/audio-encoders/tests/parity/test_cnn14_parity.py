@@ -9,7 +9,7 @@ import torch
 
 from clapkit.audio import cnn14, cnn14_msclap_2022
 
-from .conftest import TOLERANCE, clips, randomise, relative_error
+from .conftest import TOLERANCE, clips, msclap_audio_file, randomise, relative_error
 
 pytestmark = pytest.mark.parity
 
@@ -49,28 +49,14 @@ def test_panns_cnn14(panns_file: tuple[torch.nn.Module, Path], seconds: float) -
 
 @pytest.fixture(scope="module")
 def msclap_2022_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    from msclap.models.clap import AudioEncoder
-
-    torch.manual_seed(1)
-    reference = AudioEncoder(
+    return msclap_audio_file(
+        tmp_path_factory.mktemp("msclap"),
         "Cnn14",
-        2048,
-        1024,
-        sample_rate=44100,
-        window_size=1024,
-        hop_size=320,
-        mel_bins=64,
-        fmin=50,
+        out_emb=2048,
         fmax=14000,
-        classes_num=527,
+        seed=1,
+        extra={"caption_encoder.projection.linear1.weight": torch.zeros(1024, 768)},
     )
-    randomise(reference, seed=2)
-    state = {f"audio_encoder.{k}": v for k, v in reference.state_dict().items()}
-    state["logit_scale"] = torch.tensor(2.0)
-    state["caption_encoder.projection.linear1.weight"] = torch.zeros(1024, 768)
-    path = tmp_path_factory.mktemp("msclap") / "CLAP_weights_2022.pth"
-    torch.save({"model": state}, path)
-    return reference.eval(), path
 
 
 @pytest.mark.parametrize("seconds", [5.0, 10.0])

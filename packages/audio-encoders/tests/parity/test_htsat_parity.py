@@ -9,7 +9,7 @@ import torch
 
 from clapkit.audio import AudioEncoderOutput, htsat, htsat_msclap_2023
 
-from .conftest import TOLERANCE, clips, randomise, relative_error
+from .conftest import TOLERANCE, clips, msclap_audio_file, randomise, relative_error
 
 pytestmark = pytest.mark.parity
 
@@ -51,28 +51,10 @@ def test_htsat_audioset(htsat_checkpoint: tuple[torch.nn.Module, Path], seconds:
 
 @pytest.fixture(scope="module")
 def msclap_2023_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
-    from msclap.models.clap import AudioEncoder
-
-    torch.manual_seed(3)
     # The yml values (44.1 kHz, 50-8000 Hz) reach HTSATWrapper but are ignored by it.
-    reference = AudioEncoder(
-        "HTSAT",
-        768,
-        1024,
-        sample_rate=44100,
-        window_size=1024,
-        hop_size=320,
-        mel_bins=64,
-        fmin=50,
-        fmax=8000,
-        classes_num=527,
+    return msclap_audio_file(
+        tmp_path_factory.mktemp("msclap"), "HTSAT", out_emb=768, fmax=8000, seed=3
     )
-    randomise(reference, seed=4)
-    state = {f"audio_encoder.{k}": v for k, v in reference.state_dict().items()}
-    state["logit_scale"] = torch.tensor(2.0)
-    path = tmp_path_factory.mktemp("msclap") / "CLAP_weights_2023.pth"
-    torch.save({"model": state}, path)
-    return reference.eval(), path
 
 
 @pytest.mark.parametrize("seconds", [5.0, 7.0, 10.0])  # 690, 965 and 1379 frames at 44.1 kHz

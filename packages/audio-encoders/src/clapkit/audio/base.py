@@ -59,6 +59,7 @@ class AudioEncoder(nn.Module):
         self.grad_checkpointing = False
 
     log_mel: LogMelFrontend
+    head: nn.Module | None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass to save memory.
@@ -110,11 +111,27 @@ class AudioEncoder(nn.Module):
         return self.forward_head(self.forward_features(waveform))
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a freshly initialised one.
+        """Replace the classifier with a freshly initialised one (:meth:`_new_head`).
+
+        The new head takes the device and dtype of the front end's ``bn0``.
 
         Args:
             num_classes: New number of classes; 0 removes the head.
+
+        Raises:
+            ValueError: If ``num_classes`` is negative.
         """
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.num_classes = num_classes
+        if num_classes == 0:
+            self.head = None
+            return
+        reference = self.log_mel.bn0.weight
+        self.head = self._new_head(num_classes).to(reference.device, reference.dtype)
+
+    def _new_head(self, num_classes: int) -> nn.Module:
+        """A freshly initialised classifier with ``num_classes`` outputs."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:

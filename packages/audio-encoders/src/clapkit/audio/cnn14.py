@@ -215,25 +215,12 @@ class Cnn14(AudioEncoder):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace ``fc_audioset`` with a new (Xavier-initialised) layer.
-
-        Args:
-            num_classes: New number of classes; 0 removes the head.
-
-        Raises:
-            ValueError: If ``num_classes`` is negative.
-        """
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-        self.num_classes = num_classes
-        if num_classes == 0:
-            self.head = None
-            return
+    def _new_head(self, num_classes: int) -> nn.Linear:
+        """``fc_audioset``: a Xavier-initialised linear layer on the embedding."""
         head = nn.Linear(self.out_dim, num_classes)
         nn.init.xavier_uniform_(head.weight)
         nn.init.zeros_(head.bias)
-        self.head = head.to(self.embed.weight.device, self.embed.weight.dtype)
+        return head
 
     def forward_features(self, waveform: Tensor) -> Tensor:
         """Log-mel and the conv blocks.

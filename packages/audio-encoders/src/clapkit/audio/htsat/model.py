@@ -181,23 +181,9 @@ class HTSAT(AudioEncoder):
             if isinstance(stage, SwinStage):
                 stage.grad_checkpointing = enable
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the token-semantic convolution (``tscam_conv``) with a new one.
-
-        Args:
-            num_classes: New number of classes; 0 removes the head.
-
-        Raises:
-            ValueError: If ``num_classes`` is negative.
-        """
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-        self.num_classes = num_classes
-        if num_classes == 0:
-            self.head = None
-            return
-        head = nn.Conv2d(self.out_dim, num_classes, (self.semantic_rows, 3), padding=(0, 1))
-        self.head = head.to(self.norm.weight.device, self.norm.weight.dtype)
+    def _new_head(self, num_classes: int) -> nn.Conv2d:
+        """``tscam_conv``: class maps from the token-semantic grid."""
+        return nn.Conv2d(self.out_dim, num_classes, (self.semantic_rows, 3), padding=(0, 1))
 
     def _crop_starts(self, frames: int, batch: int, device: torch.device) -> Tensor:
         """Start frames ``[batch, w]`` of the windows a long spectrogram is cut into."""

@@ -25,6 +25,7 @@ PACKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "text-encoders": ("clapkit-text-encoders", ()),
     "clap-core": ("clapkit-core", ("all",)),
     "clap-caption": ("clapkit-caption", ()),
+    "datasets": ("clapkit-datasets", ()),
 }
 PYTEST_BASE = ("-q", "-p", "no:cacheprovider")
 

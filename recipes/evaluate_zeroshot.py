@@ -28,8 +28,8 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from clapkit.core import ClapModel
-from clapkit.core.data import ClapCollator
-from clapkit.core.data.zero_shot import (
+from clapkit.data import ClapCollator
+from clapkit.data.zero_shot import (
     ZeroShotTask,
     class_embeddings,
     confusion_matrix,

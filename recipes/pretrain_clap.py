@@ -52,14 +52,14 @@ from pretrain_support import (
 )
 
 from clapkit.core import ContrastiveLoss, build_clap
-from clapkit.core.data import (
+from clapkit.data import (
     ClapCollator,
     ManifestDataset,
     ShardDataset,
     SkippedFiles,
     read_manifest,
 )
-from clapkit.core.data.zero_shot import (
+from clapkit.data.zero_shot import (
     ZeroShotTask,
     class_embeddings,
     zero_shot_scores,
@@ -98,7 +98,7 @@ class Config:
     train_manifest: str | None = None
     """JSON Lines manifest of audio-caption pairs."""
     train_shards: str | None = None
-    """Instead of a manifest: a folder or glob of tar shards (see clapkit.core.data)."""
+    """Instead of a manifest: a folder or glob of tar shards (see clapkit.data)."""
     samples_per_epoch: int | None = None
     """Shards only: clips per epoch over all processes (equal steps on every rank)."""
     eval_manifest: tuple[str, ...] = ()

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_support import build_word_tokenizer, fsdd_manifests, latest_checkpoint
 
 from clapkit.caption import CaptionerConfig, ClapCaptioner, evaluate_captions, transformer_mapper
-from clapkit.core.data import ClapCollator, ManifestDataset, read_manifest
+from clapkit.data import ClapCollator, ManifestDataset, read_manifest
 
 logger = logging.getLogger("train_captioner")
 REPO = Path(__file__).resolve().parent.parent

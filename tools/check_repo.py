@@ -27,6 +27,7 @@ IMPORT_TO_DIST = {
     "clapkit.text": "clapkit-text-encoders",
     "clapkit.core": "clapkit-core",
     "clapkit.caption": "clapkit-caption",
+    "clapkit.data": "clapkit-datasets",
 }
 ENCODER_DISTS = {"clapkit-audio-encoders", "clapkit-text-encoders"}
 CHANGELOG_ENTRY = re.compile(r"^## \[(?P<version>[^\]]+)\]", re.MULTILINE)

@@ -29,7 +29,7 @@ RECIPES = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(RECIPES))
 
 from clapkit.audio import htsat_22  # noqa: E402
-from clapkit.core.data import ClapCollator, ManifestDataset, ManifestRecord  # noqa: E402
+from clapkit.data import ClapCollator, ManifestDataset, ManifestRecord  # noqa: E402
 
 GPT2_TOKENIZER = Path("/work/shared/reference/tokenizers/gpt2")
 

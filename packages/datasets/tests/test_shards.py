@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from clapkit.audio import FrontendConfig, fit_length, load_audio
-from clapkit.core.data import (
+from clapkit.data import (
     ClapCollator,
     ShardDataset,
     SkippedItem,
@@ -19,7 +19,7 @@ from clapkit.core.data import (
     resolve_shards,
     write_shards,
 )
-from clapkit.core.data.make_shards import main as make_shards
+from clapkit.data.make_shards import main as make_shards
 
 FRONTEND = FrontendConfig(
     sample_rate=8000,

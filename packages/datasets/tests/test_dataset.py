@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from clapkit.audio import AudioLoadError, FrontendConfig, fit_length, load_audio
-from clapkit.core.data import (
+from clapkit.data import (
     ClapCollator,
     ManifestDataset,
     SkippedFiles,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from clapkit.core.data import (
+from clapkit.data import (
     ManifestError,
     ManifestRecord,
     read_manifest,

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from clapkit.core.data.dataset import ClapExample, SkippedItem
+from clapkit.data.dataset import ClapExample, SkippedItem
 
 logger = logging.getLogger(__name__)
 

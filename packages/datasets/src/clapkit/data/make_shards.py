@@ -1,6 +1,6 @@
 """Command: pack a manifest or a folder of clips into tar shards.
 
-``python -m clapkit.core.data.make_shards (--manifest M | --folder F) --output-dir D
+``python -m clapkit.data.make_shards (--manifest M | --folder F) --output-dir D
 [--samples-per-shard N] [--prefix P]``
 """
 
@@ -10,8 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from clapkit.core.data.manifest import read_manifest, records_from_folder
-from clapkit.core.data.shards import write_shards
+from clapkit.data.manifest import read_manifest, records_from_folder
+from clapkit.data.shards import write_shards
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m clapkit.core.data.make_shards", description=__doc__.splitlines()[0]
+        prog="python -m clapkit.data.make_shards", description=__doc__.splitlines()[0]
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--manifest", help="JSON Lines manifest")

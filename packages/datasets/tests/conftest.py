@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-FSDD = Path(__file__).resolve().parents[4] / "data" / "fsdd" / "recordings"
+FSDD = Path(__file__).resolve().parents[3] / "data" / "fsdd" / "recordings"
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clapkit.audio import FrontendConfig
-from clapkit.core.data.dataset import ManifestDataset, OnError
+from clapkit.data.dataset import ManifestDataset, OnError
 
 
 @dataclass

@@ -24,8 +24,8 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from clapkit.audio import FrontendConfig
-from clapkit.core.data.dataset import ClapExample, ClipLoader, OnError, SkippedItem, item_generator
-from clapkit.core.data.manifest import AUDIO_SUFFIXES, ManifestRecord
+from clapkit.data.dataset import ClapExample, ClipLoader, OnError, SkippedItem, item_generator
+from clapkit.data.manifest import AUDIO_SUFFIXES, ManifestRecord
 
 logger = logging.getLogger(__name__)
 _UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_\-/]")

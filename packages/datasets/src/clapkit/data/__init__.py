@@ -1,24 +1,24 @@
 """Data for CLAP training and evaluation: manifests, datasets, collation, tar shards.
 
-Needs ``clapkit-core[audio]`` (decoding and cropping follow the audio encoder's front end).
+Decoding and cropping follow the audio encoder's front end (``clapkit.audio.FrontendConfig``).
 """
 
-from clapkit.core.data.collate import ClapCollator, SkippedFiles
-from clapkit.core.data.dataset import (
+from clapkit.data.collate import ClapCollator, SkippedFiles
+from clapkit.data.dataset import (
     ClapExample,
     ClipLoader,
     ManifestDataset,
     SkippedItem,
     item_generator,
 )
-from clapkit.core.data.manifest import (
+from clapkit.data.manifest import (
     ManifestError,
     ManifestRecord,
     read_manifest,
     records_from_folder,
     write_manifest,
 )
-from clapkit.core.data.shards import ShardDataset, resolve_shards, write_shards
+from clapkit.data.shards import ShardDataset, resolve_shards, write_shards
 
 __all__ = [
     "ClapCollator",

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clapkit.audio import AudioLoadError, FrontendConfig, fit_length, load_audio
-from clapkit.core.data.manifest import ManifestRecord, read_manifest
+from clapkit.data.manifest import ManifestRecord, read_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -42,12 +42,15 @@ def _pytest(session: nox.Session, *args: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff format and check, lock freshness, the namespace guard, changelog vs version."""
+    """ruff format and check, lock freshness, repo checks, import layering contracts."""
     _sync(session, "--only-group", "lint")
     session.run("ruff", "format", "--check", ".")
     session.run("ruff", "check", ".")
     session.run("uv", "lock", "--check", external=True)
     session.run("python", "tools/check_repo.py")
+    # import-linter reads the sources statically: the layer contracts in pyproject.toml
+    sources = os.pathsep.join(sorted(str(p) for p in ROOT.glob("packages/*/src")))
+    session.run("lint-imports", env={"PYTHONPATH": sources})
 
 
 @nox.session

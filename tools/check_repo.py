@@ -7,6 +7,9 @@
 - The encoder packages import no other clapkit package; no package imports a sibling it does not
   declare as a dependency.
 - Sibling pins are compatible ranges (``>=X.Y,<X.Y+1``-style), never exact pins or bare names.
+- The repository stands alone: no tracked text file names the folder beside a checkout that held
+  the developers' reading material, nor an absolute path of a machine (``/home/...``,
+  ``/root/...``, ``/work/...``, a Windows user folder): a user's clone has neither.
 
 Exits non-zero listing every problem found.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -127,9 +131,50 @@ def _declared_transitively(sibling: str, declared: dict[str, tuple[str, set[str]
     return False
 
 
+# Written in pieces so that this file does not match itself.
+OUTSIDE_PATHS = re.compile(
+    "|".join(
+        (
+            r"\.\./" + "shared\\b",
+            r"\.parent\s*/\s*[\"']" + "shared[\"']",
+            r"(?<![\w.:/~-])/(?:" + "work|home|root|Users|mnt|srv|scratch" + r")/\w",
+            r"\b[A-Za-z]:\\\\(?:" + "Users|home" + r")\\\\",
+        )
+    )
+)
+# Files whose text is not ours to word: the lock holds registry URLs.
+NOT_SCANNED = {"uv.lock"}
+
+
+def _tracked_text_files() -> list[Path]:
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, text=True
+        ).stdout.split("\0")
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout: scan the tree
+        listed = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()]
+    return [ROOT / name for name in listed if name and name not in NOT_SCANNED]
+
+
+def check_outside_paths() -> list[str]:
+    """Lines of tracked text files that point outside the repository."""
+    problems = []
+    for path in _tracked_text_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, FileNotFoundError, IsADirectoryError):
+            continue  # binary (audio) or deleted in the work tree
+        for number, line in enumerate(text.splitlines(), start=1):
+            if OUTSIDE_PATHS.search(line):
+                where = path.relative_to(ROOT)
+                problems.append(f"{where}:{number}: points outside the repository: {line.strip()}")
+    return problems
+
+
 def main() -> int:
     folders = sorted(p for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
     problems = [problem for folder in folders for problem in check_package(folder)]
+    problems += check_outside_paths()
     for problem in problems:
         print(f"check_repo: {problem}", file=sys.stderr)
     print(f"check_repo: {len(folders)} packages checked, {len(problems)} problems")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,47 +15,7 @@ from clapkit.core import (
     ContrastiveLoss,
     MsclapProjection,
     build_projection,
-    create_audio_encoder,
-    create_text_encoder,
-    list_audio_encoders,
-    list_text_encoders,
-    register_audio_encoder,
 )
-
-
-def test_registry_lists_the_design_names() -> None:
-    assert {"cnn14", "htsat", "htsat-22"} <= set(list_audio_encoders())
-    assert {"bert", "roberta", "clip", "gpt2-eot"} <= set(list_text_encoders())
-
-
-def test_unknown_name_lists_registered_names() -> None:
-    with pytest.raises(KeyError, match=r"unknown audio encoder 'htsat-99'.*cnn14, htsat, htsat-22"):
-        create_audio_encoder("htsat-99")
-    with pytest.raises(KeyError, match=r"registered: bert, clip, gpt2-eot, roberta"):
-        create_text_encoder("t5")
-
-
-@pytest.mark.parametrize(
-    ("name", "module", "dist"),
-    [
-        ("htsat", "clapkit.audio", "clapkit-audio-encoders"),
-        ("bert", "clapkit.text", "clapkit-text-encoders"),
-    ],
-)
-def test_missing_package_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch, name: str, module: str, dist: str
-) -> None:
-    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
-    create = create_audio_encoder if module == "clapkit.audio" else create_text_encoder
-    with pytest.raises(ImportError, match=rf"pip install {dist}"):
-        create(name)
-
-
-def test_register_refuses_silent_overwrite() -> None:
-    with pytest.raises(ValueError, match="already registered"):
-        register_audio_encoder("cnn14", lambda: None)
-    with pytest.raises(TypeError, match="module:function"):
-        register_audio_encoder("new-one", "not a reference")
 
 
 def test_msclap_projection_is_the_papers_block() -> None:

@@ -3,12 +3,39 @@
 ``model = build_clap(audio="htsat-22", text="gpt2-eot")``;
 ``model = ClapModel.from_msclap("CLAP_weights_2023.pth", version="2023", tokenizer="gpt2")``;
 ``probs = model.zero_shot(["a.wav"], ["dog", "cat"])``.
+
+Everything a package built on core (``clapkit.caption``) may use is exported here: the
+long-audio embedding, the ``save_pretrained`` folder layout, strict loading and msclap's audio
+side. ``CheckpointError`` is ``clapkit.audio.CheckpointError``, resolved on first access.
 """
 
+from typing import Any
+
 from clapkit.core.config import ClapConfig
-from clapkit.core.inference import RetrievalHits, zero_shot_scores
+from clapkit.core.convert import (
+    ConvertedClap,
+    MsclapAudio,
+    convert_laion,
+    convert_msclap,
+    convert_transformers,
+    split_msclap_audio,
+)
+from clapkit.core.inference import (
+    LONG_AUDIO_MODES,
+    AudioInput,
+    RetrievalHits,
+    embed_audio_input,
+    zero_shot_scores,
+)
 from clapkit.core.loss import ContrastiveLoss, gather_with_grad
 from clapkit.core.model import ClapModel, ClapOutput, build_clap
+from clapkit.core.pretrained import (
+    PretrainedFolder,
+    load_pretrained_weights,
+    pretrained_folder,
+    read_pretrained,
+    write_pretrained,
+)
 from clapkit.core.projection import (
     LinearProjection,
     MlpProjection,
@@ -18,31 +45,76 @@ from clapkit.core.projection import (
 from clapkit.core.registry import (
     create_audio_encoder,
     create_text_encoder,
+    import_encoder_package,
     list_audio_encoders,
     list_text_encoders,
     register_audio_encoder,
     register_text_encoder,
 )
-from clapkit.core.state_dict import CheckpointError
+from clapkit.core.state_dict import (
+    check_consumed,
+    checkpoint_error,
+    drop_harmless_buffers,
+    load_checkpoint,
+    load_safetensors,
+    load_strict,
+    split_prefix,
+    strip_prefix,
+)
 
 __all__ = [
+    "LONG_AUDIO_MODES",
+    "AudioInput",
     "CheckpointError",
     "ClapConfig",
     "ClapModel",
     "ClapOutput",
     "ContrastiveLoss",
+    "ConvertedClap",
     "LinearProjection",
     "MlpProjection",
+    "MsclapAudio",
     "MsclapProjection",
+    "PretrainedFolder",
     "RetrievalHits",
     "build_clap",
     "build_projection",
+    "check_consumed",
+    "checkpoint_error",
+    "convert_laion",
+    "convert_msclap",
+    "convert_transformers",
     "create_audio_encoder",
     "create_text_encoder",
+    "drop_harmless_buffers",
+    "embed_audio_input",
     "gather_with_grad",
+    "import_encoder_package",
     "list_audio_encoders",
     "list_text_encoders",
+    "load_checkpoint",
+    "load_pretrained_weights",
+    "load_safetensors",
+    "load_strict",
+    "pretrained_folder",
+    "read_pretrained",
     "register_audio_encoder",
     "register_text_encoder",
+    "split_msclap_audio",
+    "split_prefix",
+    "strip_prefix",
+    "write_pretrained",
     "zero_shot_scores",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``CheckpointError``: ``clapkit.audio``'s, imported only when asked for.
+
+    Raises:
+        ImportError: naming what to install when ``clapkit.audio`` is missing.
+        AttributeError: for any other unknown name.
+    """
+    if name == "CheckpointError":
+        return import_encoder_package("clapkit.audio").CheckpointError
+    raise AttributeError(f"module 'clapkit.core' has no attribute {name!r}")

@@ -16,9 +16,11 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from safetensors.torch import save_file
+
+from clapkit.core.model import ClapModel
 
 __all__ = ["build_parser", "main"]
 
@@ -66,9 +68,7 @@ def _inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _load(args: argparse.Namespace) -> Any:
-    from clapkit.core import ClapModel
-
+def _load(args: argparse.Namespace) -> ClapModel:
     return ClapModel.from_pretrained(args.model).to(args.device)
 
 
@@ -94,8 +94,6 @@ def _embed(args: argparse.Namespace) -> None:
     if suffix == ".npy":
         np.save(args.output, embeds.numpy())
     else:
-        from safetensors.torch import save_file
-
         metadata = {"inputs": json.dumps(args.inputs)}
         save_file({"embeddings": embeds.contiguous()}, args.output, metadata=metadata)
     print(f"wrote {tuple(embeds.shape)} embeddings to {args.output}", file=sys.stderr)
@@ -145,8 +143,6 @@ def _zero_shot(args: argparse.Namespace) -> None:
 
 
 def _convert(args: argparse.Namespace) -> None:
-    from clapkit.core import ClapModel
-
     tokenizer = args.tokenizer
     if args.source == "msclap":
         model = ClapModel.from_msclap(args.checkpoint, version=args.version, tokenizer=tokenizer)

@@ -97,32 +97,20 @@ class ClapInference(nn.Module):
             clapkit.audio.AudioLoadError: naming a file that cannot be decoded.
             ValueError: for bad shapes, an empty input or an unknown ``long_audio``.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        items = inference.as_audio_items(audio)
-        frontend = self.frontend
-        clip = int(frontend.clip_samples)
-
-        def to_windows(wave: Tensor) -> Tensor:
-            return inference.clip_windows(wave, clip, frontend.fill, long_audio)
-
-        def encode(windows: Tensor) -> Tensor:
-            return self.encode_audio(windows.to(self.device))
-
         was_training = self.training
         self.eval()
         try:
-            outputs = []
-            with inference.progress_bar(len(items), progress, "embed audio") as bar:
-                chunks = inference.iter_loaded(items, self.sample_rate, batch_size, num_workers)
-                for waves in chunks:
-                    outputs.append(
-                        inference.embed_windows_mean(waves, to_windows, encode, batch_size)
-                    )
-                    bar.update(len(waves))
+            embeds = inference.embed_audio_input(
+                audio,
+                lambda windows: self.encode_audio(windows.to(self.device)),
+                self.frontend,
+                batch_size=batch_size,
+                long_audio=long_audio,
+                num_workers=num_workers,
+                progress=progress,
+            )
         finally:
             self.train(was_training)
-        embeds = torch.cat(outputs)
         return inference.normalize(embeds) if normalize else embeds
 
     @torch.no_grad()

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from clapkit.core.registry import import_encoder_package
 
@@ -20,6 +21,7 @@ __all__ = [
     "RetrievalHits",
     "as_audio_items",
     "clip_windows",
+    "embed_audio_input",
     "format_prompts",
     "zero_shot_scores",
 ]
@@ -111,7 +113,7 @@ def clip_windows(wave: Tensor, clip_samples: int, fill: str, long_audio: str) ->
     return audio.windows(wave, clip_samples, clip_samples)
 
 
-def iter_loaded(
+def _iter_loaded(
     items: list[AudioItem],
     sample_rate: int,
     chunk: int,
@@ -151,7 +153,7 @@ def iter_loaded(
             yield [f.result() for f in pending]
 
 
-def embed_windows_mean(
+def _embed_windows_mean(
     waves: list[Tensor],
     to_windows: Callable[[Tensor], Tensor],
     encode: Callable[[Tensor], Tensor],
@@ -178,6 +180,62 @@ def embed_windows_mean(
     sums = torch.zeros(len(waves), embeds.shape[1], device=embeds.device, dtype=embeds.dtype)
     sums.index_add_(0, owner, embeds)
     return sums / counts.to(embeds.device, embeds.dtype)[:, None]
+
+
+def embed_audio_input(
+    audio: AudioInput,
+    encode: Callable[[Tensor], Tensor],
+    frontend: Any,
+    *,
+    batch_size: int = 16,
+    long_audio: str = "mean",
+    num_workers: int = 2,
+    progress: bool | None = None,
+) -> Tensor:
+    """Embed waveforms or audio files deterministically, whatever their length.
+
+    The one implementation behind ``ClapModel.embed_audio`` and ``ClapCaptioner.embed_audio``.
+    Files are decoded to mono at the front end's rate (``clapkit.audio.load_audio``). Audio up
+    to one clip long is filled as the front end says; longer audio is the mean of the
+    embeddings of consecutive clip-long windows, the last aligned to the end
+    (``long_audio="mean"``), or the embedding of the centred clip (``"center"``). The result
+    does not depend on ``batch_size``. The caller sets eval mode and no-grad.
+
+    Args:
+        audio: a waveform ``[t]`` or batch ``[b, t]`` at the front end's rate, a path, bytes,
+            or a list of paths / bytes / ``[t]`` waveforms.
+        encode: clip-long windows ``[w, clip_samples]`` (CPU) -> embeddings ``[w, d]``; it
+            moves them to its device.
+        frontend: the encoder's ``clapkit.audio.FrontendConfig`` (rate, clip length, fill).
+        batch_size: windows per ``encode`` call and items decoded per chunk.
+        long_audio: ``"mean"`` or ``"center"``.
+        num_workers: threads decoding the next files while ``encode`` runs (0: none).
+        progress: show a progress bar (default: from 64 items on).
+
+    Returns:
+        One (unnormalised) embedding per item. Shape ``[n, d]``.
+
+    Raises:
+        clapkit.audio.AudioLoadError: naming a file that cannot be decoded.
+        ValueError: for bad shapes, an empty input, ``batch_size < 1`` or an unknown
+            ``long_audio``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if long_audio not in LONG_AUDIO_MODES:
+        raise ValueError(f"long_audio must be one of {LONG_AUDIO_MODES}, got {long_audio!r}")
+    items = as_audio_items(audio)
+    clip = int(frontend.clip_samples)
+
+    def to_windows(wave: Tensor) -> Tensor:
+        return clip_windows(wave, clip, frontend.fill, long_audio)
+
+    outputs = []
+    with progress_bar(len(items), progress, "embed audio") as bar:
+        for waves in _iter_loaded(items, int(frontend.sample_rate), batch_size, num_workers):
+            outputs.append(_embed_windows_mean(waves, to_windows, encode, batch_size))
+            bar.update(len(waves))
+    return torch.cat(outputs)
 
 
 def format_prompts(labels: Sequence[str], templates: Sequence[str]) -> list[list[str]]:
@@ -228,7 +286,5 @@ def normalize(x: Tensor) -> Tensor:
 
 def progress_bar(total: int, progress: bool | None, desc: str) -> Any:
     """A tqdm bar, shown when ``progress`` is true or (``None``) for long inputs."""
-    from tqdm.auto import tqdm  # type: ignore[import-untyped]
-
     show = total >= PROGRESS_FROM if progress is None else progress
     return tqdm(total=total, disable=not show, desc=desc, unit="item")

@@ -10,6 +10,11 @@ import warnings
 
 import torch
 from torch import Tensor
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multilabel_average_precision,
+    multilabel_f1_score,
+)
 
 __all__ = ["accuracy", "f1_score", "mean_average_precision", "retrieval_metrics"]
 
@@ -32,8 +37,6 @@ def accuracy(scores: Tensor, targets: Tensor) -> float:
     Raises:
         ValueError: on mismatched shapes.
     """
-    from torchmetrics.functional.classification import multiclass_accuracy
-
     _check_scores(scores)
     if targets.shape != scores.shape[:1]:
         raise ValueError(f"targets must be [{scores.shape[0]}], got {tuple(targets.shape)}")
@@ -60,8 +63,6 @@ def mean_average_precision(scores: Tensor, targets: Tensor) -> float:
     Raises:
         ValueError: on mismatched shapes or when no class has a positive item.
     """
-    from torchmetrics.functional.classification import multilabel_average_precision
-
     _check_scores(scores)
     if targets.shape != scores.shape:
         raise ValueError(f"targets must be {tuple(scores.shape)}, got {tuple(targets.shape)}")
@@ -106,8 +107,6 @@ def f1_score(
     Raises:
         ValueError: on mismatched shapes or if not exactly one of ``top_k``/``threshold`` is set.
     """
-    from torchmetrics.functional.classification import multilabel_f1_score
-
     _check_scores(scores)
     if targets.shape != scores.shape:
         raise ValueError(f"targets must be {tuple(scores.shape)}, got {tuple(targets.shape)}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,9 +12,16 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from clapkit.core import inference
 from clapkit.core.config import ClapConfig
+from clapkit.core.convert import (
+    ConvertedClap,
+    convert_laion,
+    convert_msclap,
+    convert_transformers,
+)
 from clapkit.core.embedding import ClapInference
+from clapkit.core.inference import normalize as l2_normalize
+from clapkit.core.pretrained import load_pretrained_weights, read_pretrained, write_pretrained
 from clapkit.core.projection import build_projection
 from clapkit.core.registry import (
     build_audio_encoder_from_config,
@@ -23,13 +29,9 @@ from clapkit.core.registry import (
     create_audio_encoder,
     create_text_encoder,
 )
-from clapkit.core.state_dict import load_safetensors, load_strict, pretrained_folder
+from clapkit.core.state_dict import load_strict
 
 __all__ = ["ClapModel", "ClapOutput", "build_clap"]
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_DIR = "tokenizer"
 
 
 @dataclass
@@ -146,7 +148,7 @@ class ClapModel(
             Shape ``[b, projection_dim]``.
         """
         embeds = self.audio_projection(self.audio_encoder(waveform).embedding)
-        return inference.normalize(embeds) if normalize else embeds
+        return l2_normalize(embeds) if normalize else embeds
 
     def encode_text(
         self,
@@ -172,7 +174,7 @@ class ClapModel(
         else:
             out = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask)
         embeds = self.text_projection(out.embedding)
-        return inference.normalize(embeds) if normalize else embeds
+        return l2_normalize(embeds) if normalize else embeds
 
     def forward(
         self,
@@ -209,12 +211,12 @@ class ClapModel(
     # ------------------------------------------------------------------ saving / loading
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``config.json``, ``model.safetensors`` and ``tokenizer/``."""
-        from safetensors.torch import save_model
-
-        save_directory = Path(save_directory)
-        (save_directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
-        save_model(self, str(save_directory / WEIGHTS_FILE))
-        self.text_encoder.save_tokenizer(save_directory / TOKENIZER_DIR)
+        write_pretrained(
+            save_directory,
+            config=self.config.to_dict(),
+            module=self,
+            save_tokenizer=self.text_encoder.save_tokenizer,
+        )
 
     @classmethod
     def _from_pretrained(
@@ -231,49 +233,78 @@ class ClapModel(
         **model_kwargs: Any,
     ) -> ClapModel:
         """Rebuild from a folder or hub repo written by `save_pretrained`, loading strictly."""
-        folder = pretrained_folder(
+        files = read_pretrained(
             model_id,
-            allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"],
+            what="clapkit model",
             revision=revision,
             cache_dir=cache_dir,
             force_download=force_download,
             local_files_only=local_files_only,
             token=token,
         )
-        if config is None:
-            if not (folder / CONFIG_FILE).is_file():
-                raise FileNotFoundError(f"{folder} has no {CONFIG_FILE}: not a clapkit model")
-            config = json.loads((folder / CONFIG_FILE).read_text())
-        weights = folder / WEIGHTS_FILE
-        if not weights.is_file():
-            raise FileNotFoundError(
-                f"{folder} has no {WEIGHTS_FILE} (clapkit reads only safetensors weights)"
-            )
-        tokenizer = model_kwargs.pop("tokenizer", None) or folder / TOKENIZER_DIR
-        model = cls(config, tokenizer=tokenizer, **model_kwargs)
-        load_strict(model, load_safetensors(weights), source=str(weights))
+        tokenizer = model_kwargs.pop("tokenizer", None) or files.tokenizer
+        model = cls(config or files.config, tokenizer=tokenizer, **model_kwargs)
+        load_pretrained_weights(model, files)
         return model.to(map_location).eval()
 
     @classmethod
-    def from_msclap(cls, path: str | os.PathLike[str], **kwargs: Any) -> ClapModel:
-        """Load a Microsoft CLAP checkpoint; see `clapkit.core.convert.msclap.from_msclap`."""
-        from clapkit.core.convert.msclap import from_msclap
+    def from_converted(cls, converted: ConvertedClap) -> ClapModel:
+        """Assemble a model from a converter's result, loading every weight strictly.
 
-        return from_msclap(path, **kwargs)
+        Args:
+            converted: from ``clapkit.core.convert.convert_msclap`` / ``convert_laion`` /
+                ``convert_transformers``.
+
+        Returns:
+            The model, in eval mode.
+
+        Raises:
+            clapkit.audio.CheckpointError: naming keys that do not fit (e.g. projections).
+        """
+        model = cls(converted.config, tokenizer=converted.tokenizer)
+        load_strict(model, converted.state_dict, source=converted.source)
+        return model.eval()
+
+    @classmethod
+    def from_msclap(cls, path: str | os.PathLike[str], **kwargs: Any) -> ClapModel:
+        """Load a Microsoft CLAP checkpoint (2022 or 2023), strictly.
+
+        Args:
+            path: ``CLAP_weights_2022.pth`` / ``CLAP_weights_2023.pth`` or a safetensors copy.
+            **kwargs: ``version``, ``tokenizer``, ``text_config`` of
+                `clapkit.core.convert.convert_msclap`.
+
+        Returns:
+            The model, in eval mode.
+        """
+        return cls.from_converted(convert_msclap(path, **kwargs))
 
     @classmethod
     def from_laion(cls, path: str | os.PathLike[str], **kwargs: Any) -> ClapModel:
-        """Load a LAION-CLAP checkpoint; see `clapkit.core.convert.laion.from_laion`."""
-        from clapkit.core.convert.laion import from_laion
+        """Load a LAION-CLAP checkpoint, strictly.
 
-        return from_laion(path, **kwargs)
+        Args:
+            path: the ``.pt`` file or a safetensors copy.
+            **kwargs: ``audio``, ``text``, ``tokenizer``, ``text_config``, ``max_length`` of
+                `clapkit.core.convert.convert_laion`.
+
+        Returns:
+            The model, in eval mode.
+        """
+        return cls.from_converted(convert_laion(path, **kwargs))
 
     @classmethod
     def from_transformers(cls, model_or_path: Any, **kwargs: Any) -> ClapModel:
-        """Load a transformers ``ClapModel``; see `clapkit.core.convert.hf.from_transformers`."""
-        from clapkit.core.convert.hf import from_transformers
+        """Load a transformers ``ClapModel`` (object, folder or hub id), strictly.
 
-        return from_transformers(model_or_path, **kwargs)
+        Args:
+            model_or_path: see `clapkit.core.convert.convert_transformers`.
+            **kwargs: ``tokenizer``, ``frontend``, ``max_length``.
+
+        Returns:
+            The model, in eval mode.
+        """
+        return cls.from_converted(convert_transformers(model_or_path, **kwargs))
 
 
 def build_clap(

@@ -1,8 +1,10 @@
-"""Name registry of audio and text encoders, imported lazily from their packages.
+"""Name registry of audio and text encoders: the encoder packages' tables plus your own.
 
-Core never imports ``clapkit.audio`` or ``clapkit.text`` at module level: a name resolves to
-``"module:function"`` and the module is imported on first use, so ``clapkit-core`` installs and
-imports without either encoder package.
+The built-in names are exactly ``clapkit.audio.NAMED_ENCODERS`` and
+``clapkit.text.NAMED_ENCODERS``, read on first use (core never imports those packages at module
+level, so ``clapkit-core`` installs and imports without either). `register_audio_encoder` /
+`register_text_encoder` add a researcher's own encoders on top. Without an encoder package its
+built-in names are unknown: looking one up raises ``ImportError`` naming what to install.
 """
 
 from __future__ import annotations
@@ -27,23 +29,13 @@ __all__ = [
 
 Builder = Callable[..., nn.Module]
 
-# import name -> what to install when it is missing
-_DISTRIBUTIONS = {
-    "clapkit.audio": ("clapkit-audio-encoders", "audio"),
-    "clapkit.text": ("clapkit-text-encoders", "text"),
+# kind -> (module holding NAMED_ENCODERS, distribution, clapkit-core extra)
+_PACKAGES = {
+    "audio": ("clapkit.audio", "clapkit-audio-encoders", "audio"),
+    "text": ("clapkit.text", "clapkit-text-encoders", "text"),
 }
-
-_AUDIO: dict[str, Builder | str] = {
-    "cnn14": "clapkit.audio:cnn14",
-    "htsat": "clapkit.audio:htsat",
-    "htsat-22": "clapkit.audio:htsat_22",
-}
-_TEXT: dict[str, Builder | str] = {
-    "bert": "clapkit.text:bert",
-    "roberta": "clapkit.text:roberta",
-    "clip": "clapkit.text:clip_text",
-    "gpt2-eot": "clapkit.text:gpt2_eot",
-}
+# the user's own registrations (built-in names live in the encoder packages)
+_USER: dict[str, dict[str, Builder | str]] = {"audio": {}, "text": {}}
 # get_config()["architecture"] -> function rebuilding a user's encoder from its config
 _AUDIO_FROM_CONFIG: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
 _TEXT_FROM_CONFIG: dict[str, Callable[[dict[str, Any], Any], nn.Module]] = {}
@@ -64,7 +56,7 @@ def import_encoder_package(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as error:
-        for package, (dist, extra) in _DISTRIBUTIONS.items():
+        for package, dist, extra in _PACKAGES.values():
             # only the encoder package itself missing; a missing dependency keeps its own error
             if module.startswith(package) and error.name in (package, "clapkit"):
                 raise ImportError(
@@ -74,6 +66,21 @@ def import_encoder_package(module: str) -> Any:
         raise
 
 
+def _builtin(kind: str) -> dict[str, Builder]:
+    """The encoder package's ``NAMED_ENCODERS`` (ImportError naming the package if missing)."""
+    module = _PACKAGES[kind][0]
+    return dict(import_encoder_package(module).NAMED_ENCODERS)
+
+
+def _table(kind: str) -> dict[str, Builder | str]:
+    """Built-in names (empty without the package) overlaid with the user's registrations."""
+    try:
+        builtin: dict[str, Builder | str] = dict(_builtin(kind))
+    except ImportError:
+        builtin = {}
+    return {**builtin, **_USER[kind]}
+
+
 def _resolve(builder: Builder | str) -> Builder:
     if callable(builder):
         return builder
@@ -81,22 +88,32 @@ def _resolve(builder: Builder | str) -> Builder:
     return getattr(import_encoder_package(module), attribute)
 
 
-def _lookup(table: dict[str, Builder | str], kind: str, name: str) -> Builder:
-    if name not in table:
-        raise KeyError(f"unknown {kind} encoder {name!r}; registered: {', '.join(sorted(table))}")
-    return _resolve(table[name])
+def _lookup(kind: str, name: str) -> Builder:
+    if name in _USER[kind]:
+        return _resolve(_USER[kind][name])
+    module, dist, extra = _PACKAGES[kind]
+    try:
+        builtin = _builtin(kind)
+    except ImportError as error:
+        raise ImportError(
+            f"{kind} encoder {name!r} is not one you registered, and the built-in {kind} "
+            f"encoders come from {module}, which is not installed: pip install {dist} "
+            f"(or pip install 'clapkit-core[{extra}]')"
+        ) from error
+    if name not in builtin:
+        names = sorted({*builtin, *_USER[kind]})
+        raise KeyError(f"unknown {kind} encoder {name!r}; registered: {', '.join(names)}")
+    return builtin[name]
 
 
-def _register(
-    table: dict[str, Builder | str], kind: str, name: str, builder: Builder | str, overwrite: bool
-) -> None:
+def _register(kind: str, name: str, builder: Builder | str, overwrite: bool) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"{kind} encoder name must be a non-empty string, got {name!r}")
     if not (callable(builder) or (isinstance(builder, str) and ":" in builder)):
         raise TypeError(f"builder must be a callable or 'module:function', got {builder!r}")
-    if name in table and not overwrite:
+    if name in _table(kind) and not overwrite:
         raise ValueError(f"{kind} encoder {name!r} is already registered (pass overwrite=True)")
-    table[name] = builder
+    _USER[kind][name] = builder
 
 
 def register_audio_encoder(
@@ -125,7 +142,7 @@ def register_audio_encoder(
         ValueError: if ``name`` is taken and ``overwrite`` is false.
         TypeError: if ``builder`` is neither callable nor a ``"module:function"`` string.
     """
-    _register(_AUDIO, "audio", name, builder, overwrite)
+    _register("audio", name, builder, overwrite)
     if from_config is not None:
         _AUDIO_FROM_CONFIG[name] = from_config
 
@@ -150,26 +167,35 @@ def register_text_encoder(
         ValueError: if ``name`` is taken and ``overwrite`` is false.
         TypeError: if ``builder`` is neither callable nor a ``"module:function"`` string.
     """
-    _register(_TEXT, "text", name, builder, overwrite)
+    _register("text", name, builder, overwrite)
     if from_config is not None:
         _TEXT_FROM_CONFIG[name] = from_config
 
 
 def list_audio_encoders() -> list[str]:
-    """Names of the registered audio encoders, sorted."""
-    return sorted(_AUDIO)
+    """Names of the audio encoders: ``clapkit.audio.NAMED_ENCODERS`` and your own, sorted.
+
+    Returns:
+        The names (only your own when ``clapkit.audio`` is not installed).
+    """
+    return sorted(_table("audio"))
 
 
 def list_text_encoders() -> list[str]:
-    """Names of the registered text encoders, sorted."""
-    return sorted(_TEXT)
+    """Names of the text encoders: ``clapkit.text.NAMED_ENCODERS`` and your own, sorted.
+
+    Returns:
+        The names (only your own when ``clapkit.text`` is not installed).
+    """
+    return sorted(_table("text"))
 
 
 def create_audio_encoder(name: str, **overrides: Any) -> nn.Module:
     """Build a registered audio encoder.
 
     Args:
-        name: a name from `list_audio_encoders` (``cnn14``, ``htsat``, ``htsat-22``, ...).
+        name: a name from `list_audio_encoders` (``cnn14``, ``htsat``, ``htsat-22``,
+            ``cnn14-msclap-2022``, ``htsat-msclap-2023``, or your own).
         **overrides: keyword arguments of the builder (e.g. ``weights=``).
 
     Returns:
@@ -177,9 +203,10 @@ def create_audio_encoder(name: str, **overrides: Any) -> nn.Module:
 
     Raises:
         KeyError: for an unknown name, listing the registered ones.
-        ImportError: when the package providing it is not installed, naming what to install.
+        ImportError: when the name is not your own and ``clapkit.audio`` is not installed,
+            naming what to install.
     """
-    return _lookup(_AUDIO, "audio", name)(**overrides)
+    return _lookup("audio", name)(**overrides)
 
 
 def create_text_encoder(name: str, **overrides: Any) -> nn.Module:
@@ -195,9 +222,10 @@ def create_text_encoder(name: str, **overrides: Any) -> nn.Module:
 
     Raises:
         KeyError: for an unknown name, listing the registered ones.
-        ImportError: when the package providing it is not installed, naming what to install.
+        ImportError: when the name is not your own and ``clapkit.text`` is not installed,
+            naming what to install.
     """
-    return _lookup(_TEXT, "text", name)(**overrides)
+    return _lookup("text", name)(**overrides)
 
 
 def build_audio_encoder_from_config(config: dict[str, Any]) -> nn.Module:

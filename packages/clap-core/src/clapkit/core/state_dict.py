@@ -1,7 +1,13 @@
-"""Safe reading of checkpoint files and strict, named bookkeeping of state-dict keys."""
+"""Safe reading of checkpoint files and strict, named bookkeeping of state-dict keys.
+
+Every failure raises ``clapkit.audio.CheckpointError`` (the one strict-loading error type of
+clapkit, a ``ValueError``); core imports it lazily so that it still imports without the audio
+package, and then raises a plain ``ValueError`` with the same message.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import zipfile
@@ -9,11 +15,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 __all__ = [
     "HARMLESS_BUFFER_SUFFIXES",
-    "CheckpointError",
+    "check_consumed",
+    "checkpoint_error",
     "drop_harmless_buffers",
     "load_checkpoint",
     "load_safetensors",
@@ -33,8 +41,22 @@ HARMLESS_BUFFER_SUFFIXES = (
 _SHOWN = 20
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be loaded safely or does not match the model."""
+def checkpoint_error(message: str) -> ValueError:
+    """The error to raise for a checkpoint that cannot be read safely or does not fit.
+
+    Args:
+        message: what is wrong, naming the file and keys.
+
+    Returns:
+        A ``clapkit.audio.CheckpointError`` (a plain ``ValueError`` when ``clapkit.audio`` is
+        not installed).
+    """
+    try:
+        audio = importlib.import_module("clapkit.audio")
+    except ModuleNotFoundError:
+        return ValueError(message)
+    error: ValueError = audio.CheckpointError(message)
+    return error
 
 
 def _names(keys: Iterable[str]) -> str:
@@ -53,17 +75,15 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         Name -> tensor.
 
     Raises:
-        CheckpointError: naming the file if it is missing or not valid safetensors.
+        clapkit.audio.CheckpointError: naming the file if it is missing or not valid safetensors.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+        raise checkpoint_error(f"{path}: no such file")
     try:
         return load_file(str(path), device="cpu")
     except Exception as error:  # safetensors raises its own error types
-        raise CheckpointError(f"{path}: not a valid safetensors file ({error})") from error
+        raise checkpoint_error(f"{path}: not a valid safetensors file ({error})") from error
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -80,31 +100,32 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         Name -> tensor (entries that are not tensors, e.g. step counters, are left out).
 
     Raises:
-        CheckpointError: naming the file if it is missing, unsafe or holds no state dict.
+        clapkit.audio.CheckpointError: naming the file if it is missing, unsafe or holds no
+            state dict.
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+        raise checkpoint_error(f"{path}: no such file")
     if path.suffix == ".safetensors":
         return load_safetensors(path)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise CheckpointError(
+        raise checkpoint_error(
             f"{path}: refused: the file holds objects other than tensors and plain containers, "
             f"which could run code when unpickled (weights_only=True said: {error})"
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+        raise checkpoint_error(f"{path}: not a readable PyTorch checkpoint ({error})") from error
     for key in ("model", "state_dict"):
         if isinstance(content, Mapping) and isinstance(content.get(key), Mapping):
             content = content[key]
             break
     if not isinstance(content, Mapping):
-        raise CheckpointError(f"{path}: holds a {type(content).__name__}, not a state dict")
+        raise checkpoint_error(f"{path}: holds a {type(content).__name__}, not a state dict")
     tensors = {str(k): v for k, v in content.items() if isinstance(v, Tensor)}
     if not tensors:
-        raise CheckpointError(f"{path}: holds no tensors")
+        raise checkpoint_error(f"{path}: holds no tensors")
     return tensors
 
 
@@ -152,7 +173,7 @@ def load_strict(
         prefix: shown before key names in the message (e.g. ``"text_encoder.model."``).
 
     Raises:
-        CheckpointError: listing missing keys, unexpected keys and shape mismatches.
+        clapkit.audio.CheckpointError: listing missing keys, unexpected keys and shape mismatches.
     """
     own = module.state_dict()
     missing = set(own) - set(state)
@@ -170,7 +191,7 @@ def load_strict(
             parts.append(f"unexpected keys: {_names(prefix + k for k in unexpected)}")
         if mismatched:
             parts.append(f"shape mismatches: {_names(mismatched)}")
-        raise CheckpointError(f"{source} does not match the model: " + "; ".join(parts))
+        raise checkpoint_error(f"{source} does not match the model: " + "; ".join(parts))
     module.load_state_dict(dict(state), strict=True)
 
 
@@ -182,49 +203,7 @@ def check_consumed(state: Mapping[str, Tensor], source: str) -> None:
         source: the file, for the message.
 
     Raises:
-        CheckpointError: if ``state`` is not empty.
+        clapkit.audio.CheckpointError: if ``state`` is not empty.
     """
     if state:
-        raise CheckpointError(f"{source}: unexpected keys: {_names(state)}")
-
-
-def pretrained_folder(
-    model_id: str,
-    *,
-    allow_patterns: list[str],
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-    force_download: bool = False,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-) -> Path:
-    """The local folder of a ``save_pretrained`` output: ``model_id`` itself when it is a folder,
-    else a hub snapshot of only the files matching ``allow_patterns``.
-
-    Args:
-        model_id: a local folder or a hub repo id.
-        allow_patterns: the files to fetch from the hub (config, weights, tokenizer).
-        revision: hub revision.
-        cache_dir: hub cache folder.
-        force_download: re-download even if cached.
-        local_files_only: never touch the network.
-        token: hub token.
-
-    Returns:
-        The folder holding the files.
-    """
-    if os.path.isdir(model_id):
-        return Path(model_id)
-    from huggingface_hub import snapshot_download
-
-    return Path(
-        snapshot_download(
-            repo_id=model_id,
-            revision=revision,
-            cache_dir=cache_dir,
-            force_download=force_download,
-            local_files_only=local_files_only,
-            token=token,
-            allow_patterns=allow_patterns,
-        )
-    )
+        raise checkpoint_error(f"{source}: unexpected keys: {_names(state)}")

@@ -1,19 +1,48 @@
-"""Pieces shared by the checkpoint loaders: text configs from weights, assembling the model."""
+"""Pieces shared by the checkpoint converters: text configs from weights, the converted result.
+
+Converters never build a `ClapModel`: they return a `ConvertedClap` (config, clapkit-named state
+dict, tokenizer) that ``ClapModel.from_converted`` assembles, so the model module imports the
+converters and never the other way round.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
-import torch
+import transformers
 from torch import Tensor, nn
 
 from clapkit.core.config import ClapConfig
-from clapkit.core.model import ClapModel
-from clapkit.core.state_dict import CheckpointError, load_strict
+from clapkit.core.state_dict import checkpoint_error
 
-__all__ = ["assemble", "count_layers", "load_audio_weights", "text_model_config"]
+__all__ = [
+    "ConvertedClap",
+    "converted_clap",
+    "count_layers",
+    "load_audio_weights",
+    "text_model_config",
+]
+
+
+@dataclass(frozen=True)
+class ConvertedClap:
+    """A released checkpoint in clapkit's terms, ready for ``ClapModel.from_converted``.
+
+    Attributes:
+        config: the model config (encoders' ``get_config()``, projection, logit clamp).
+        state_dict: every weight of the `ClapModel`, clapkit names (``audio_encoder.*``,
+            ``text_encoder.*``, ``audio_projection.*``, ``text_projection.*``, ``logit_scale``).
+        tokenizer: the text encoder's tokenizer object.
+        source: the file (or object) converted, for error messages.
+    """
+
+    config: ClapConfig
+    state_dict: dict[str, Tensor]
+    tokenizer: Any
+    source: str
 
 
 def count_layers(state: dict[str, Tensor], pattern: str) -> int:
@@ -37,10 +66,8 @@ def text_model_config(kind: str, state: dict[str, Tensor], source: str) -> Any:
         ``BertConfig``, ``RobertaConfig`` or ``GPT2Config``.
 
     Raises:
-        CheckpointError: if the weights lack the embedding tables.
+        clapkit.audio.CheckpointError: if the weights lack the embedding tables.
     """
-    import transformers
-
     try:
         if kind == "gpt2":
             vocab, width = state["wte.weight"].shape
@@ -62,7 +89,7 @@ def text_model_config(kind: str, state: dict[str, Tensor], source: str) -> Any:
             "type_vocab_size": state["embeddings.token_type_embeddings.weight"].shape[0],
         }
     except KeyError as error:
-        raise CheckpointError(f"{source}: the {kind} text weights lack {error}") from error
+        raise checkpoint_error(f"{source}: the {kind} text weights lack {error}") from error
     if kind == "roberta":
         return transformers.RobertaConfig(
             **common, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2
@@ -83,15 +110,16 @@ def load_audio_weights(
         prefix: the prefix the keys had in the file.
 
     Raises:
-        CheckpointError: for missing, unexpected or mis-shaped keys or a wrong filterbank.
+        clapkit.audio.CheckpointError: for missing, unexpected or mis-shaped keys or a wrong
+            filterbank.
     """
     try:
         audio_lib.load_reference_state_dict(encoder, state)
     except ValueError as error:
-        raise CheckpointError(f"{source} (keys under {prefix!r}): {error}") from error
+        raise checkpoint_error(f"{source} (keys under {prefix!r}): {error}") from error
 
 
-def assemble(
+def converted_clap(
     *,
     audio_encoder: Any,
     text_encoder: Any,
@@ -100,8 +128,8 @@ def assemble(
     text_projection: dict[str, Tensor],
     logit_scale: Tensor,
     source: str,
-) -> ClapModel:
-    """Build a `ClapModel` around loaded encoders and load projections and logit scale strictly.
+) -> ConvertedClap:
+    """The config and full state dict of a model around loaded encoders and projection weights.
 
     The clamp ``max_logit_scale`` stays 100 unless the checkpoint's trained multiplier is
     larger, in which case it is raised to that value so the released numbers are unchanged.
@@ -116,25 +144,32 @@ def assemble(
         source: the file, for error messages.
 
     Returns:
-        The model in eval mode.
+        The converted checkpoint (projection keys are checked when the model loads it).
 
     Raises:
-        CheckpointError: naming mismatching projection keys.
+        clapkit.audio.CheckpointError: when there are no audio projection weights.
     """
     weight = audio_projection.get("linear1.weight")
     if weight is None:
-        raise CheckpointError(f"{source}: no audio projection weights found")
-    scale = float(logit_scale.reshape(()).item())
+        raise checkpoint_error(f"{source}: no audio projection weights found")
+    scale = logit_scale.detach().reshape(()).float()
     config = ClapConfig(
         audio=audio_encoder.get_config(),
         text=text_encoder.get_config(),
         projection=projection,
         projection_dim=int(weight.shape[0]),
-        max_logit_scale=max(100.0, math.exp(scale)),
+        max_logit_scale=max(100.0, math.exp(float(scale.item()))),
     )
-    model = ClapModel(config, audio_encoder=audio_encoder, text_encoder=text_encoder)
-    load_strict(model.audio_projection, audio_projection, source=source, prefix="audio_projection.")
-    load_strict(model.text_projection, text_projection, source=source, prefix="text_projection.")
-    with torch.no_grad():
-        model.logit_scale.fill_(scale)
-    return model.eval()
+    state: dict[str, Tensor] = {}
+    parts: dict[str, dict[str, Tensor]] = {
+        "audio_encoder.": audio_encoder.state_dict(),
+        "text_encoder.": text_encoder.state_dict(),
+        "audio_projection.": audio_projection,
+        "text_projection.": text_projection,
+    }
+    for prefix, part in parts.items():
+        state.update({prefix + key: value for key, value in part.items()})
+    state["logit_scale"] = scale
+    return ConvertedClap(
+        config=config, state_dict=state, tokenizer=text_encoder.tokenizer, source=source
+    )

@@ -1,4 +1,4 @@
-"""Load a transformers ``ClapModel`` (object or saved folder) into clapkit."""
+"""Convert a transformers ``ClapModel`` (object or saved folder) into clapkit."""
 
 from __future__ import annotations
 
@@ -10,21 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
+from huggingface_hub import snapshot_download
 from torch import Tensor
 
-from clapkit.core.convert.common import assemble, load_audio_weights
-from clapkit.core.model import ClapModel
+from clapkit.core.convert.common import ConvertedClap, converted_clap, load_audio_weights
 from clapkit.core.registry import import_encoder_package
 from clapkit.core.state_dict import (
-    CheckpointError,
     check_consumed,
+    checkpoint_error,
     drop_harmless_buffers,
     load_checkpoint,
     load_strict,
     split_prefix,
 )
 
-__all__ = ["from_transformers", "frontend_from_feature_extractor", "hf_audio_to_reference"]
+__all__ = ["convert_transformers", "frontend_from_feature_extractor", "hf_audio_to_reference"]
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _HUB_FILES = [
@@ -80,7 +81,9 @@ def hf_audio_to_reference(state: dict[str, Tensor]) -> dict[str, Tensor]:
         out[name] = value
     for (block, kind), parts in qkv.items():
         if set(parts) != {"query", "key", "value"}:
-            raise CheckpointError(f"{block}attention.self has only {sorted(parts)} of q/k/v {kind}")
+            raise checkpoint_error(
+                f"{block}attention.self has only {sorted(parts)} of q/k/v {kind}"
+            )
         out[f"{block}attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
     return out
 
@@ -124,23 +127,23 @@ def _read_folder(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], Path]:
     if path.is_dir():
         weights = next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file()), None)
         if weights is None:
-            raise CheckpointError(f"{folder} holds none of {list(_WEIGHT_FILES)}")
+            raise checkpoint_error(f"{folder} holds none of {list(_WEIGHT_FILES)}")
     else:
         weights = path
     state = load_checkpoint(weights)  # safetensors, or torch.load(weights_only=True)
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise CheckpointError(f"{weights}: no config.json beside it (the ClapConfig is needed)")
+        raise checkpoint_error(f"{weights}: no config.json beside it (the ClapConfig is needed)")
     return state, json.loads(config_file.read_text()), folder
 
 
-def from_transformers(
+def convert_transformers(
     model_or_path: Any,
     *,
     tokenizer: Any = None,
     frontend: Any = None,
     max_length: int | None = None,
-) -> ClapModel:
+) -> ConvertedClap:
     """Convert a transformers ``ClapModel`` (LAION HTSAT + RoBERTa) into a clapkit model.
 
     Accepts the model object or a folder saved by ``save_pretrained`` (``config.json`` and
@@ -159,10 +162,11 @@ def from_transformers(
         max_length: longest token sequence; default the model's positions minus 2 (512).
 
     Returns:
-        The model, in eval mode.
+        Config, clapkit-named state dict and tokenizer, for ``ClapModel.from_converted``.
 
     Raises:
-        CheckpointError: unsafe or unreadable weights, fusion, or keys that do not fit.
+        clapkit.audio.CheckpointError: unsafe or unreadable weights, fusion, or keys that do
+            not fit.
         ValueError: without a tokenizer when the folder has none.
     """
     audio_lib = import_encoder_package("clapkit.audio")
@@ -174,8 +178,6 @@ def from_transformers(
             and not path.exists()
             and _looks_like_repo_id(model_or_path)
         ):
-            from huggingface_hub import snapshot_download
-
             path = Path(snapshot_download(repo_id=model_or_path, allow_patterns=_HUB_FILES))
         source = str(path)
         state, config, folder = _read_folder(path)
@@ -191,9 +193,9 @@ def from_transformers(
         raise ValueError(f"{source}: pass tokenizer= (the RoBERTa tokenizer of this model)")
     audio_config, text_config = config.get("audio_config", {}), config.get("text_config", {})
     if audio_config.get("enable_fusion"):
-        raise CheckpointError(f"{source}: fusion ClapModels are not supported by clapkit")
+        raise checkpoint_error(f"{source}: fusion ClapModels are not supported by clapkit")
     if config.get("projection_hidden_act", "relu") != "relu":
-        raise CheckpointError(f"{source}: projection activation must be relu")
+        raise checkpoint_error(f"{source}: projection activation must be relu")
 
     logit_scale = state.pop("logit_scale_a", None)
     state.pop("logit_scale_t", None)
@@ -203,7 +205,7 @@ def from_transformers(
     text_projection = split_prefix(state, "text_projection.")
     check_consumed(state, source)
     if logit_scale is None:
-        raise CheckpointError(f"{source}: no logit_scale_a: not a transformers ClapModel")
+        raise checkpoint_error(f"{source}: no logit_scale_a: not a transformers ClapModel")
 
     patch_stride = audio_config.get("patch_stride", 4)
     audio_encoder = audio_lib.htsat_encoder(
@@ -225,8 +227,6 @@ def from_transformers(
         audio_lib, audio_encoder, audio_state, source=source, prefix="audio_model.audio_encoder."
     )
 
-    import transformers
-
     roberta_config = transformers.RobertaConfig(
         **{k: text_config[k] for k in _ROBERTA_FIELDS if k in text_config}
     )
@@ -237,7 +237,7 @@ def from_transformers(
         max_length=max_length or roberta_config.max_position_embeddings - 2,
     )
     load_strict(text_encoder.model, text_state, source=source, prefix="text_model.")
-    return assemble(
+    return converted_clap(
         audio_encoder=audio_encoder,
         text_encoder=text_encoder,
         projection="mlp",

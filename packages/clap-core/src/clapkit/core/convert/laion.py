@@ -1,4 +1,4 @@
-"""Load LAION-CLAP checkpoints (``630k-best.pt``, ``music_audioset_epoch_15_esc_90.14.pt``, ...)."""
+"""Convert LAION-CLAP checkpoints (``630k-best.pt``, ``music_audioset_epoch_15_esc_90.14.pt``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from typing import Any
 
 from torch import Tensor
 
-from clapkit.core.convert.common import assemble, load_audio_weights, text_model_config
-from clapkit.core.model import ClapModel
+from clapkit.core.convert.common import (
+    ConvertedClap,
+    converted_clap,
+    load_audio_weights,
+    text_model_config,
+)
 from clapkit.core.registry import import_encoder_package
 from clapkit.core.state_dict import (
-    CheckpointError,
     check_consumed,
+    checkpoint_error,
     drop_harmless_buffers,
     load_checkpoint,
     load_strict,
@@ -20,7 +24,7 @@ from clapkit.core.state_dict import (
     strip_prefix,
 )
 
-__all__ = ["LAION_AUDIO_ENCODERS", "LAION_TEXT_ENCODERS", "from_laion"]
+__all__ = ["LAION_AUDIO_ENCODERS", "LAION_TEXT_ENCODERS", "convert_laion"]
 
 # name -> (clapkit.audio component builder, its size arguments)
 LAION_AUDIO_ENCODERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -45,7 +49,7 @@ def _mlp_projection(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {names.get(k[:2], "?") + k[2:]: v for k, v in state.items()}
 
 
-def from_laion(
+def convert_laion(
     path: str | os.PathLike[str],
     *,
     audio: str = "htsat-tiny",
@@ -53,8 +57,8 @@ def from_laion(
     tokenizer: Any = None,
     text_config: Any = None,
     max_length: int = 77,
-) -> ClapModel:
-    """Load a LAION-CLAP checkpoint (``state_dict`` entry; DDP ``module.`` prefixes removed).
+) -> ConvertedClap:
+    """Convert a LAION-CLAP checkpoint (``state_dict`` entry; DDP ``module.`` prefixes removed).
 
     The front end is LAION's: 48 kHz, 1024/480, 64 mel, 50-14000 Hz, 10 s clips filled with
     "repeatpad". Text embeddings use RoBERTa's ``pooler_output`` as LAION does. Every key is
@@ -74,12 +78,12 @@ def from_laion(
         max_length: longest token sequence (LAION: 77).
 
     Returns:
-        The model, in eval mode.
+        Config, clapkit-named state dict and tokenizer, for ``ClapModel.from_converted``.
 
     Raises:
         ValueError: for an unknown ``audio``/``text`` name.
-        CheckpointError: for an unsafe/unreadable file, a fusion checkpoint or keys that do not
-            fit, by name.
+        clapkit.audio.CheckpointError: for an unsafe/unreadable file, a fusion checkpoint or
+            keys that do not fit, by name.
     """
     if audio not in LAION_AUDIO_ENCODERS:
         raise ValueError(
@@ -93,7 +97,7 @@ def from_laion(
     state = strip_prefix(load_checkpoint(path), "module.")
     fusion = sorted(k for k in state if any(marker in k for marker in _FUSION_MARKERS))
     if fusion:
-        raise CheckpointError(
+        raise checkpoint_error(
             f"{source} is a LAION fusion checkpoint ({fusion[0]}, ... {len(fusion)} fusion keys): "
             "feature fusion is not supported by clapkit; use a non-fusion checkpoint such as "
             "630k-best.pt or 630k-audioset-best.pt"
@@ -107,7 +111,7 @@ def from_laion(
     text_projection = _mlp_projection(split_prefix(state, "text_projection."))
     check_consumed(state, source)
     if logit_scale is None or not audio_state or not text_state:
-        raise CheckpointError(
+        raise checkpoint_error(
             f"{source} is not a LAION-CLAP checkpoint: it needs logit_scale_a, audio_branch.* "
             "and text_branch.* keys"
         )
@@ -125,7 +129,7 @@ def from_laion(
         max_length=max_length,
     )
     load_strict(text_encoder.model, text_state, source=source, prefix="text_branch.")
-    return assemble(
+    return converted_clap(
         audio_encoder=audio_encoder,
         text_encoder=text_encoder,
         projection="mlp",

@@ -1,0 +1,159 @@
+"""The ``save_pretrained`` folder layout shared by every clapkit model (CLAP, captioner).
+
+A folder holds ``config.json`` (the model's typed config), ``model.safetensors`` (every weight)
+and ``tokenizer/``; ``from_pretrained`` reads a local folder or a hub repo of that layout and
+loads strictly. `ClapModel` and ``clapkit.caption.ClapCaptioner`` both use these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import snapshot_download
+from safetensors.torch import save_model
+from torch import nn
+
+from clapkit.core.state_dict import load_safetensors, load_strict
+
+__all__ = [
+    "CONFIG_FILE",
+    "TOKENIZER_DIR",
+    "WEIGHTS_FILE",
+    "PretrainedFolder",
+    "load_pretrained_weights",
+    "pretrained_folder",
+    "read_pretrained",
+    "write_pretrained",
+]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass(frozen=True)
+class PretrainedFolder:
+    """What `read_pretrained` found.
+
+    Attributes:
+        folder: the local folder (a hub snapshot for a repo id).
+        config: the parsed ``config.json``.
+        weights: the ``model.safetensors`` file.
+        tokenizer: the ``tokenizer/`` folder.
+    """
+
+    folder: Path
+    config: dict[str, Any]
+    weights: Path
+    tokenizer: Path
+
+
+def pretrained_folder(
+    model_id: str | os.PathLike[str],
+    *,
+    allow_patterns: list[str] | None = None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    force_download: bool = False,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> Path:
+    """The local folder of ``model_id``: itself when it is a folder, else a hub snapshot.
+
+    Args:
+        model_id: a local folder or a hub repo id.
+        allow_patterns: the files fetched from the hub; default the clapkit layout
+            (``config.json``, ``model.safetensors``, ``tokenizer/*``).
+        revision: hub revision.
+        cache_dir: hub cache folder.
+        force_download: re-download even if cached.
+        local_files_only: never touch the network.
+        token: hub token.
+
+    Returns:
+        The folder holding the files.
+    """
+    if os.path.isdir(model_id):
+        return Path(model_id)
+    patterns = allow_patterns or [CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"]
+    return Path(
+        snapshot_download(
+            repo_id=os.fspath(model_id),
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+            allow_patterns=patterns,
+        )
+    )
+
+
+def read_pretrained(model_id: str | os.PathLike[str], *, what: str, **hub: Any) -> PretrainedFolder:
+    """Locate and check a ``save_pretrained`` folder (local or hub) and read its config.
+
+    Args:
+        model_id: a local folder or a hub repo id.
+        what: the kind of model, for messages (``"clapkit model"``, ``"clapkit captioner"``).
+        **hub: `pretrained_folder`'s hub arguments (``revision``, ``cache_dir``,
+            ``force_download``, ``local_files_only``, ``token``).
+
+    Returns:
+        The folder, its parsed config and the paths of weights and tokenizer.
+
+    Raises:
+        FileNotFoundError: naming the folder and the missing ``config.json`` or
+            ``model.safetensors`` (only safetensors weights are read).
+    """
+    folder = pretrained_folder(model_id, **hub)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(
+                f"{folder} has no {name}: not a {what} folder (clapkit reads only safetensors)"
+            )
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    return PretrainedFolder(
+        folder=folder,
+        config=config,
+        weights=folder / WEIGHTS_FILE,
+        tokenizer=folder / TOKENIZER_DIR,
+    )
+
+
+def load_pretrained_weights(module: nn.Module, files: PretrainedFolder) -> None:
+    """Load ``model.safetensors`` into ``module`` strictly (every key named on a mismatch).
+
+    Args:
+        module: the rebuilt model.
+        files: from `read_pretrained`.
+
+    Raises:
+        clapkit.audio.CheckpointError: listing missing, unexpected and mis-shaped keys.
+    """
+    load_strict(module, load_safetensors(files.weights), source=str(files.weights))
+
+
+def write_pretrained(
+    directory: str | os.PathLike[str],
+    *,
+    config: dict[str, Any],
+    module: nn.Module,
+    save_tokenizer: Callable[[Path], Any],
+) -> None:
+    """Write ``config.json``, ``model.safetensors`` (shared tensors once) and ``tokenizer/``.
+
+    Args:
+        directory: the target folder (exists).
+        config: the model's config as JSON types.
+        module: the model whose every weight is saved.
+        save_tokenizer: writes the tokenizer into the folder it is given.
+    """
+    folder = Path(directory)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    save_model(module, str(folder / WEIGHTS_FILE))
+    save_tokenizer(folder / TOKENIZER_DIR)

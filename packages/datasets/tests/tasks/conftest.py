@@ -24,11 +24,8 @@ def _fsdd(index: int) -> np.ndarray:
     return wave[:400]
 
 
-ClipWriter = Callable[..., Path]
-
-
 @pytest.fixture
-def write_clip() -> ClipWriter:
+def write_clip() -> Callable[..., Path]:
     """``write_clip(path, n=0, format=None)``: a tiny real clip at ``path`` (folders made)."""
     counter = iter(range(10**6))
 
@@ -40,11 +37,10 @@ def write_clip() -> ClipWriter:
     return write
 
 
-def write_table(
+def _write_table(
     path: Path, rows: Iterable[Sequence[object]], header: Sequence[str] | None = None,
     delimiter: str = ",",
 ) -> Path:  # fmt: skip
-    """A CSV/TSV the way ``csv`` quotes it (commas inside a field get quotes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
@@ -52,3 +48,10 @@ def write_table(
             writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+@pytest.fixture
+def write_table() -> Callable[..., Path]:
+    """``write_table(path, rows, header=None, delimiter=",")``: a CSV/TSV as ``csv`` quotes it
+    (a field holding the delimiter gets quotes), folders made."""
+    return _write_table

@@ -1,0 +1,167 @@
+"""ESC-50, ESC50-Actions, FSD50K, UrbanSound8K, DCASE2017 task 4, AudioSet and SESA layouts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from clapkit.data.tasks import TaskFileNotFoundError, TaskLayoutError, get_task
+
+Writer = Callable[..., Path]
+ESC50_HEADER = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
+
+
+def _esc50(root: Path, write_clip: Writer, write_table: Writer) -> Path:
+    rows = [
+        ["1-100032-A-0.wav", 1, 0, "dog", "True", 100032, "A"],
+        ["2-109505-A-11.wav", 2, 11, "sea_waves", "False", 109505, "A"],
+        ["5-9032-A-0.wav", 5, 0, "dog", "True", 9032, "A"],
+    ]
+    for row in rows:
+        write_clip(root / "audio" / str(row[0]))
+    write_table(root / "meta" / "esc50.csv", rows, ESC50_HEADER)
+    return root
+
+
+def test_esc50_reads_every_fold(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    data = get_task("esc50").load(_esc50(tmp_path, write_clip, write_table))
+    assert [r.labels for r in data.records] == [("dog",), ("sea_waves",), ("dog",)]
+    assert [r.extra["fold"] for r in data.records] == [1, 2, 5]
+    assert data.records[1].key == "audio/2-109505-A-11"
+    assert data.records[1].audio == tmp_path / "audio" / "2-109505-A-11.wav"
+    assert data.split == "all-folds"
+    assert len(data.class_names) == 50
+    assert data.class_names[11] == "sea_waves"
+    assert data.prompts()[11] == ["this is a sound of sea waves"]
+    assert data.targets().tolist() == [0, 11, 0]
+    assert data.warnings == ("ESC50 all-folds: 3 clips found, 2000 published",)
+
+
+def test_esc50_errors_name_the_file(
+    tmp_path: Path, write_clip: Writer, write_table: Writer
+) -> None:
+    with pytest.raises(TaskFileNotFoundError, match=r"meta/esc50\.csv not found; expected"):
+        get_task("esc50").load(tmp_path)
+    root = _esc50(tmp_path, write_clip, write_table)
+    table = root / "meta" / "esc50.csv"
+    table.write_text(table.read_text().replace("sea_waves", "waves"))
+    with pytest.raises(TaskLayoutError, match=r"esc50\.csv:3: target 11 with category 'waves'"):
+        get_task("esc50").load(root)
+    write_table(table, [["1-100032-A-0.wav", 1, 0, "dog"]], ESC50_HEADER[:4])
+    with pytest.raises(TaskLayoutError, match=r"lacks \['esc10', 'src_file', 'take'\]"):
+        get_task("esc50").load(root)
+    write_table(table, [["1-100032-A-0.wav", 1, 0, "dog", "True", 1, "A"]] * 2 + [
+        ["1-4-A-0.wav", 1, 0, "dog", "True", 4, "A"]], ESC50_HEADER)  # fmt: skip
+    with pytest.raises(TaskFileNotFoundError, match=r"1 clips .* absent.*1-4-A-0\.wav"):
+        get_task("esc50").load(root)
+
+
+def test_esc50_actions(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    root = _esc50(tmp_path, write_clip, write_table)
+    write_table(
+        root / "meta" / "esc50_actions.csv",
+        [["1-100032-A-0.wav", 1.0, 0.25], ["5-9032-A-0.wav", 0.5, 0.75]],
+        ["filename", "barking", "walking"],
+    )
+    data = get_task("esc50-actions").load(root)
+    assert data.class_names == ("barking", "walking")
+    assert [r.labels for r in data.records] == [("barking",), ("barking", "walking")]
+    assert data.targets().tolist() == [[1.0, 0.0], [1.0, 1.0]]
+    assert any("2 actions, the paper 20" in w for w in data.warnings)
+
+
+def test_fsd50k_multilabel(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    truth = tmp_path / "FSD50K.ground_truth"
+    vocabulary = [[i, f"Label_{i}", f"/m/{i}"] for i in range(198)]
+    vocabulary += [[198, "Electric_guitar", "/m/02sgy"], [199, "Guitar", "/m/0342h"]]
+    write_table(truth / "vocabulary.csv", vocabulary)
+    write_table(
+        truth / "eval.csv",
+        [[37199, "Electric_guitar,Guitar", "/m/02sgy,/m/0342h"], [5, "Label_3", "/m/3"]],
+        ["fname", "labels", "mids"],
+    )
+    for name in ("37199", "5"):
+        write_clip(tmp_path / "FSD50K.eval_audio" / f"{name}.wav")
+    assert '"Electric_guitar,Guitar"' in (truth / "eval.csv").read_text()
+    data = get_task("fsd50k").load(tmp_path)
+    assert [r.labels for r in data.records] == [("Electric_guitar", "Guitar"), ("Label_3",)]
+    assert data.targets().sum(dim=1).tolist() == [2.0, 1.0]
+    assert data.prompts()[198] == ["this is a sound of electric guitar"]
+    write_table(truth / "eval.csv", [[5, "Bass", "/m/x"]], ["fname", "labels", "mids"])
+    with pytest.raises(TaskLayoutError, match=r"eval\.csv:2: unknown class 'Bass'"):
+        get_task("fsd50k").load(tmp_path)
+
+
+def test_us8k_all_folds(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    header = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
+    rows = [
+        ["100032-3-0-0.wav", 100032, 0.0, 0.317551, 1, 5, 3, "dog_bark"],
+        ["100263-2-0-117.wav", 100263, 58.5, 62.5, 1, 10, 2, "children_playing"],
+    ]
+    for row in rows:
+        write_clip(tmp_path / "audio" / f"fold{row[5]}" / str(row[0]))
+    write_table(tmp_path / "metadata" / "UrbanSound8K.csv", rows, header)
+    data = get_task("us8k").load(tmp_path)
+    assert [r.key for r in data.records] == [
+        "audio/fold5/100032-3-0-0",
+        "audio/fold10/100263-2-0-117",
+    ]
+    assert data.targets().tolist() == [3, 2]
+    assert data.prompts()[3] == ["this is a sound of dog bark"]
+
+
+def test_dcase17_weak_labels(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    rows = [
+        ["-5QrBL6MzLg_60.000_70.000.wav", "60.000", "70.000", "Train horn"],
+        ["-5QrBL6MzLg_60.000_70.000.wav", "60.000", "70.000", "Train"],
+        ["a_b-c_30.000_40.000.wav", "30.000", "40.000", "Air horn, truck horn"],
+        ["gone_0.000_10.000.wav", "0.000", "10.000", "Car"],
+    ]
+    write_table(tmp_path / "groundtruth_weak_label_testing_set.csv", rows, delimiter="\t")
+    write_clip(tmp_path / "audio" / "Y-5QrBL6MzLg_60.000_70.000.wav")
+    write_clip(tmp_path / "testing" / "a_b-c_30.000_40.000.wav")
+    data = get_task("dcase17-t4").load(tmp_path)
+    assert [r.labels for r in data.records] == [("Train horn", "Train"), ("Air horn, truck horn",)]
+    assert [r.extra["ytid"] for r in data.records] == ["-5QrBL6MzLg", "a_b-c"]
+    assert data.prompts()[1] == ["this is a sound of air horn, truck horn"]
+    assert any("1 of 3 listed clips are absent" in w for w in data.warnings)
+    with pytest.raises(TaskFileNotFoundError, match=r"evaluation_set\.csv not found"):
+        get_task("dcase17-t4").load(tmp_path, split="evaluation")
+
+
+def test_audioset_eval_segments(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    (tmp_path / "eval_segments.csv").write_text(
+        "# Segments csv created Sun Mar  5 10:54:25 2017\n"
+        "# num_ytids=3, num_segs=3, num_unique_labels=3, num_positive_labels=4\n"
+        "# YTID, start_seconds, end_seconds, positive_labels\n"
+        '--4gqARaEJE, 0.000, 10.000, "/m/068hy,/m/07q6cd_"\n'
+        '--BfvyPmVMo, 20.000, 30.000, "/m/03l9g"\n'
+        '--U7joUcTCo, 0.000, 10.000, "/m/068hy"\n'
+    )
+    write_table(
+        tmp_path / "class_labels_indices.csv",
+        [[0, "/m/068hy", "Domestic animals, pets"], [1, "/m/07q6cd_", "Squeak"],
+         [2, "/m/03l9g", "Hammer"]],
+        ["index", "mid", "display_name"],
+    )  # fmt: skip
+    write_clip(tmp_path / "eval" / "Y--4gqARaEJE.wav")
+    write_clip(tmp_path / "eval" / "--BfvyPmVMo_20.000_30.000.flac", format="FLAC")
+    data = get_task("audioset").load(tmp_path)
+    assert [r.labels for r in data.records] == [("Domestic animals, pets", "Squeak"), ("Hammer",)]
+    assert data.records[0].extra["mids"] == ["/m/068hy", "/m/07q6cd_"]
+    assert data.class_names == ("Domestic animals, pets", "Squeak", "Hammer")
+    assert any("1 of 3 listed clips are absent" in w for w in data.warnings)
+    assert any("2 clips found, 20371 published" in w for w in data.warnings)
+
+
+def test_sesa_class_from_file_name(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    for name in ("casual_000.wav", "Gunshot_011.wav", "explosion_3.wav", "siren_010.wav"):
+        write_clip(tmp_path / "test" / name)
+    write_clip(tmp_path / "train" / "siren_999.wav")
+    data = get_task("sesa").load(tmp_path)
+    assert sorted(r.labels[0] for r in data.records) == ["casual", "explosion", "gunshot", "siren"]
+    write_clip(tmp_path / "test" / "dog_1.wav")
+    with pytest.raises(TaskLayoutError, match=r"dog_1\.wav: the file name does not start"):
+        get_task("sesa").load(tmp_path)

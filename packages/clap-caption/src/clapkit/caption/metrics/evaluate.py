@@ -10,7 +10,8 @@ from typing import Literal
 
 from clapkit.caption.metrics import java_tools
 from clapkit.caption.metrics.ngram import bleu, cider_d, rouge_l
-from clapkit.caption.metrics.text import check_corpus, tokenize
+from clapkit.caption.metrics.ptb import Backend, ptb_tokenize
+from clapkit.caption.metrics.text import check_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +43,15 @@ def evaluate_captions(
     java: Literal["auto", "require", "skip"] = "auto",
     meteor_jar: str | Path | None = None,
     spice_jar: str | Path | None = None,
+    ptb: Backend | None = None,
+    ptb_jar: str | Path | None = None,
 ) -> CaptionScores:
     """Score predicted captions against their references, as the COCO caption tools do.
 
-    Captions are tokenised (:func:`~clapkit.caption.metrics.text.tokenize`: lowercase, PTB
-    clitics, punctuation removed). BLEU, ROUGE-L and CIDEr-D are computed in Python and equal
-    the COCO tools' on the same tokens. METEOR and SPICE run their Java programs; SPIDEr is the
-    mean of CIDEr-D and SPICE.
+    Captions are tokenised as pycocoevalcap does (``ptb_tokenize``: Stanford's PTB tokenizer,
+    lowercased, punctuation tokens removed). BLEU, ROUGE-L and CIDEr-D are computed in Python
+    and equal the COCO tools' on the same tokens. METEOR and SPICE run their Java programs;
+    SPIDEr is the mean of CIDEr-D and SPICE.
 
     Args:
         predictions: One predicted caption per clip.
@@ -61,6 +64,10 @@ def evaluate_captions(
             ``"skip"`` never runs Java.
         meteor_jar: Path of ``meteor-1.5.jar`` (else found as :func:`java_tools.find_jar` says).
         spice_jar: Path of ``spice-1.0.jar``.
+        ptb: PTB tokenizer backend: ``"java"`` (Stanford's jar, exactly the COCO tools'
+            tokens), ``"python"`` (clapkit's scanner, the same tokens on ordinary captions) or
+            ``"auto"``; the default is ``"auto"``, or ``"python"`` when ``java="skip"``.
+        ptb_jar: Path of ``stanford-corenlp-3.4.1.jar`` (else found as ``find_jar`` says).
 
     Returns:
         The corpus and per-item scores, and the metrics left out with the reason.
@@ -80,8 +87,12 @@ def evaluate_captions(
                     f"item {index} has {len(refs)} references, the protocol needs "
                     f"{references_per_item}"
                 )
-    pred_tokens = [tokenize(p) for p in predictions]
-    ref_tokens = [[tokenize(r) for r in refs] for refs in references]
+    backend: Backend = ptb if ptb is not None else ("python" if java == "skip" else "auto")
+    # one tokenizer run over the whole corpus (the Java tokenizer starts once)
+    flat = list(predictions) + [r for refs in references for r in refs]
+    tokens = ptb_tokenize(flat, backend=backend, jar=ptb_jar)
+    pred_tokens, rest = tokens[: len(predictions)], iter(tokens[len(predictions) :])
+    ref_tokens = [[next(rest) for _ in refs] for refs in references]
     scores = CaptionScores(corpus={}, per_item={})
     if "bleu" in metrics:
         corpus, items = bleu(pred_tokens, ref_tokens)

@@ -21,6 +21,7 @@ from pathlib import Path
 _JARS = {
     "meteor": ("CLAPKIT_METEOR_JAR", "meteor/meteor-1.5.jar"),
     "spice": ("CLAPKIT_SPICE_JAR", "spice/spice-1.0.jar"),
+    "ptb": ("CLAPKIT_PTB_JAR", "tokenizer/stanford-corenlp-3.4.1.jar"),
 }
 
 
@@ -29,10 +30,10 @@ class JavaToolMissingError(RuntimeError):
 
 
 def find_jar(metric: str, jar: str | Path | None = None) -> Path:
-    """Locate the jar of ``metric`` ("meteor" or "spice") and check that ``java`` exists.
+    """Locate the jar of ``metric`` and check that ``java`` exists.
 
     Args:
-        metric: ``"meteor"`` or ``"spice"``.
+        metric: ``"meteor"``, ``"spice"`` or ``"ptb"`` (Stanford's PTB tokenizer).
         jar: Explicit path; else ``$CLAPKIT_<METRIC>_JAR``; else the copy in ``pycocoevalcap``.
 
     Returns:

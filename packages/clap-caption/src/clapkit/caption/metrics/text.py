@@ -1,35 +1,31 @@
-"""Caption normalisation and n-gram counting shared by the metrics.
+"""Caption tokenisation and n-gram counting shared by the metrics.
 
-The COCO caption tools tokenise with Stanford's Java PTBTokenizer, lowercase and drop
-punctuation tokens. :func:`tokenize` does the same in Python for English captions: lowercase,
-split off punctuation and the PTB clitics (``'s``, ``n't``, ``'re``, ...), drop punctuation.
-It matches the Java tokenizer on ordinary captions; exotic input (URLs, numbers with commas,
-unicode quotes) may split differently.
+Captions are scored on PTB tokens with the COCO tools' punctuation removed
+(:mod:`clapkit.caption.metrics.ptb`).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 
-# punctuation tokens the COCO tools remove after PTB tokenisation
-_PUNCTUATION = {"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
-_CLITICS = re.compile(r"(?i)(\w)(n't|'s|'re|'ve|'ll|'d|'m)\b")
-_TOKEN = re.compile(r"n't|'s|'re|'ve|'ll|'d|'m|\w+(?:[-']\w+)*|\.\.\.|--|[^\w\s]")
+from clapkit.caption.metrics.ptb import Backend, ptb_tokenize
 
 
-def tokenize(caption: str) -> list[str]:
-    """Lowercased word tokens of a caption, punctuation removed.
+def tokenize(caption: str, *, backend: Backend = "python") -> list[str]:
+    """Lowercased PTB tokens of one caption, the COCO tools' punctuation removed.
+
+    For a whole corpus use :func:`~clapkit.caption.metrics.ptb.ptb_tokenize`, which starts the
+    Java tokenizer once for all captions.
 
     Args:
         caption: One caption.
+        backend: ``"python"`` (default), ``"java"`` or ``"auto"``, as in ``ptb_tokenize``.
 
     Returns:
-        Its tokens, e.g. ``"A dog's bark."`` -> ``["a", "dog", "'s", "bark"]``.
+        Its tokens, e.g. ``'A dog\u2019s bark, "woof"!'`` -> ``["a", "dog", "'s", "bark", "woof"]``.
     """
-    text = _CLITICS.sub(r"\1 \2", caption.lower())
-    return [t for t in _TOKEN.findall(text) if t not in _PUNCTUATION]
+    return ptb_tokenize([caption], backend=backend)[0]
 
 
 def ngram_counts(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:

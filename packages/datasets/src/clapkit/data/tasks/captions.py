@@ -49,8 +49,9 @@ def read_audiocaps(root: Path, split: str) -> Read:
                 extra={**clip.extra, "audiocap_ids": ids[(ytid, start)]},
             )
         )
-    warnings = _not_five(records, "AudioCaps")
-    return keep_present(records, "AudioCaps", True, warnings), (), warnings
+    warnings: list[str] = []
+    present = keep_present(records, "AudioCaps", True, warnings)
+    return present, (), warnings + _not_five(present, "AudioCaps")
 
 
 def read_clotho(root: Path, split: str) -> Read:
@@ -62,8 +63,7 @@ def read_clotho(root: Path, split: str) -> Read:
     for _, row in read_table(table, CLOTHO_COLUMNS):
         texts = [row[c] for c in CLOTHO_COLUMNS[1:] if row[c]]
         records.append(record(root, folder / row["file_name"], captions=texts))
-    warnings = _not_five(records, "Clotho")
-    return keep_present(records, "Clotho", False, warnings), (), warnings
+    return keep_present(records, "Clotho", False, []), (), _not_five(records, "Clotho")
 
 
 # (download, license, layout) of each dataset.

@@ -1,0 +1,147 @@
+"""VocalSound, CREMA-D, RAVDESS, Speech Commands, LibriCount10, AudioCaps and Clotho layouts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from clapkit.audio import FrontendConfig
+from clapkit.data import ManifestDataset
+from clapkit.data.tasks import TaskFileNotFoundError, TaskLayoutError, get_task
+
+Writer = Callable[..., Path]
+
+
+def test_vocalsound_test_json(tmp_path: Path, write_clip: Writer) -> None:
+    names = ["f0003_0_cough.wav", "m0083_1_throatclearing.wav", "f1234_2_laughter.wav"]
+    mids = ["/m/01b_21", "/m/0dl9sf8", "/m/01j3sz"]
+    for name in names:
+        write_clip(tmp_path / "audio_16k" / name)
+    data_json = {"data": [{"wav": f"/home/u/vs/audio_16k/{n}", "labels": m}
+                          for n, m in zip(names, mids, strict=True)]}  # fmt: skip
+    (tmp_path / "datafiles").mkdir()
+    (tmp_path / "datafiles" / "te.json").write_text(json.dumps(data_json))
+    data = get_task("vocalsound").load(tmp_path)
+    assert [r.labels for r in data.records] == [("cough",), ("throatclearing",), ("laughter",)]
+    assert data.records[0].audio == tmp_path / "audio_16k" / names[0]
+    assert data.prompts()[3] == ["this is a sound of throat clearing"]
+    data_json["data"][0]["labels"] = "/m/01hsr_"
+    (tmp_path / "datafiles" / "te.json").write_text(json.dumps(data_json))
+    with pytest.raises(TaskLayoutError, match=r"data\[0\]: labels '/m/01hsr_' contradicts"):
+        get_task("vocalsound").load(tmp_path)
+
+
+def test_crema_d(tmp_path: Path, write_clip: Writer) -> None:
+    for name in ("1001_DFA_ANG_XX.wav", "1001_IEO_HAP_HI.wav", "1091_WSI_SAD_LO.wav"):
+        write_clip(tmp_path / "AudioWAV" / name)
+    data = get_task("crema-d").load(tmp_path)
+    assert data.targets().tolist() == [0, 3, 5]
+    assert [r.extra["actor"] for r in data.records] == ["1001", "1001", "1091"]
+    assert data.prompts()[0] == ["this person is feeling angry"]
+    assert data.warnings == ("CREMA-D all: 3 clips found, 7442 published",)
+    write_clip(tmp_path / "AudioWAV" / "1001_DFA_BORED_XX.wav")
+    with pytest.raises(TaskLayoutError, match=r"BORED_XX\.wav: expected \{actor\}"):
+        get_task("crema-d").load(tmp_path)
+
+
+def test_ravdess_speech_and_song(tmp_path: Path, write_clip: Writer) -> None:
+    for name in ("03-01-01-01-01-01-01", "03-01-08-02-02-02-01", "03-02-05-01-01-01-01"):
+        write_clip(tmp_path / "Actor_01" / f"{name}.wav")
+    write_clip(tmp_path / "Actor_24" / "03-01-07-02-01-01-24.wav")
+    speech = get_task("ravdess").load(tmp_path)
+    assert [r.labels for r in speech.records] == [("neutral",), ("surprised",), ("disgust",)]
+    assert [r.extra["actor"] for r in speech.records] == [1, 1, 24]
+    assert speech.prompts()[6] == ["this person is feeling disgusted"]
+    song = get_task("ravdess").load(tmp_path, split="song")
+    assert [r.labels for r in song.records] == [("angry",)]
+    write_clip(tmp_path / "Actor_24" / "03-01-07-02-01-01-23.wav")
+    with pytest.raises(TaskLayoutError, match="actor 24"):
+        get_task("ravdess").load(tmp_path)
+
+
+def test_speech_commands_35_words(tmp_path: Path, write_clip: Writer) -> None:
+    listing = ["right/bb05582b_nohash_0.wav", "marvin/0a7c2a8d_nohash_1.wav"]
+    for line in [*listing, "right/train_only_nohash_0.wav"]:
+        write_clip(tmp_path / line)
+    write_clip(tmp_path / "_background_noise_" / "white_noise.wav")
+    (tmp_path / "testing_list.txt").write_text("\n".join(listing) + "\n")
+    data = get_task("speech-commands").load(tmp_path)
+    assert [r.key for r in data.records] == ["right/bb05582b_nohash_0", "marvin/0a7c2a8d_nohash_1"]
+    assert data.prompts()[data.class_names.index("marvin")] == ["marvin"]
+    assert len(data.class_names) == 35
+    (tmp_path / "testing_list.txt").write_text("sheila/x_nohash_0.wav\n")
+    with pytest.raises(TaskFileNotFoundError, match=r"absent.*sheila/x_nohash_0\.wav"):
+        get_task("speech-commands").load(tmp_path)
+
+
+def test_speech_commands_12_class_test_set(tmp_path: Path, write_clip: Writer) -> None:
+    task = get_task("speech-commands")
+    for word in ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
+                 "_unknown_", "_silence_"):  # fmt: skip
+        write_clip(tmp_path / word / f"{word}_0.wav")
+    data = task.load(tmp_path, split="test-12")
+    assert len(data.class_names) == 12
+    assert data.prompts()[10:] == [["unknown"], ["silence"]]
+    assert data.warnings == ("SpeechCmd test-12: 12 clips found, 4890 published",)
+
+
+def test_libricount(tmp_path: Path, write_clip: Writer) -> None:
+    for name in ("0_0a1b.wav", "3_1c2d.wav", "10_9f9f.wav"):
+        write_clip(tmp_path / "test" / name)
+    data = get_task("libricount").load(tmp_path)
+    assert data.targets().tolist() == [0, 10, 3]
+    assert data.prompts()[10] == ["10 persons speaking"]
+    write_clip(tmp_path / "test" / "11_x.wav")
+    with pytest.raises(TaskLayoutError, match="count 0-10"):
+        get_task("libricount").load(tmp_path)
+
+
+def test_audiocaps_five_captions(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    rows = [[100 + i, "7fmOlUlwoNg", 20, f"a man speaks, {i}"] for i in range(5)]
+    rows += [[200 + i, "6BJ455B1aAs", 0, f"a dog barks {i}"] for i in range(4)]
+    rows += [[300, "absentclip1", 30, "wind"]]
+    write_table(tmp_path / "test.csv", rows, ["audiocap_id", "youtube_id", "start_time",
+                                              "caption"])  # fmt: skip
+    write_clip(tmp_path / "audio" / "Y7fmOlUlwoNg.wav")
+    write_clip(tmp_path / "audio" / "6BJ455B1aAs_0_10.wav")
+    for name in ("audiocaps", "audiocaps-caption"):
+        data = get_task(name).load(tmp_path)
+        assert [len(r.captions) for r in data.records] == [5, 4]
+        assert data.records[0].captions[1] == "a man speaks, 1"
+        assert data.records[0].key == "7fmOlUlwoNg_20"
+        assert data.records[0].extra["audiocap_ids"] == ["100", "101", "102", "103", "104"]
+        assert any("1 clips do not have 5 captions" in w for w in data.warnings)
+        assert any("1 of 3 listed clips are absent" in w for w in data.warnings)
+        assert data.class_names == ()
+
+
+def test_clotho_evaluation(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    header = ["file_name", *(f"caption_{i}" for i in range(1, 6))]
+    rows = [["Santa Motor.wav", *(f"a motor hums, then stops {i}" for i in range(5))],
+            ["rain 2.wav", *(f"rain falls {i}" for i in range(5))]]  # fmt: skip
+    for row in rows:
+        write_clip(tmp_path / "evaluation" / row[0])
+    write_table(tmp_path / "clotho_captions_evaluation.csv", rows, header)
+    data = get_task("clotho").load(tmp_path)
+    assert data.records[0].captions == tuple(f"a motor hums, then stops {i}" for i in range(5))
+    assert data.records[1].key == "evaluation/rain 2"
+    assert data.warnings == ("Clotho evaluation: 2 clips found, 1045 published",)
+    write_table(tmp_path / "clotho_captions_evaluation.csv", [r[:3] for r in rows], header[:3])
+    with pytest.raises(TaskLayoutError, match=r"lacks \['caption_3', 'caption_4', 'caption_5'\]"):
+        get_task("clotho-caption").load(tmp_path)
+
+
+def test_records_feed_manifest_dataset(tmp_path: Path, write_clip: Writer) -> None:
+    for name in ("0_a.wav", "2_b.wav"):
+        write_clip(tmp_path / name)
+    data = get_task("libricount").load(tmp_path)
+    frontend = FrontendConfig(sample_rate=16000, fmax=8000.0, clip_seconds=0.1)
+    dataset = ManifestDataset(list(data.records), frontend, train=False)
+    item = dataset[1]
+    assert isinstance(item, dict)
+    assert item["labels"] == ("2",)
+    assert item["waveform"].shape == (1600,)
+    assert float(item["waveform"].abs().max()) > 0

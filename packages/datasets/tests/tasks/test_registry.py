@@ -120,3 +120,18 @@ def test_targets_multilabel_and_manifest_round_trip(tmp_path: Path) -> None:
     assert torch.equal(data.targets(), torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]))
     back = read_manifest(data.write_manifest(tmp_path / "m.jsonl"))
     assert [(r.audio, r.labels) for r in back] == [(r.audio, r.labels) for r in records]
+
+
+def test_readme_table_matches_the_registry() -> None:
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    rows = {
+        line.split("|")[1].strip(" `"): line
+        for line in readme.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `")
+    }
+    assert sorted(rows) == list_tasks()
+    for name, task in TASKS.items():
+        for split, count in task.splits:
+            assert f"{count:,} ({split})" in rows[name], name
+        assert task.layout in rows[name]
+        assert task.license in rows[name]

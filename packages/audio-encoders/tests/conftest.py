@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from clapkit.audio import NAMED_BUILDERS, AudioEncoder
+from clapkit.audio import NAMED_ENCODERS, AudioEncoder
 
 FSDD = Path(__file__).resolve().parents[3] / "data" / "fsdd" / "recordings"
 
@@ -28,7 +28,7 @@ TINY_KNOBS: dict[str, dict[str, Any]] = {
 
 def tiny(name: str, **extra: Any) -> AudioEncoder:
     """The named builder ``name`` with tiny architecture knobs."""
-    builder: Callable[..., AudioEncoder] = NAMED_BUILDERS[name]
+    builder: Callable[..., AudioEncoder] = NAMED_ENCODERS[name]
     architecture = "cnn14" if name.startswith("cnn14") else "htsat"
     return builder(**{**TINY_KNOBS[architecture], **extra})
 

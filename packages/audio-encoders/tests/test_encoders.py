@@ -10,7 +10,7 @@ import torch
 
 from clapkit.audio import (
     HTSAT,
-    NAMED_BUILDERS,
+    NAMED_ENCODERS,
     AudioEncoder,
     build_audio_encoder,
     load_audio_encoder,
@@ -19,7 +19,7 @@ from clapkit.audio import (
 
 from .conftest import tiny
 
-NAMES = sorted(NAMED_BUILDERS)
+NAMES = sorted(NAMED_ENCODERS)
 LONGER_THAN_TINY_IMAGE = 3.0
 """Seconds whose frames exceed the 256-frame image of the tiny HTSAT (random-crop path)."""
 
@@ -215,3 +215,23 @@ def test_htsat_long_input_averages_windows() -> None:
     encoder.train()
     encoder.set_generator(torch.Generator().manual_seed(0))
     assert encoder.forward_features(long_wave).shape[1] == 1  # one random crop in training
+
+
+def test_named_encoders_is_the_agreed_table() -> None:
+    assert set(NAMED_ENCODERS) == {
+        "cnn14", "htsat", "htsat-22", "cnn14-msclap-2022", "htsat-msclap-2023",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_named_encoder_builds_at_full_size_and_runs(name: str) -> None:
+    torch.manual_seed(0)
+    encoder = NAMED_ENCODERS[name]().eval()
+    wave = 0.1 * torch.randn(1, encoder.frontend.sample_rate // 2)
+    with torch.inference_mode():
+        out = encoder(wave)
+    assert out.embedding.shape == (1, encoder.out_dim)
+    assert out.clipwise_logits is not None
+    assert out.clipwise_logits.shape == (1, 527)
+    assert torch.isfinite(out.embedding).all()
+    assert build_audio_encoder({"architecture": name}).get_config() == encoder.get_config()

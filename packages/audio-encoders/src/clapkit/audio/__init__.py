@@ -15,7 +15,7 @@ from clapkit.audio.builders import (
     LAION_FRONTEND,
     MSCLAP_2022_FRONTEND,
     MSCLAP_2023_FRONTEND,
-    NAMED_BUILDERS,
+    NAMED_ENCODERS,
     PANNS_FRONTEND,
     build_audio_encoder,
     cnn14,
@@ -29,11 +29,12 @@ from clapkit.audio.builders import (
 )
 from clapkit.audio.cnn14 import Cnn14
 from clapkit.audio.config import FrontendConfig
+from clapkit.audio.errors import CheckpointError
+from clapkit.audio.fast import InferenceFormCache, has_inference_form, inference_form
 from clapkit.audio.frontend import LogMelFrontend, mel_filterbank
 from clapkit.audio.htsat import HTSAT
 from clapkit.audio.io import AudioLoadError, fit_length, load_audio, windows
 from clapkit.audio.weights import (
-    WeightsError,
     check_mel_filterbank,
     identify_state_dict,
     load_reference_state_dict,
@@ -48,26 +49,29 @@ __all__ = [
     "LAION_FRONTEND",
     "MSCLAP_2022_FRONTEND",
     "MSCLAP_2023_FRONTEND",
-    "NAMED_BUILDERS",
+    "NAMED_ENCODERS",
     "PANNS_FRONTEND",
     "AudioEncoder",
     "AudioEncoderOutput",
     "AudioLoadError",
+    "CheckpointError",
     "Cnn14",
     "FrontendConfig",
+    "InferenceFormCache",
     "LogMelFrontend",
-    "WeightsError",
     "build_audio_encoder",
     "check_mel_filterbank",
     "cnn14",
     "cnn14_encoder",
     "cnn14_msclap_2022",
     "fit_length",
+    "has_inference_form",
     "htsat",
     "htsat_22",
     "htsat_encoder",
     "htsat_msclap_2023",
     "identify_state_dict",
+    "inference_form",
     "load_audio",
     "load_audio_encoder",
     "load_reference_state_dict",

@@ -9,6 +9,7 @@ from typing import Any
 from clapkit.audio.base import AudioEncoder
 from clapkit.audio.cnn14 import Cnn14
 from clapkit.audio.config import FrontendConfig
+from clapkit.audio.errors import CheckpointError
 from clapkit.audio.htsat.model import HTSAT
 from clapkit.audio.weights import WeightsSource, load_weights, read_safetensors_config
 
@@ -324,24 +325,24 @@ def htsat_msclap_2023(weights: WeightsSource | None = None, **overrides: Any) ->
     return encoder
 
 
-NAMED_BUILDERS: dict[str, Callable[..., AudioEncoder]] = {
+NAMED_ENCODERS: dict[str, Callable[..., AudioEncoder]] = {
     "cnn14": cnn14,
     "cnn14-msclap-2022": cnn14_msclap_2022,
     "htsat": htsat,
     "htsat-22": htsat_22,
     "htsat-msclap-2023": htsat_msclap_2023,
 }
-"""Every named encoder of this package (clapkit-core registers the first names it needs)."""
-
-COMPONENT_BUILDERS: dict[str, Callable[..., AudioEncoder]] = {
-    "cnn14": cnn14_encoder,
-    "htsat": htsat_encoder,
-}
-"""Architecture name (``get_config()["architecture"]``) -> component builder."""
+"""Every named encoder of this package, the one table that maps names to builders (clapkit-core
+reads it for its registry). Each builder takes ``weights=`` and keyword overrides of its
+component builder; the architecture names ``"cnn14"`` and ``"htsat"`` are among the keys."""
 
 
 def build_audio_encoder(config: dict[str, Any]) -> AudioEncoder:
     """Rebuild an encoder (random init) from :meth:`AudioEncoder.get_config` output.
+
+    The ``architecture`` entry is looked up in :data:`NAMED_ENCODERS` (``get_config`` writes
+    ``"cnn14"`` or ``"htsat"``; a preset name works too) and the other entries override the
+    builder's defaults.
 
     Args:
         config: ``{"architecture": ..., "frontend": {...}, ...knobs}``.
@@ -354,9 +355,9 @@ def build_audio_encoder(config: dict[str, Any]) -> AudioEncoder:
     """
     knobs = dict(config)
     architecture = knobs.pop("architecture", None)
-    if architecture not in COMPONENT_BUILDERS:
+    if architecture not in NAMED_ENCODERS:
         raise ValueError(
-            f"unknown audio architecture {architecture!r}; known: {sorted(COMPONENT_BUILDERS)}"
+            f"unknown audio architecture {architecture!r}; known: {sorted(NAMED_ENCODERS)}"
         )
     frontend = knobs.pop("frontend", None)
     if isinstance(frontend, dict):
@@ -364,7 +365,7 @@ def build_audio_encoder(config: dict[str, Any]) -> AudioEncoder:
     elif isinstance(frontend, FrontendConfig):
         knobs["frontend"] = frontend
     try:
-        return COMPONENT_BUILDERS[architecture](**knobs)
+        return NAMED_ENCODERS[architecture](**knobs)
     except TypeError as error:
         raise ValueError(f"bad {architecture} config: {error}") from error
 
@@ -379,11 +380,11 @@ def load_audio_encoder(path: str | os.PathLike) -> AudioEncoder:
         The encoder, in eval mode.
 
     Raises:
-        ValueError: If the file carries no clapkit config.
+        CheckpointError: If the file carries no clapkit config or does not fit it.
     """
     config = read_safetensors_config(path)
     if config is None:
-        raise ValueError(f"{path}: no clapkit encoder config in the safetensors metadata")
+        raise CheckpointError(f"{path}: no clapkit encoder config in the safetensors metadata")
     encoder = build_audio_encoder(config)
     load_weights(encoder, path)
     return encoder.eval()

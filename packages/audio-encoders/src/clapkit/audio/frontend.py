@@ -11,7 +11,6 @@ import torchaudio.functional as AF
 from torch import Tensor, nn
 
 from clapkit.audio.config import FrontendConfig
-from clapkit.audio.kernels import inference_chunk
 
 AMIN = 1e-10
 """Power floor before the logarithm (torchlibrosa ``amin``)."""
@@ -151,14 +150,6 @@ class LogMelFrontend(nn.Module):
         Returns:
             ``[b, n_mels, f]`` float32: ``10 * log10(max(mel, 1e-10))``.
         """
-        if waveform.device.type == "cpu" and waveform.ndim == 2:
-            # In chunks of clips: a batch's float64 frames and spectrum pass 32 MiB and would
-            # come from fresh, faulting pages on every call (2x slower at batch 8 x 10 s).
-            frames = waveform.shape[1] // self.config.hop_length + 1
-            frame_bytes = self.config.n_fft * frames * 8  # windowed frames; the spectrum alike
-            chunk = inference_chunk(2 * frame_bytes)
-            if chunk < waveform.shape[0]:
-                return torch.cat([self.log_mel(part) for part in waveform.split(chunk)])
         return (10.0 * torch.log10(self.power_mel(waveform).clamp(min=AMIN))).float()
 
     def forward(self, waveform: Tensor) -> Tensor:

@@ -1,8 +1,8 @@
 """Inference kernels: CPU float32 forward passes without autograd, built from torch ops.
 
-The encoders switch to these where :func:`use_inference_kernels` says so (evaluation mode, no
-autograd, float32/64 on CPU, no autocast); training and every other device keep the plain
-layer-by-layer forward that the parity tests pin to the reference implementations.
+:mod:`clapkit.audio.fast` builds the encoders' fast inference forms from these; they run where
+:func:`use_inference_kernels` says so (no autograd, float32/64 on CPU, no autocast). The model
+files keep the plain layer-by-layer forward that training, GPUs and the checkpoints use.
 
 HTS-AT spends most of its time in linear layers already at the GEMM's peak; :func:`linear` runs
 them through oneDNN with the bias, the MLP's GELU or a residual addition applied in the GEMM's
@@ -27,10 +27,7 @@ Convolution tensors here are channels-last (``[b, h, w, c]``).
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -54,26 +51,6 @@ def _mkldnn_linear_works() -> bool:
     return bool(torch.allclose(out, F.gelu(x @ w.t())) and torch.allclose(added, x @ w.t() + 1))
 
 
-_FUSED_LINEAR = contextvars.ContextVar("clapkit_audio_fused_linear", default=False)
-
-
-@contextlib.contextmanager
-def fused_linear(enabled: bool = True) -> Iterator[None]:
-    """Let :func:`linear` calls inside the block use the fused oneDNN kernel.
-
-    Args:
-        enabled: Switch it on (or explicitly off) for the block.
-
-    Yields:
-        Nothing; the previous setting returns on exit.
-    """
-    token = _FUSED_LINEAR.set(enabled)
-    try:
-        yield
-    finally:
-        _FUSED_LINEAR.reset(token)
-
-
 INFERENCE_CHUNK_BYTES = 24 << 20
 """Largest activation an inference chunk should allocate. glibc serves blocks up to 32 MiB from
 its heap, where they are reused; larger ones get fresh mmap pages that fault in on every call,
@@ -92,19 +69,17 @@ def inference_chunk(bytes_per_item: int) -> int:
     return max(1, INFERENCE_CHUNK_BYTES // max(1, bytes_per_item))
 
 
-def use_inference_kernels(module: nn.Module, x: Tensor) -> bool:
-    """Whether a forward pass of ``module`` on ``x`` may take the inference kernels.
+def use_inference_kernels(x: Tensor) -> bool:
+    """Whether a pass on ``x`` may take these kernels (the fast forms' own check).
 
     Args:
-        module: The encoder (its ``training`` flag counts).
-        x: An activation of the pass (its device and dtype count).
+        x: An input or activation of the pass (its device and dtype count).
 
     Returns:
-        True in evaluation mode, without autograd or autocast, for float32/64 on the CPU.
+        True without autograd or autocast, for float32/64 on the CPU.
     """
     return (
-        not module.training
-        and not torch.is_grad_enabled()
+        not torch.is_grad_enabled()
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and not torch.is_autocast_enabled("cpu")
@@ -112,17 +87,23 @@ def use_inference_kernels(module: nn.Module, x: Tensor) -> bool:
 
 
 def linear(
-    x: Tensor, layer: nn.Linear, *, gelu: bool = False, residual: Tensor | None = None
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    *,
+    gelu: bool = False,
+    residual: Tensor | None = None,
 ) -> Tensor:
-    """``layer(x)``, then exact (erf) GELU or a residual added, when asked.
+    """``x @ weight.T + bias``, then exact (erf) GELU or a residual added, when asked.
 
-    Inside :func:`fused_linear` and without autograd or autocast, float32 on the CPU runs as one
-    oneDNN call with the bias and the GELU or the residual addition in the GEMM's epilogue;
-    otherwise as ``F.linear`` followed by ``F.gelu`` or ``residual + ...``.
+    Without autograd or autocast, float32 on the CPU runs as one oneDNN call with the bias and
+    the GELU or the residual addition in the GEMM's epilogue; otherwise as ``F.linear``
+    followed by ``F.gelu`` or ``residual + ...``.
 
     Args:
         x: ``[..., in_features]``.
-        layer: The linear layer.
+        weight: ``[out_features, in_features]``.
+        bias: Optional ``[out_features]``.
         gelu: Apply GELU to the output.
         residual: ``[..., out_features]`` to add to the output (not with ``gelu``).
 
@@ -135,22 +116,21 @@ def linear(
     if gelu and residual is not None:
         raise ValueError("linear takes gelu or residual, not both")
     if (
-        _FUSED_LINEAR.get()
-        and _MKLDNN_LINEAR is not None
-        and _mkldnn_linear_works()
+        _MKLDNN_LINEAR is not None
         and x.dtype == torch.float32
-        and layer.weight.dtype == torch.float32
+        and weight.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
+        and _mkldnn_linear_works()
     ):
         if gelu:
-            return _MKLDNN_LINEAR(x, layer.weight, layer.bias, "gelu", [], "none")
+            return _MKLDNN_LINEAR(x, weight, bias, "gelu", [], "none")
         if residual is not None and residual.dtype == torch.float32:
-            return _MKLDNN_LINEAR.binary(x, residual, layer.weight, layer.bias, "add")
-        out = _MKLDNN_LINEAR(x, layer.weight, layer.bias, "none", [], "")
+            return _MKLDNN_LINEAR.binary(x, residual, weight, bias, "add")
+        out = _MKLDNN_LINEAR(x, weight, bias, "none", [], "")
     else:
-        out = F.linear(x, layer.weight, layer.bias)
+        out = F.linear(x, weight, bias)
         if gelu:
             return F.gelu(out)
     return out if residual is None else residual + out
@@ -161,6 +141,30 @@ WINOGRAD_CHUNK_BYTES = 16 << 20
 
 WINOGRAD_MIN_ROWS = 1024
 """Fewest GEMM rows (tiles) per Winograd pass: smaller products lose the GEMM's efficiency."""
+
+
+def batch_norm_affine(norm: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
+    """The per-channel ``(scale, shift)`` an evaluation-mode BatchNorm applies.
+
+    Args:
+        norm: A BatchNorm with running statistics.
+
+    Returns:
+        ``(scale, shift)``, each ``[c]`` in float64, with ``norm(x) == x * scale + shift``
+        along the channel axis.
+
+    Raises:
+        ValueError: If the BatchNorm keeps no running statistics.
+    """
+    if norm.running_mean is None or norm.running_var is None:
+        raise ValueError("cannot fold a BatchNorm without running statistics")
+    scale = torch.rsqrt(norm.running_var.double() + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.double()
+    shift = -norm.running_mean.double() * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.double()
+    return scale, shift
 
 
 def fold_batch_norm(weight: Tensor, norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
@@ -177,14 +181,7 @@ def fold_batch_norm(weight: Tensor, norm: nn.BatchNorm2d) -> tuple[Tensor, Tenso
     Raises:
         ValueError: If the BatchNorm keeps no running statistics.
     """
-    if norm.running_mean is None or norm.running_var is None:
-        raise ValueError("cannot fold a BatchNorm without running statistics")
-    scale = torch.rsqrt(norm.running_var.double() + norm.eps)
-    if norm.weight is not None:
-        scale = scale * norm.weight.double()
-    shift = -norm.running_mean.double() * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias.double()
+    scale, shift = batch_norm_affine(norm)
     folded = weight * scale.to(weight.dtype)[:, None, None, None]
     return folded, shift.to(weight.dtype)
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from clapkit.audio.base import AudioEncoder
 from clapkit.audio.config import FrontendConfig
+from clapkit.audio.errors import CheckpointError
 from clapkit.audio.frontend import mel_filterbank
 
 WeightsSource = str | os.PathLike | Mapping[str, Tensor]
@@ -40,10 +41,6 @@ _CONSTANT_BUFFER = re.compile(
     r"^layers\.\d+\.blocks\.\d+\.(attn\.relative_position_index|attn_mask)$"
 )
 _UNUSED_HTSAT = ("head.weight", "head.bias")  # HTS-AT's Linear(527, 527): built, never called
-
-
-class WeightsError(ValueError):
-    """A weight file or state dict does not fit the encoder; the message says what and why."""
 
 
 def _cnn14_name(key: str) -> str | None:
@@ -113,19 +110,19 @@ def check_mel_filterbank(stored: Tensor, frontend: FrontendConfig) -> None:
         frontend: The encoder's front end.
 
     Raises:
-        WeightsError: On a shape or value mismatch, naming the design the file matches when it
+        CheckpointError: On a shape or value mismatch, naming the design the file matches when it
             is a common one.
     """
     ours = mel_filterbank(frontend)
     stored = stored.detach().to("cpu", torch.float32)
     if stored.shape != ours.shape:
-        raise WeightsError(
+        raise CheckpointError(
             f"{MEL_KEY} has shape {tuple(stored.shape)} but the encoder's front end "
             f"(n_fft={frontend.n_fft}, n_mels={frontend.n_mels}) gives {tuple(ours.shape)}"
         )
     error = (stored - ours).abs().max().item()
     if error > MEL_TOLERANCE * ours.abs().max().item():
-        raise WeightsError(
+        raise CheckpointError(
             f"{MEL_KEY} differs from the encoder's mel filterbank (designed for "
             f"{frontend.mel_rate} Hz, {frontend.fmin:g}-{frontend.fmax:g} Hz, {frontend.n_mels} "
             f"mels; max difference {error:.3g}){_suggest_frontend(stored, frontend)}"
@@ -149,16 +146,16 @@ def load_reference_state_dict(
         strict: Fail on missing or unexpected keys (the filterbank is always checked).
 
     Raises:
-        WeightsError: Listing missing, unexpected and wrongly shaped keys by name, or on a
+        CheckpointError: Listing missing, unexpected and wrongly shaped keys by name, or on a
             filterbank mismatch.
     """
     architecture = encoder.architecture
     if architecture not in _RENAMERS:
-        raise WeightsError(f"no reference naming is known for architecture {architecture!r}")
+        raise CheckpointError(f"no reference naming is known for architecture {architecture!r}")
     rename = _RENAMERS[architecture]
     for key in STFT_KERNELS:
         if key in state_dict and state_dict[key].shape[-1] != encoder.frontend.n_fft:
-            raise WeightsError(
+            raise CheckpointError(
                 f"{key} has shape {tuple(state_dict[key].shape)}: an STFT of "
                 f"{state_dict[key].shape[-1]} points, but the encoder uses n_fft="
                 f"{encoder.frontend.n_fft}"
@@ -202,20 +199,19 @@ def _load_checked(
     if strict and unexpected:
         problems.append(f"unexpected keys: {unexpected}")
     if problems:
-        raise WeightsError(
+        raise CheckpointError(
             f"{where} does not fit this {encoder.architecture} encoder; " + "; ".join(problems)
         )
-    with torch.no_grad():
-        for key, value in tensors.items():
-            if key in own:
-                own[key].copy_(value)
+    # Through load_state_dict (not copy_): its post hooks tell caches such as
+    # clapkit.audio.InferenceFormCache that the weights changed.
+    encoder.load_state_dict({k: v for k, v in tensors.items() if k in own}, strict=False)
 
 
 def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling refusals, truncated zips, non-torch files
-        raise WeightsError(
+        raise CheckpointError(
             f"{path}: cannot be read with torch.load(weights_only=True) ({error}); only tensor "
             "checkpoints and safetensors files are accepted"
         ) from error
@@ -238,7 +234,7 @@ def identify_state_dict(state: Mapping[str, Any]) -> tuple[str, dict[str, Tensor
         ``"clapkit"``).
 
     Raises:
-        WeightsError: If the layout is not one of these.
+        CheckpointError: If the layout is not one of these.
     """
     if "state_dict" in state and isinstance(state["state_dict"], Mapping):
         inner = state["state_dict"]
@@ -262,7 +258,7 @@ def identify_state_dict(state: Mapping[str, Any]) -> tuple[str, dict[str, Tensor
         return "clapkit", tensors
     if "conv_block1.conv1.weight" in tensors or "patch_embed.proj.weight" in tensors:
         return "reference", tensors
-    raise WeightsError(
+    raise CheckpointError(
         "unrecognised checkpoint layout: expected a PANNs file ('model'), an HTS-AT Lightning "
         "file ('state_dict' with 'sed_model.'), an msclap file ('audio_encoder.base.'), a LAION "
         f"file ('audio_branch.') or clapkit names; top-level keys: {sorted(state)[:8]}"
@@ -311,7 +307,7 @@ def load_weights(encoder: AudioEncoder, source: WeightsSource, *, strict: bool =
         The detected format name (see :func:`identify_state_dict`, plus ``"safetensors"``).
 
     Raises:
-        WeightsError: If the file is unreadable, of another architecture, built for another
+        CheckpointError: If the file is unreadable, of another architecture, built for another
             front end, or its keys do not match (listed by name).
         FileNotFoundError: If the path does not exist.
     """
@@ -329,7 +325,7 @@ def load_weights(encoder: AudioEncoder, source: WeightsSource, *, strict: bool =
             return "safetensors"
         state = _torch_load(path)
         if not isinstance(state, Mapping):
-            raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict")
+            raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
     else:
         state = source
     kind, tensors = identify_state_dict(state)
@@ -338,20 +334,20 @@ def load_weights(encoder: AudioEncoder, source: WeightsSource, *, strict: bool =
         return kind
     architecture = _architecture_of(tensors)
     if architecture is not None and architecture != encoder.architecture:
-        raise WeightsError(
+        raise CheckpointError(
             f"{where} holds a {architecture} ({kind} format) but the encoder is "
             f"{encoder.architecture}; build it with clapkit.audio.{architecture}(weights=...)"
         )
     try:
         load_reference_state_dict(encoder, tensors, strict=strict)
-    except WeightsError as error:
-        raise WeightsError(f"{where} ({kind} format): {error}") from error
+    except CheckpointError as error:
+        raise CheckpointError(f"{where} ({kind} format): {error}") from error
     return kind
 
 
 def _check_config(encoder: AudioEncoder, config: Mapping[str, Any], where: str) -> None:
     if config.get("architecture") != encoder.architecture:
-        raise WeightsError(
+        raise CheckpointError(
             f"{where} holds a {config.get('architecture')} encoder, not {encoder.architecture}"
         )
     stored = FrontendConfig.from_dict(config["frontend"])
@@ -361,7 +357,7 @@ def _check_config(encoder: AudioEncoder, config: Mapping[str, Any], where: str) 
             for k, v in stored.to_dict().items()
             if v != getattr(encoder.frontend, k)
         }
-        raise WeightsError(
+        raise CheckpointError(
             f"{where} was saved for another front end; differing fields (file, encoder): {differ}"
         )
 

@@ -7,19 +7,113 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from clapkit.audio.base import AudioEncoder, AudioEncoderOutput
 from clapkit.audio.config import FrontendConfig
 from clapkit.audio.frontend import LogMelFrontend
 from clapkit.audio.htsat.swin import SwinStage
-from clapkit.audio.htsat.windows import inverse_order, window_order
-from clapkit.audio.kernels import fused_linear, inference_chunk, use_inference_kernels
 
 
 def _mean_probability_logit(logits: Tensor, dim: int) -> Tensor:
     """``logit(mean(sigmoid(logits)))`` along ``dim``, stable for large magnitudes."""
     return torch.logsumexp(F.logsigmoid(logits), dim) - torch.logsumexp(F.logsigmoid(-logits), dim)
+
+
+def eval_window_starts(frames: int, crop: int, hop: int) -> list[int]:
+    """Start frames of HTS-AT's evaluation windows over a long spectrogram.
+
+    Args:
+        frames: Spectrogram frames.
+        crop: Window length.
+        hop: Window hop.
+
+    Returns:
+        ``range(0, frames - crop - 1, hop)`` as HTS-AT has it, or ``[0]`` if that is empty.
+    """
+    return list(range(0, frames - crop - 1, hop)) or [0]
+
+
+def crop_windows(log_mel: Tensor, starts: Tensor, length: int) -> Tensor:
+    """Cut windows out of each spectrogram.
+
+    Args:
+        log_mel: ``[b, 1, f, m]``.
+        starts: ``[b, w]`` start frames.
+        length: Window length ``L``.
+
+    Returns:
+        ``[b * w, 1, L, m]``, the windows of one clip consecutive.
+    """
+    batch, _, _, mels = log_mel.shape
+    index = starts[..., None] + torch.arange(length, device=log_mel.device)  # [b, w, L]
+    crops = log_mel[:, 0][torch.arange(batch, device=log_mel.device)[:, None, None], index]
+    return crops.view(-1, 1, length, mels)
+
+
+def fold_image(log_mel: Tensor, freq_ratio: int, image_frames: int, image_mels: int) -> Tensor:
+    """Stretch a log-mel spectrogram to the image length and fold it square.
+
+    Args:
+        log_mel: ``[n, 1, f, m]`` with ``f <= image_frames``.
+        freq_ratio: Time chunks stacked along frequency.
+        image_frames: Frames the image holds (``spec_size * freq_ratio``).
+        image_mels: Mel bins the image holds (``spec_size // freq_ratio``).
+
+    Returns:
+        ``[n, 1, spec_size, spec_size]``: chunk ``k`` of ``f / freq_ratio`` frames occupies
+        rows ``k * m ... (k + 1) * m - 1``.
+    """
+    frames, mels = log_mel.shape[2:]
+    if frames < image_frames or mels < image_mels:
+        size = (max(frames, image_frames), max(mels, image_mels))
+        log_mel = F.interpolate(log_mel, size, mode="bicubic", align_corners=True)
+    return rearrange(log_mel, "n 1 (k t) m -> n 1 (k m) t", k=freq_ratio)
+
+
+def semantic_grid(tokens: Tensor, freq_ratio: int) -> Tensor:
+    """The token-semantic regrouping of the final token grid into frequency x time.
+
+    Args:
+        tokens: ``[n, s * s, d]`` final tokens in grid order.
+        freq_ratio: Time chunks the image folding stacked along frequency.
+
+    Returns:
+        ``[n, d, s / freq_ratio, freq_ratio * s]``: each chunk's rows moved onto the time axis.
+    """
+    side = round(tokens.shape[1] ** 0.5)
+    grid = rearrange(tokens, "n (h w) d -> n d h w", h=side)
+    return rearrange(grid, "n d (k r) c -> n d r (k c)", k=freq_ratio)
+
+
+def token_semantic_output(features: Tensor, head: nn.Module | None) -> AudioEncoderOutput:
+    """Embedding and class maps, averaged over windows (HTS-AT's ``latent_output``, ``tscam``).
+
+    Args:
+        features: ``[b, w, d, r, c]`` token maps.
+        head: The class-map convolution (``tscam_conv``), or ``None``.
+
+    Returns:
+        ``embedding [b, d]``; ``clipwise_logits [b, classes]`` (mean over time of the class
+        map) and ``framewise_logits [b, c, classes]``; over several windows the logits are those
+        of the mean probability, as HTS-AT averages sigmoid outputs.
+    """
+    batch, windows = features.shape[:2]
+    embedding = features.mean(dim=(1, 3, 4))
+    if head is None:
+        return AudioEncoderOutput(embedding=embedding)
+    frame_logits = head(features.flatten(0, 1)).flatten(2)  # [b * w, classes, c]
+    frame_logits = frame_logits.view(batch, windows, *frame_logits.shape[1:])
+    clip_logits = frame_logits.mean(dim=3)
+    frame_logits = frame_logits.transpose(2, 3)
+    if windows == 1:
+        return AudioEncoderOutput(embedding, clip_logits[:, 0], frame_logits[:, 0])
+    return AudioEncoderOutput(
+        embedding,
+        _mean_probability_logit(clip_logits, 1),
+        _mean_probability_logit(frame_logits, 1),
+    )
 
 
 class PatchEmbed(nn.Module):
@@ -39,8 +133,8 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, image: Tensor) -> Tensor:
-        """``[b, 1, s, s]`` image -> ``[b, s/stride, s/stride, dim]`` token grid."""
-        return self.norm(self.proj(image).permute(0, 2, 3, 1))
+        """``[b, 1, s, s]`` image -> ``[b, (s/stride)^2, dim]`` tokens in grid order."""
+        return self.norm(rearrange(self.proj(image), "b d h w -> b (h w) d"))
 
 
 class HTSAT(AudioEncoder):
@@ -65,9 +159,6 @@ class HTSAT(AudioEncoder):
     """
 
     architecture = "htsat"
-    fast_inference = True
-    """CPU float32 evaluation without autograd runs the linear layers through the fused oneDNN
-    kernel of :func:`clapkit.audio.kernels.linear`; set False on an instance for plain ops."""
 
     def __init__(
         self,
@@ -140,21 +231,6 @@ class HTSAT(AudioEncoder):
                 )
             )
         self.norm = nn.LayerNorm(self.out_dim)
-        # The stages take and give tokens in window order (see clapkit.audio.htsat.swin).
-        first, last = self.stages[0], self.stages[-1]
-        assert isinstance(first, SwinStage)
-        assert isinstance(last, SwinStage)
-        self.grid_to_sequence: Tensor
-        self.sequence_to_grid: Tensor
-        self.register_buffer(
-            "grid_to_sequence", window_order(grid, grid, first.window), persistent=False
-        )
-        final = self.final_grid
-        self.register_buffer(
-            "sequence_to_grid",
-            inverse_order(window_order(final, final, last.window)),
-            persistent=False,
-        )
         self.head: nn.Conv2d | None = None
         self.apply(self._init_weights)
         self.reset_classifier(num_classes)
@@ -198,28 +274,19 @@ class HTSAT(AudioEncoder):
                 device=generator.device if generator is not None else "cpu",
             )
             return starts.to(device)
-        positions = list(range(0, frames - self.long_crop_frames - 1, self.long_crop_hop)) or [0]
+        positions = eval_window_starts(frames, self.long_crop_frames, self.long_crop_hop)
         return torch.tensor(positions, device=device).expand(batch, -1)
 
     def to_image(self, log_mel: Tensor) -> Tensor:
-        """Stretch a log-mel spectrogram to the image length and fold it square.
+        """Stretch and fold a log-mel spectrogram (:func:`fold_image` with this model's sizes).
 
         Args:
             log_mel: ``[n, 1, f, m]`` with ``f <= image_frames``.
 
         Returns:
-            ``[n, 1, spec_size, spec_size]``: chunk ``k`` of ``f / freq_ratio`` frames occupies
-            rows ``k * m ... (k + 1) * m - 1``.
+            ``[n, 1, spec_size, spec_size]``.
         """
-        frames, mels = log_mel.shape[2:]
-        if frames < self.image_frames or mels < self.image_mels:
-            size = (max(frames, self.image_frames), max(mels, self.image_mels))
-            log_mel = F.interpolate(log_mel, size, mode="bicubic", align_corners=True)
-        n, _, frames, mels = log_mel.shape
-        chunks = log_mel.view(n, self.freq_ratio, frames // self.freq_ratio, mels)
-        return chunks.transpose(2, 3).reshape(
-            n, 1, self.freq_ratio * mels, frames // self.freq_ratio
-        )
+        return fold_image(log_mel, self.freq_ratio, self.image_frames, self.image_mels)
 
     def forward_features(self, waveform: Tensor) -> Tensor:
         """Front end, image folding, Swin stages and the token-semantic regrouping.
@@ -234,71 +301,30 @@ class HTSAT(AudioEncoder):
         """
         self._check_waveform(waveform)
         log_mel = self.log_mel(waveform)
-        batch, _, frames, mels = log_mel.shape
+        batch, _, frames, _ = log_mel.shape
         windows = 1
         if frames > self.image_frames:
             starts = self._crop_starts(frames, batch, log_mel.device)
             windows = starts.shape[1]
             length = self.image_frames if self.training else self.long_crop_frames
-            index = starts[..., None] + torch.arange(length, device=log_mel.device)  # [b, w, L]
-            crops = log_mel[:, 0][torch.arange(batch, device=log_mel.device)[:, None, None], index]
-            log_mel = crops.view(batch * windows, 1, length, mels)
-        image = self.to_image(log_mel)
-        fast = self.fast_inference and use_inference_kernels(self, image)
-        # Fast inference runs images in chunks whose activations glibc recycles (see
-        # clapkit.audio.kernels.INFERENCE_CHUNK_BYTES); training keeps the whole batch.
-        side = self.spec_size // self.patch_stride
-        widest = side * side * int(self.embed_dim * self.mlp_ratio) * image.element_size()
-        chunk = inference_chunk(widest) if fast else image.shape[0]
-        with fused_linear(fast):
-            parts = [self._encode_images(part) for part in image.split(chunk)]
-        x = parts[0] if len(parts) == 1 else torch.cat(parts)
-        n = x.shape[0]
-        side, d = self.final_grid, x.shape[2]
-        # [n, d, rows, cols]: rows = freq_ratio chunks
-        x = x.view(n, side, side, d).permute(0, 3, 1, 2)
-        rows, cols = side, side
-        # Rows hold freq_ratio time chunks of `semantic_rows` frequency rows each: move the
-        # chunks onto the time axis.
-        x = x.reshape(n, d, self.freq_ratio, rows // self.freq_ratio, cols).transpose(2, 3)
-        x = x.reshape(n, d, rows // self.freq_ratio, self.freq_ratio * cols)
-        return x.view(batch, windows, d, *x.shape[2:])
-
-    def _encode_images(self, image: Tensor) -> Tensor:
-        """``[n, 1, s, s]`` images -> ``[n, s' * s', d]`` final tokens in grid order."""
-        x = self.pos_drop(self.patch_embed(image))
-        n, side, _, d = x.shape
-        x = x.view(n, side * side, d).index_select(1, self.grid_to_sequence)
+            log_mel = crop_windows(log_mel, starts, length)
+        x = self.pos_drop(self.patch_embed(self.to_image(log_mel)))
         for stage in self.stages:
             x = stage(x)
-        return self.norm(x).index_select(1, self.sequence_to_grid)
+        x = semantic_grid(self.norm(x), self.freq_ratio)
+        return x.view(batch, windows, *x.shape[1:])
 
     def forward_head(self, features: Tensor) -> AudioEncoderOutput:
-        """Embedding and class maps, averaged over windows.
+        """Embedding and class maps (:func:`token_semantic_output` with this model's head).
 
         Args:
             features: ``[b, w, d, r, c]`` from :meth:`forward_features`.
 
         Returns:
-            ``embedding [b, d]``; ``clipwise_logits [b, classes]`` (mean over time of the
-            class map) and ``framewise_logits [b, c, classes]``; over several windows the
-            logits are those of the mean probability, as HTS-AT averages sigmoid outputs.
+            ``embedding [b, d]``; ``clipwise_logits [b, classes]`` and
+            ``framewise_logits [b, c, classes]`` with a head.
         """
-        batch, windows = features.shape[:2]
-        embedding = features.mean(dim=(1, 3, 4))
-        if self.head is None:
-            return AudioEncoderOutput(embedding=embedding)
-        frame_logits = self.head(features.flatten(0, 1)).flatten(2)  # [b * w, classes, c]
-        frame_logits = frame_logits.view(batch, windows, *frame_logits.shape[1:])
-        clip_logits = frame_logits.mean(dim=3)
-        frame_logits = frame_logits.transpose(2, 3)
-        if windows == 1:
-            return AudioEncoderOutput(embedding, clip_logits[:, 0], frame_logits[:, 0])
-        return AudioEncoderOutput(
-            embedding,
-            _mean_probability_logit(clip_logits, 1),
-            _mean_probability_logit(frame_logits, 1),
-        )
+        return token_semantic_output(features, self.head)
 
     def get_config(self) -> dict[str, Any]:
         """Every knob, JSON-serialisable; see :class:`AudioEncoder`."""

@@ -1,13 +1,11 @@
-"""Swin Transformer parts of HTS-AT (Liu et al., 2021, arXiv 2103.14030), in window order.
+"""Swin Transformer parts of HTS-AT (Liu et al., 2021, arXiv 2103.14030), as the reference has them.
 
-Inside a stage the tokens travel as ``[b, h * w, d]`` sequences in *window order*: the tokens of
-each (unshifted) window consecutive, windows row-major. Plain blocks then attend without moving a
-token; a shifted block gathers its shifted windows with one index (cyclic shift and partition in
-one copy) and scatter-adds its output back into the residual stream with one ``index_add``, where
-the reference rolls, partitions, merges and rolls back. Patch merging gathers straight into the
-next stage's window order. Window attention runs through
-``torch.nn.functional.scaled_dot_product_attention`` with the relative position bias and the
-shifted-window mask folded into one additive mask.
+Tokens travel as ``[b, h * w, d]`` sequences in grid (row-major) order. A block normalises,
+cyclically shifts the grid (every other block), partitions it into windows, attends inside each
+window, merges the windows and shifts back; patch merging concatenates each 2x2 neighbourhood.
+Window attention runs through ``torch.nn.functional.scaled_dot_product_attention`` with the
+relative position bias and the shifted-window mask folded into one additive mask.
+:mod:`clapkit.audio.fast` keeps the tokens in window order instead for CPU inference.
 """
 
 from __future__ import annotations
@@ -16,16 +14,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from clapkit.audio.htsat.windows import (
-    inverse_order,
-    relative_position_index,
-    shifted_window_mask,
-    window_order,
-)
-from clapkit.audio.kernels import linear
+from clapkit.audio.htsat.windows import relative_position_index, shifted_window_mask
 
 
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
@@ -44,6 +37,50 @@ def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
     keep = 1.0 - rate
     mask = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
     return x * mask.bernoulli_(keep).div_(keep)
+
+
+def window_attention_mask(bias: Tensor, shift_mask: Tensor | None) -> Tensor:
+    """One additive SDPA mask from a position bias and an optional shifted-window mask.
+
+    Args:
+        bias: ``[heads, n, n]`` relative position bias.
+        shift_mask: ``[n_windows, n, n]`` or ``None``.
+
+    Returns:
+        ``[1, heads, n, n]`` for plain windows (queries ``[b * n_windows, heads, n, d]``);
+        ``[1, n_windows * heads, n, n]`` with a shift mask (queries regrouped to
+        ``[b, n_windows * heads, n, d]``, since windows share the mask per position, not per
+        image). Masks go in 4-D: the fused CPU kernel takes them, a 3-D mask falls back to the
+        math path.
+    """
+    if shift_mask is None:
+        return bias[None]
+    n = bias.shape[-1]
+    return (shift_mask.to(bias.dtype)[:, None] + bias[None]).reshape(1, -1, n, n)
+
+
+def window_attention(
+    query: Tensor, key: Tensor, value: Tensor, mask: Tensor, n_windows: int, dropout: float
+) -> Tensor:
+    """SDPA inside windows with a mask from :func:`window_attention_mask`.
+
+    Args:
+        query: ``[b * n_windows, heads, n, d_head]``; ``key`` and ``value`` alike.
+        key: Keys.
+        value: Values.
+        mask: ``[1, heads, n, n]`` or ``[1, n_windows * heads, n, n]``.
+        n_windows: Windows per image.
+        dropout: Attention dropout probability.
+
+    Returns:
+        ``[b * n_windows, n, heads * d_head]``.
+    """
+    bw, heads, n, d_head = query.shape
+    if mask.shape[1] != heads:
+        images = bw // n_windows
+        query, key, value = (t.reshape(images, -1, n, d_head) for t in (query, key, value))
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
+    return out.view(bw, heads, n, d_head).transpose(1, 2).reshape(bw, n, heads * d_head)
 
 
 class WindowAttention(nn.Module):
@@ -92,56 +129,24 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, self.num_heads).permute(2, 0, 1)
 
-    def forward(
-        self,
-        windows: Tensor,
-        n_windows: int,
-        shift_mask: Tensor | None,
-        residual: Tensor | None = None,
-    ) -> Tensor:
+    def forward(self, windows: Tensor, n_windows: int, shift_mask: Tensor | None) -> Tensor:
         """Attend within each window.
 
         Args:
             windows: ``[b * n_windows, n, d]`` tokens, windows of one image consecutive.
             n_windows: Windows per image.
             shift_mask: ``[n_windows, n, n]`` additive mask of a shifted block, or ``None``.
-            residual: ``[b * n_windows, n, d]`` added to the output (in the projection's
-                epilogue where the fused kernel runs); only without output dropout.
 
         Returns:
             ``[b * n_windows, n, d]``.
         """
         bw, n, d = windows.shape
-        heads = self.num_heads
-        qkv = linear(windows, self.qkv).view(bw, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
-        query, key, value = qkv.unbind(0)  # [b * nW, heads, n, d_head]
-        # Masks go in 4-D: the fused CPU kernel takes them, a 3-D mask falls back to the math path.
-        bias = self.position_bias().to(query.dtype)
-        if shift_mask is None:
-            out = F.scaled_dot_product_attention(
-                query,
-                key,
-                value,
-                attn_mask=bias[None],
-                dropout_p=self.attn_drop if self.training else 0.0,
-            )
-        else:
-            # Windows share a mask per position, not per image: fold windows into the head axis
-            # so one [nW * heads, n, n] mask broadcasts over the batch.
-            mask = (shift_mask.to(query.dtype)[:, None] + bias[None]).reshape(1, -1, n, n)
-            images = bw // n_windows
-            out = F.scaled_dot_product_attention(
-                query.reshape(images, n_windows * heads, n, -1),
-                key.reshape(images, n_windows * heads, n, -1),
-                value.reshape(images, n_windows * heads, n, -1),
-                attn_mask=mask,
-                dropout_p=self.attn_drop if self.training else 0.0,
-            )
-            out = out.view(bw, heads, n, -1)
-        out = out.transpose(1, 2).reshape(bw, n, d)
-        if residual is not None:
-            return linear(out, self.proj, residual=residual)
-        return self.proj_drop(linear(out, self.proj))
+        qkv = self.qkv(windows).view(bw, n, 3, self.num_heads, d // self.num_heads)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [b * nW, heads, n, d_head]
+        mask = window_attention_mask(self.position_bias().to(query.dtype), shift_mask)
+        dropout = self.attn_drop if self.training else 0.0
+        out = window_attention(query, key, value, mask, n_windows, dropout)
+        return self.proj_drop(self.proj(out))
 
 
 class Mlp(nn.Module):
@@ -159,16 +164,13 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        """Apply the MLP to ``[..., dim]``, adding ``residual`` (only without dropout) if given."""
-        hidden = self.drop(linear(x, self.fc1, gelu=True))
-        if residual is not None:
-            return linear(hidden, self.fc2, residual=residual)
-        return self.drop(linear(hidden, self.fc2))
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the MLP to ``[..., dim]``."""
+        return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
 
 
 class SwinBlock(nn.Module):
-    """Pre-norm (shifted-)window attention and MLP, each with a residual, on window-order tokens.
+    """Pre-norm (shifted-)window attention and MLP, each with a residual.
 
     Args:
         dim: Token width.
@@ -212,92 +214,65 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         self.shift_mask: Tensor | None
-        self.shift_order: Tensor | None
-        mask = order = None
-        if shift:
-            mask = shifted_window_mask(*resolution, window, shift)
-            # Sequence position (plain window order) of every token of the shifted windows.
-            plain = inverse_order(window_order(*resolution, window))
-            order = plain[window_order(*resolution, window, shift)]
+        mask = shifted_window_mask(*resolution, window, shift) if shift else None
         self.register_buffer("shift_mask", mask, persistent=False)
-        self.register_buffer("shift_order", order, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the block.
 
         Args:
-            x: ``[b, h * w, d]`` tokens in plain window order (see :func:`window_order`).
+            x: ``[b, h * w, d]`` tokens in grid order.
 
         Returns:
-            ``[b, h * w, d]`` in the same order.
+            ``[b, h * w, d]``.
         """
         b, length, d = x.shape
-        tokens = self.window**2
-        if not self.training:  # no dropout or drop path: residuals join the projections
-            if self.shift_order is None:
-                windows = x.view(-1, tokens, d)
-                x = self.attn(self.norm1(windows), self.n_windows, None, residual=windows)
-                x = x.view(b, length, d)
-            else:
-                windows = self.norm1(x.index_select(1, self.shift_order)).view(-1, tokens, d)
-                y = self.attn(windows, self.n_windows, self.shift_mask)
-                x = x.index_add(1, self.shift_order, y.view(b, length, d))
-            return self.mlp(self.norm2(x), residual=x)
-        windows = x if self.shift_order is None else x.index_select(1, self.shift_order)
-        y = self.attn(self.norm1(windows).view(-1, tokens, d), self.n_windows, self.shift_mask)
-        y = drop_path(y.view(b, length, d), self.drop_path_rate, self.training)
-        x = x + y if self.shift_order is None else x.index_add(1, self.shift_order, y)
+        height, width = self.resolution
+        window, shift = self.window, self.shift
+        grid = self.norm1(x).view(b, height, width, d)
+        if shift:
+            grid = torch.roll(grid, shifts=(-shift, -shift), dims=(1, 2))
+        windows = rearrange(grid, "b (y i) (x j) d -> (b y x) (i j) d", i=window, j=window)
+        windows = self.attn(windows, self.n_windows, self.shift_mask)
+        grid = rearrange(
+            windows, "(b y x) (i j) d -> b (y i) (x j) d", b=b, y=height // window, i=window
+        )
+        if shift:
+            grid = torch.roll(grid, shifts=(shift, shift), dims=(1, 2))
+        x = x + drop_path(grid.reshape(b, length, d), self.drop_path_rate, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, self.training)
 
 
 class PatchMerging(nn.Module):
     """Concatenate each 2x2 neighbourhood (Swin order), LayerNorm, halve the width to 2d.
 
-    Tokens come in the window order of this grid and leave in the window order of the merged
-    grid, gathered by one index.
-
     Args:
         dim: Input token width ``d``.
         resolution: Input grid ``(h, w)``, both even.
-        window: Window side of the input sequence's order.
-        next_window: Window side of the output sequence's order.
     """
 
-    def __init__(
-        self, dim: int, resolution: tuple[int, int], window: int, next_window: int
-    ) -> None:
+    def __init__(self, dim: int, resolution: tuple[int, int]) -> None:
         super().__init__()
         height, width = resolution
         if height % 2 or width % 2:
             raise ValueError(f"patch merging needs an even grid, got {height}x{width}")
+        self.resolution = resolution
         self.norm = nn.LayerNorm(4 * dim)
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
-        position = inverse_order(
-            window_order(height, width, window)
-        )  # grid index -> sequence index
-        merged = window_order(height // 2, width // 2, next_window)
-        rows, cols = 2 * (merged // (width // 2)), 2 * (merged % (width // 2))
-        # Swin concatenates (row0,col0), (row1,col0), (row0,col1), (row1,col1): column-major.
-        sources = torch.stack(
-            (rows * width + cols, (rows + 1) * width + cols, rows * width + cols + 1,
-             (rows + 1) * width + cols + 1),
-            dim=1,
-        )  # fmt: skip
-        self.gather_index: Tensor
-        self.register_buffer("gather_index", position[sources].flatten(), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         """Merge patches.
 
         Args:
-            x: ``[b, h * w, d]`` in this grid's window order.
+            x: ``[b, h * w, d]`` in grid order.
 
         Returns:
-            ``[b, h * w / 4, 2d]`` in the merged grid's window order.
+            ``[b, h * w / 4, 2d]`` in the merged grid's order.
         """
-        b, length, d = x.shape
-        x = x.index_select(1, self.gather_index).view(b, length // 4, 4 * d)
-        return linear(self.norm(x), self.reduction)
+        # Swin concatenates (row0,col0), (row1,col0), (row0,col1), (row1,col1): column-major.
+        height = self.resolution[0]
+        x = rearrange(x, "b (y i x j) d -> b (y x) (j i d)", y=height // 2, i=2, j=2)
+        return self.reduction(self.norm(x))
 
 
 class SwinStage(nn.Module):
@@ -315,11 +290,9 @@ class SwinStage(nn.Module):
         attn_drop: Dropout on attention weights.
         drop_path_rates: Stochastic depth of each block.
         downsample: Append :class:`PatchMerging`.
-        next_window: Window side of the next stage (the order merging writes); defaults to
-            ``window``.
 
     Attributes:
-        window: Window side of this stage's token order (``window`` clipped to the grid).
+        window: Window side of this stage (``window`` clipped to the grid).
     """
 
     def __init__(
@@ -336,7 +309,6 @@ class SwinStage(nn.Module):
         attn_drop: float,
         drop_path_rates: Sequence[float],
         downsample: bool,
-        next_window: int | None = None,
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
@@ -359,19 +331,16 @@ class SwinStage(nn.Module):
         )
         self.downsample: PatchMerging | None = None
         if downsample:
-            merged = (resolution[0] // 2, resolution[1] // 2)
-            following = min(next_window if next_window is not None else window, *merged)
-            self.downsample = PatchMerging(dim, resolution, self.window, following)
+            self.downsample = PatchMerging(dim, resolution)
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the stage.
 
         Args:
-            x: ``[b, h * w, d]`` in this stage's window order.
+            x: ``[b, h * w, d]`` in grid order.
 
         Returns:
-            ``[b, h * w / 4, 2d]`` in the next stage's window order when merging, else
-            ``[b, h * w, d]`` in this stage's order.
+            ``[b, h * w / 4, 2d]`` when merging, else ``[b, h * w, d]``.
         """
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():

@@ -1,4 +1,4 @@
-"""Tiny captioners for fast tests, and the real GPT-2 tokenizer files from shared/reference."""
+"""Tiny captioners for fast tests, and the real GPT-2 tokenizer files from data/reference."""
 
 from __future__ import annotations
 
@@ -25,18 +25,12 @@ TINY_FRONTEND = FrontendConfig(
 )
 
 
-def gpt2_tokenizer_folder() -> Path:
-    """shared/reference/tokenizers/gpt2 beside the checkout (CI) or under /work (dev)."""
-    for root in (REPO.parent / "shared", Path("/work/shared")):
-        folder = root / "reference" / "tokenizers" / "gpt2"
-        if (folder / "vocab.json").is_file():
-            return folder
-    pytest.skip("GPT-2 tokenizer files (shared/reference/tokenizers/gpt2) not found")
+GPT2_TOKENIZER = REPO / "data" / "reference" / "tokenizers" / "gpt2"  # GPT-2's real vocabulary
 
 
 @pytest.fixture(scope="session")
 def tokenizer_folder() -> Path:
-    return gpt2_tokenizer_folder()
+    return GPT2_TOKENIZER
 
 
 def tiny_captioner(tokenizer: Path, *, seed: int = 0, **flags: bool) -> ClapCaptioner:

@@ -14,15 +14,17 @@ from clapkit.caption import (
     transformer_mapper,
 )
 
-MANIFEST = Path("reference/checkpoints/msclap_clapcap.json")
+MANIFEST = (
+    Path(__file__).resolve().parents[3]
+    / "data"
+    / "reference"
+    / "checkpoints"
+    / "msclap_clapcap.json"
+)
 
 
 def _manifest() -> dict[str, list[int]]:
-    here = Path(__file__).resolve().parents[3]
-    for root in (here.parent / "shared", Path("/work/shared")):
-        if (root / MANIFEST).is_file():
-            return json.loads((root / MANIFEST).read_text())  # type: ignore[no-any-return]
-    pytest.skip("msclap_clapcap.json manifest not found")
+    return json.loads(MANIFEST.read_text())  # type: ignore[no-any-return]
 
 
 def test_clapcap_mapper_has_msclap_keys_shapes_and_size() -> None:

@@ -1,7 +1,7 @@
 """clapkit vs msclap 1.3.4's clapcap captioner on the same random weights (``nox -s parity``).
 
 msclap's wrapper downloads GPT2 and its tokenizer at construction; here they are built offline
-(random GPT2 from ``GPT2Config()``, the real GPT-2 tokenizer files from shared/reference). The
+(random GPT2 from ``GPT2Config()``, the real GPT-2 tokenizer files from data/reference). The
 random weights, BatchNorm statistics included, are written in msclap's file layout and loaded by
 both sides: msclap through its own ``CLAPWrapper``, clapkit through ``ClapCaptioner.from_msclap``.
 """
@@ -19,9 +19,7 @@ import torch
 pytestmark = pytest.mark.parity
 
 REPO = Path(__file__).resolve().parents[4]
-TOKENIZER = REPO.parent / "shared" / "reference" / "tokenizers" / "gpt2"
-if not TOKENIZER.is_dir():
-    TOKENIZER = Path("/work/shared/reference/tokenizers/gpt2")
+TOKENIZER = REPO / "data" / "reference" / "tokenizers" / "gpt2"
 FSDD = REPO / "data" / "fsdd" / "recordings"
 CLIPS = ["7_theo_3.flac", "0_jackson_10.flac", "3_nicolas_7.flac", "9_yweweler_41.flac"]
 # Random GPT2 never ends a caption; scaling the (tied) embedding of token 220 makes msclap's stop

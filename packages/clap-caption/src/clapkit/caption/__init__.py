@@ -6,9 +6,11 @@
 """
 
 from clapkit.caption.builders import clapcap_2023, from_clap
-from clapkit.caption.captioner import CaptionerOutput, ClapCaptioner, build_language_model
+from clapkit.caption.captioner import CaptionerOutput, ClapCaptioner
 from clapkit.caption.config import CaptionerConfig
+from clapkit.caption.convert import ConvertedCaptioner, convert_clapcap
 from clapkit.caption.decoding import DecodingOutput, beam_search, msclap_beam_search, sample
+from clapkit.caption.language_model import build_language_model
 from clapkit.caption.mappers import (
     MapperConfig,
     MlpMapper,
@@ -19,13 +21,16 @@ from clapkit.caption.mappers import (
     transformer_mapper,
 )
 from clapkit.caption.metrics import CaptionScores, evaluate_captions
+from clapkit.caption.parts import CaptionerParts, clap_parts, clapcap_2023_parts
 from clapkit.caption.tokenizer import load_tokenizer
 
 __all__ = [
     "CaptionScores",
     "CaptionerConfig",
     "CaptionerOutput",
+    "CaptionerParts",
     "ClapCaptioner",
+    "ConvertedCaptioner",
     "DecodingOutput",
     "MapperConfig",
     "MlpMapper",
@@ -33,8 +38,11 @@ __all__ = [
     "beam_search",
     "build_language_model",
     "build_mapper",
+    "clap_parts",
     "clapcap_2023",
+    "clapcap_2023_parts",
     "clapcap_mapper",
+    "convert_clapcap",
     "evaluate_captions",
     "from_clap",
     "load_tokenizer",

@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 
 from clapkit.audio import AudioEncoder, build_audio_encoder
-from clapkit.caption import decoding
 from clapkit.caption.config import CaptionerConfig
+from clapkit.caption.convert import ConvertedCaptioner, convert_clapcap
+from clapkit.caption.generation import MSCLAP_STOP_TEXT, CaptionGeneration
+from clapkit.caption.language_model import build_language_model
 from clapkit.caption.mappers import build_mapper
+from clapkit.caption.parts import CaptionerParts, clap_parts
 from clapkit.caption.tokenizer import TokenizerLike, load_tokenizer
-from clapkit.core import inference
-from clapkit.core.projection import build_projection
-from clapkit.core.state_dict import pretrained_folder
+from clapkit.core import (
+    AudioInput,
+    build_projection,
+    embed_audio_input,
+    load_pretrained_weights,
+    load_strict,
+    read_pretrained,
+    write_pretrained,
+)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_DIR = "tokenizer"
-MSCLAP_STOP_TEXT = " <|endoftext|>"
+__all__ = ["MSCLAP_STOP_TEXT", "CaptionerOutput", "ClapCaptioner"]
 
 
 @dataclass
@@ -44,15 +49,8 @@ class CaptionerOutput:
     prefix: Tensor
 
 
-def build_language_model(config: dict[str, Any]) -> PreTrainedModel:
-    """A randomly initialised causal LM from its transformers config dict (with model_type)."""
-    values = dict(config)
-    lm_config = AutoConfig.for_model(values.pop("model_type"), **values)
-    return AutoModelForCausalLM.from_config(lm_config)
-
-
 class ClapCaptioner(
-    nn.Module,
+    CaptionGeneration,
     PyTorchModelHubMixin,
     library_name="clapkit",
     tags=["clap", "audio-captioning"],
@@ -147,7 +145,7 @@ class ClapCaptioner(
 
     @torch.no_grad()
     def embed_audio(
-        self, audio: inference.AudioInput, *, batch_size: int = 8, long_audio: str = "mean"
+        self, audio: AudioInput, *, batch_size: int = 8, long_audio: str = "mean"
     ) -> Tensor:
         """Embed waveforms or files deterministically, as ``ClapModel.embed_audio`` does.
 
@@ -165,28 +163,20 @@ class ClapCaptioner(
         Raises:
             clapkit.audio.AudioLoadError: naming a file that cannot be decoded.
         """
-        items = inference.as_audio_items(audio)
-        frontend = self.audio_encoder.frontend
         was_training = self.training
         self.eval()
         try:
-            outputs = []
-            for waves in inference.iter_loaded(items, self.sample_rate, batch_size, 0):
-                outputs.append(
-                    inference.embed_windows_mean(
-                        waves,
-                        lambda w: inference.clip_windows(
-                            w, int(frontend.clip_samples), frontend.fill, long_audio
-                        ),
-                        lambda x: self.audio_projection(
-                            self.audio_encoder(x.to(self.device)).embedding
-                        ),
-                        batch_size,
-                    )
-                )
+            embedding = embed_audio_input(
+                audio,
+                lambda x: self.audio_projection(self.audio_encoder(x.to(self.device)).embedding),
+                self.audio_encoder.frontend,
+                batch_size=batch_size,
+                long_audio=long_audio,
+                num_workers=0,
+                progress=False,
+            )
         finally:
             self.train(was_training)
-        embedding = torch.cat(outputs)
         return F.normalize(embedding, dim=-1) if self.config.normalize_embedding else embedding
 
     def prefix(self, audio_embedding: Tensor) -> Tensor:
@@ -276,156 +266,15 @@ class ClapCaptioner(
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
         return CaptionerOutput(loss=loss, logits=logits, prefix=prefix)
 
-    # ------------------------------------------------------------------ generation
-    @torch.no_grad()
-    def generate_tokens(
-        self,
-        audio_embedding: Tensor,
-        *,
-        strategy: Literal["beam", "greedy", "sample"] = "beam",
-        compatibility: Literal["clapkit", "msclap"] = "clapkit",
-        beam_size: int = 5,
-        max_new_tokens: int = 67,
-        length_penalty: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-    ) -> decoding.DecodingOutput:
-        """Decode token ids from audio embeddings; see :meth:`generate` for the arguments.
-
-        Shapes: ``audio_embedding`` [b, d_a].
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            prefix = self.prefix(audio_embedding.to(self.device))
-            lm = self.language_model
-            if compatibility == "msclap":
-                if strategy != "beam":
-                    raise ValueError("compatibility='msclap' decodes by beam search only")
-                return decoding.msclap_beam_search(
-                    lm,
-                    prefix,
-                    beam_size=beam_size,
-                    max_new_tokens=max_new_tokens,
-                    stop_token_id=self.tokenizer.encode(MSCLAP_STOP_TEXT)[0],
-                    temperature=temperature,
-                    use_cache=use_cache,
-                )
-            if compatibility != "clapkit":
-                raise ValueError(
-                    f"compatibility must be 'clapkit' or 'msclap', got {compatibility!r}"
-                )
-            if strategy == "beam":
-                return decoding.beam_search(
-                    lm,
-                    prefix,
-                    beam_size=beam_size,
-                    max_new_tokens=max_new_tokens,
-                    eos_token_id=self.eos_token_id,
-                    length_penalty=length_penalty,
-                    temperature=temperature,
-                    use_cache=use_cache,
-                )
-            if strategy in ("greedy", "sample"):
-                return decoding.sample(
-                    lm,
-                    prefix,
-                    max_new_tokens=max_new_tokens,
-                    eos_token_id=self.eos_token_id,
-                    greedy=strategy == "greedy",
-                    temperature=temperature,
-                    top_k=top_k,
-                    top_p=top_p,
-                    generator=generator,
-                    use_cache=use_cache,
-                )
-            raise ValueError(f"strategy must be 'beam', 'greedy' or 'sample', got {strategy!r}")
-        finally:
-            self.train(was_training)
-
-    def decode(self, token_ids: list[list[int]], *, compatibility: str = "clapkit") -> list[str]:
-        """Token ids -> captions (msclap: stop token kept, then ``str.capitalize()``)."""
-        if compatibility == "msclap":
-            return [self.tokenizer.decode(ids).capitalize() for ids in token_ids]
-        return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
-
-    def generate(
-        self,
-        audio: inference.AudioInput,
-        *,
-        beam_size: int = 5,
-        max_new_tokens: int = 67,
-        strategy: Literal["beam", "greedy", "sample"] = "beam",
-        compatibility: Literal["clapkit", "msclap"] = "clapkit",
-        length_penalty: float = 1.0,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        batch_size: int = 8,
-        long_audio: str = "mean",
-    ) -> list[str]:
-        """Caption audio: batched decoding with a key/value cache.
-
-        Default: beam search ranked by log-probability per token (``length_penalty`` = 1),
-        stopping at ``<|endoftext|>``. ``compatibility="msclap"`` reproduces msclap's
-        ``generate_caption`` instead: its beam ranking, its stop token (id 220, the space
-        before ``<|endoftext|>``), the stop token kept in the text, and ``str.capitalize()``.
-
-        Args:
-            audio: a waveform [t] or batch [b, t] at `sample_rate`, a path, or a list of those.
-            beam_size: beams per clip (``strategy="beam"``).
-            max_new_tokens: most tokens generated per clip.
-            strategy: ``"beam"``, ``"greedy"`` or ``"sample"``.
-            compatibility: ``"clapkit"`` (default, correct stop token) or ``"msclap"``.
-            length_penalty: exponent of the length dividing beam scores.
-            temperature: divides the logits.
-            top_k: sampling among the k most likely tokens (0 = all).
-            top_p: nucleus sampling mass.
-            generator: seeded generator for sampling.
-            use_cache: reuse keys/values between steps (same tokens, faster).
-            batch_size: clips decoded together.
-            long_audio: how audio longer than a clip is embedded (``"mean"`` or ``"center"``).
-
-        Returns:
-            One caption per clip.
-
-        Raises:
-            ValueError: on an unknown strategy or compatibility, or bad decoding settings.
-            clapkit.audio.AudioLoadError: naming a file that cannot be decoded.
-        """
-        embeddings = self.embed_audio(audio, batch_size=batch_size, long_audio=long_audio)
-        captions: list[str] = []
-        for start in range(0, embeddings.shape[0], batch_size):
-            out = self.generate_tokens(
-                embeddings[start : start + batch_size],
-                strategy=strategy,
-                compatibility=compatibility,
-                beam_size=beam_size,
-                max_new_tokens=max_new_tokens,
-                length_penalty=length_penalty,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                generator=generator,
-                use_cache=use_cache,
-            )
-            captions += self.decode(out.token_ids, compatibility=compatibility)
-        return captions
-
     # ------------------------------------------------------------------ saving / loading
     def _save_pretrained(self, save_directory: Path) -> None:
         """Write ``config.json``, ``model.safetensors`` and ``tokenizer/``."""
-        from safetensors.torch import save_model
-
-        save_directory = Path(save_directory)
-        (save_directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
-        save_model(self, str(save_directory / WEIGHTS_FILE))
-        self.tokenizer.save_pretrained(str(save_directory / TOKENIZER_DIR))
+        write_pretrained(
+            save_directory,
+            config=self.config.to_dict(),
+            module=self,
+            save_tokenizer=lambda folder: self.tokenizer.save_pretrained(str(folder)),
+        )
 
     @classmethod
     def _from_pretrained(
@@ -441,45 +290,89 @@ class ClapCaptioner(
         **model_kwargs: Any,
     ) -> ClapCaptioner:
         """Rebuild from a folder or hub repo written by `save_pretrained`, loading strictly."""
-        from safetensors.torch import load_model
-
-        folder = pretrained_folder(
+        files = read_pretrained(
             model_id,
-            allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"],
+            what="clapkit captioner",
             revision=revision,
             cache_dir=cache_dir,
             force_download=force_download,
             local_files_only=local_files_only,
             token=token,
         )
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder} has no {name}: not a clapkit captioner folder")
-        config = json.loads((folder / CONFIG_FILE).read_text())
         # the hub mixin passes config.json's entries whose names match __init__ arguments
         for name in ("config", "audio", "mapper", "language_model", "audio_projection"):
             if not isinstance(model_kwargs.get(name), nn.Module):
                 model_kwargs.pop(name, None)
-        tokenizer = model_kwargs.pop("tokenizer", None) or folder / TOKENIZER_DIR
-        model = cls(config, tokenizer=tokenizer, **model_kwargs)
-        missing, unexpected = load_model(model, str(folder / WEIGHTS_FILE), strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"{folder / WEIGHTS_FILE} does not match the model: missing keys "
-                f"{sorted(missing)[:20]}, unexpected keys {sorted(unexpected)[:20]}"
-            )
+        tokenizer = model_kwargs.pop("tokenizer", None) or files.tokenizer
+        model = cls(files.config, tokenizer=tokenizer, **model_kwargs)
+        load_pretrained_weights(model, files)
         return model.to(map_location).eval()
 
     @classmethod
-    def from_clap(cls, clap: Any, **kwargs: Any) -> ClapCaptioner:
-        """Captioner on the audio side of a ``ClapModel``; see :func:`builders.from_clap`."""
-        from clapkit.caption.builders import from_clap
+    def from_parts(cls, parts: CaptionerParts, *, tokenizer: TokenizerLike) -> ClapCaptioner:
+        """Assemble a captioner from built parts (see ``clapkit.caption.parts``).
 
-        return from_clap(clap, **kwargs)
+        Args:
+            parts: config and modules.
+            tokenizer: the language model's tokenizer (object, folder or hub id).
+
+        Returns:
+            The captioner.
+        """
+        return cls(
+            parts.config,
+            tokenizer=tokenizer,
+            audio_encoder=parts.audio_encoder,
+            audio_projection=parts.audio_projection,
+            mapper=parts.mapper,
+            language_model=parts.language_model,
+        )
+
+    @classmethod
+    def from_clap(cls, clap: Any, *, tokenizer: TokenizerLike, **kwargs: Any) -> ClapCaptioner:
+        """A captioner on the audio side (shared, not copied) of a ``clapkit.core.ClapModel``.
+
+        Args:
+            clap: the CLAP model.
+            tokenizer: the language model's tokenizer (object, folder or hub id).
+            **kwargs: ``language_model``, ``mapper``, ``normalize_embedding``, ``freeze_audio``,
+                ``freeze_language_model`` of `clapkit.caption.parts.clap_parts`.
+
+        Returns:
+            The captioner.
+
+        Raises:
+            ValueError: when the mapper's sizes do not fit the projection or the language model.
+        """
+        return cls.from_parts(clap_parts(clap, **kwargs), tokenizer=tokenizer)
+
+    @classmethod
+    def from_converted(cls, converted: ConvertedCaptioner) -> ClapCaptioner:
+        """Assemble a captioner from a converter's result, loading every weight strictly.
+
+        Args:
+            converted: from `clapkit.caption.convert.convert_clapcap`.
+
+        Returns:
+            The captioner, in eval mode.
+
+        Raises:
+            clapkit.audio.CheckpointError: naming keys that do not fit.
+        """
+        model = cls(converted.config, tokenizer=converted.tokenizer)
+        load_strict(model, converted.state_dict, source=converted.source)
+        return model.eval()
 
     @classmethod
     def from_msclap(cls, path: str | os.PathLike[str], **kwargs: Any) -> ClapCaptioner:
-        """Load msclap's ``clapcap_weights_2023.pth``; see :func:`convert.from_msclap`."""
-        from clapkit.caption.convert import from_msclap
+        """Load msclap's ``clapcap_weights_2023.pth`` strictly.
 
-        return from_msclap(path, **kwargs)
+        Args:
+            path: the file (``.pth`` read with ``weights_only=True``, or ``.safetensors``).
+            **kwargs: ``tokenizer``, ``language_model_config``, ``mapper_heads`` and the flags
+                of `clapkit.caption.convert.convert_clapcap`.
+
+        Returns:
+            The captioner, in eval mode.
+        """
+        return cls.from_converted(convert_clapcap(path, **kwargs))

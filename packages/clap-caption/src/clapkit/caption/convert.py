@@ -1,26 +1,56 @@
-"""Loading msclap's captioner file ``clapcap_weights_2023.pth`` strictly."""
+"""Converting msclap's captioner file ``clapcap_weights_2023.pth``, strictly.
+
+msclap's audio-side layout (``clap.base.htsat.*``, ``clap.projection.*``) is read by
+``clapkit.core.split_msclap_audio``; this module adds only clapcap's own parts: the mapper
+(``clap_project.*``) and GPT2 (``gpt.*``). It returns a config and a state dict, which
+``ClapCaptioner.from_msclap`` assembles.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from clapkit.caption.captioner import ClapCaptioner
 from clapkit.caption.config import CaptionerConfig
 from clapkit.caption.mappers import Mapper, MapperConfig, mlp_mapper, transformer_mapper
 from clapkit.caption.tokenizer import TokenizerLike
-from clapkit.core.projection import build_projection
-from clapkit.core.state_dict import (
-    CheckpointError,
+from clapkit.core import (
     check_consumed,
+    check_state,
+    checkpoint_error,
     drop_harmless_buffers,
     load_checkpoint,
     load_strict,
+    split_msclap_audio,
     split_prefix,
 )
+
+__all__ = ["CLAPCAP_AUDIO_PREFIX", "ConvertedCaptioner", "convert_clapcap"]
+
+CLAPCAP_AUDIO_PREFIX = "clap."  # clapcap wraps msclap's audio side under this name
+_MAPPER_PREFIX, _LM_PREFIX = "clap_project.", "gpt."
+
+
+@dataclass(frozen=True)
+class ConvertedCaptioner:
+    """A clapcap checkpoint in clapkit's terms, ready for ``ClapCaptioner.from_converted``.
+
+    Attributes:
+        config: the captioner config.
+        state_dict: every weight, clapkit names (``audio_encoder.*``, ``audio_projection.*``,
+            ``mapper.*``, ``language_model.*``).
+        tokenizer: the GPT2 tokenizer (object, folder or hub id) as given.
+        source: the file, for error messages.
+    """
+
+    config: CaptionerConfig
+    state_dict: dict[str, torch.Tensor]
+    tokenizer: TokenizerLike
+    source: str
 
 
 def _mapper_from_state(
@@ -47,24 +77,26 @@ def _mapper_from_state(
             width=width,
             hidden_dim=state["model.0.weight"].shape[0],
         )
-    raise CheckpointError(f"{source}: clap_project.* holds neither a transformer nor an MLP mapper")
+    raise checkpoint_error(
+        f"{source}: clap_project.* holds neither a transformer nor an MLP mapper"
+    )
 
 
-def from_msclap(
+def convert_clapcap(
     path: str | os.PathLike[str],
     *,
     tokenizer: TokenizerLike = "gpt2",
     language_model_config: GPT2Config | None = None,
     mapper_heads: int = 8,
     **flags: Any,
-) -> ClapCaptioner:
-    """Load msclap's ``clapcap_weights_2023.pth`` (or a file in its layout), strictly.
+) -> ConvertedCaptioner:
+    """Convert msclap's ``clapcap_weights_2023.pth`` (or a file in its layout), strictly.
 
-    Key groups: ``clap.base.htsat.*`` -> the HTSAT encoder with the msclap 2023 front end
-    (``clapkit.audio.load_reference_state_dict``: STFT kernels dropped, ``melW`` checked),
-    ``clap.projection.*`` -> msclap projection, ``clap_project.*`` -> the mapper (its sizes
-    read from the shapes), ``gpt.*`` -> ``GPT2LMHeadModel`` (old ``attn.bias`` /
-    ``attn.masked_bias`` buffers dropped by name). Any other key fails, named.
+    Key groups: ``clap.base.htsat.*`` + ``clap.projection.*`` -> the msclap 2023 audio side
+    (``clapkit.core.split_msclap_audio``: STFT kernels dropped, ``melW`` checked),
+    ``clap_project.*`` -> the mapper (its sizes read from the shapes), ``gpt.*`` ->
+    ``GPT2LMHeadModel`` (old ``attn.bias`` / ``attn.masked_bias`` buffers dropped by name; a
+    ``lm_head.weight`` must equal the tied ``wte``). Any other key fails, named.
 
     Args:
         path: the ``.pth`` (read with ``weights_only=True``) or ``.safetensors`` file.
@@ -75,65 +107,53 @@ def from_msclap(
         **flags: ``normalize_embedding``, ``freeze_audio``, ``freeze_language_model``.
 
     Returns:
-        The captioner in eval mode.
+        Config, clapkit-named state dict and tokenizer.
 
     Raises:
-        CheckpointError: on an unsafe/unreadable file or missing/unexpected keys (named).
+        clapkit.audio.CheckpointError: on an unsafe/unreadable file or missing/unexpected keys
+            (named).
     """
-    from clapkit.audio import htsat_msclap_2023, load_reference_state_dict
-
-    source = str(path)
+    source = os.fspath(path)
     state = load_checkpoint(path)
-    encoder = htsat_msclap_2023()
-    audio_state = split_prefix(state, "clap.base.htsat.")
-    if not audio_state:
-        raise CheckpointError(f"{source}: no clap.base.htsat.* keys: not a clapcap checkpoint")
-    load_reference_state_dict(encoder, audio_state, strict=True)
-    projection = build_projection("msclap", int(encoder.out_dim), 1024)
-    load_strict(
-        projection,
-        split_prefix(state, "clap.projection."),
-        source=source,
-        prefix="clap.projection.",
-    )
-    mapper_state = split_prefix(state, "clap_project.")
-    lm_state = drop_harmless_buffers(split_prefix(state, "gpt."))
+    audio = split_msclap_audio(state, prefix=CLAPCAP_AUDIO_PREFIX, version="2023", source=source)
+    mapper_state = split_prefix(state, _MAPPER_PREFIX)
+    lm_state = drop_harmless_buffers(split_prefix(state, _LM_PREFIX))
     check_consumed(state, source)
+    if "transformer.wte.weight" not in lm_state:
+        raise checkpoint_error(f"{source}: no {_LM_PREFIX}transformer.wte.weight")
     if language_model_config is None:
         wte, wpe = lm_state["transformer.wte.weight"], lm_state["transformer.wpe.weight"]
         layers = {k.split(".")[2] for k in lm_state if k.startswith("transformer.h.")}
         language_model_config = GPT2Config(
-            vocab_size=wte.shape[0],
-            n_positions=wpe.shape[0],
-            n_embd=wte.shape[1],
+            vocab_size=wte.shape[0], n_positions=wpe.shape[0], n_embd=wte.shape[1],
             n_layer=len(layers),
-        )
-    language_model = GPT2LMHeadModel(language_model_config)
+        )  # fmt: skip
     mapper = _mapper_from_state(
         mapper_state, width=language_model_config.n_embd, num_heads=mapper_heads, source=source
     )
-    load_strict(mapper, mapper_state, source=source, prefix="clap_project.")
+    load_strict(mapper, mapper_state, source=source, prefix=_MAPPER_PREFIX)
     if "lm_head.weight" in lm_state and not torch.equal(
         lm_state["lm_head.weight"], lm_state["transformer.wte.weight"]
     ):
-        raise CheckpointError(
+        raise checkpoint_error(
             f"{source}: gpt.lm_head.weight differs from the tied gpt.transformer.wte.weight"
         )
-    load_strict(language_model, lm_state, source=source, prefix="gpt.")
+    with torch.device("meta"):  # names and shapes only: no 124M-parameter initialisation here
+        language_model = GPT2LMHeadModel(language_model_config)
+    check_state(language_model, lm_state, source=source, prefix=_LM_PREFIX)
     config = CaptionerConfig(
-        audio=encoder.get_config(),
+        audio=audio.config,
         mapper=MapperConfig.from_dict(mapper.get_config()).to_dict(),
         language_model=language_model.config.to_dict(),
         projection="msclap",
-        projection_dim=1024,
+        projection_dim=int(audio.projection_state["linear1.weight"].shape[0]),
         **flags,
     )
-    captioner = ClapCaptioner(
-        config,
-        tokenizer=tokenizer,
-        audio_encoder=encoder,
-        audio_projection=projection,
-        mapper=mapper,
-        language_model=language_model,
-    )
-    return captioner.eval()
+    parts = {
+        "audio_encoder.": audio.encoder_state,
+        "audio_projection.": audio.projection_state,
+        "mapper.": mapper.state_dict(),
+        "language_model.": lm_state,
+    }
+    full = {prefix + key: value for prefix, part in parts.items() for key, value in part.items()}
+    return ConvertedCaptioner(config=config, state_dict=full, tokenizer=tokenizer, source=source)

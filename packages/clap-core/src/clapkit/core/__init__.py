@@ -53,6 +53,7 @@ from clapkit.core.registry import (
 )
 from clapkit.core.state_dict import (
     check_consumed,
+    check_state,
     checkpoint_error,
     drop_harmless_buffers,
     load_checkpoint,
@@ -80,6 +81,7 @@ __all__ = [
     "build_clap",
     "build_projection",
     "check_consumed",
+    "check_state",
     "checkpoint_error",
     "convert_laion",
     "convert_msclap",

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 __all__ = [
     "HARMLESS_BUFFER_SUFFIXES",
     "check_consumed",
+    "check_state",
     "checkpoint_error",
     "drop_harmless_buffers",
     "load_checkpoint",
@@ -28,6 +29,7 @@ __all__ = [
     "load_strict",
     "split_prefix",
     "strip_prefix",
+    "tied_names",
 ]
 
 # Buffers that old transformers versions saved and newer ones recompute: constant position ids,
@@ -161,10 +163,31 @@ def drop_harmless_buffers(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v for k, v in state.items() if not k.endswith(HARMLESS_BUFFER_SUFFIXES)}
 
 
-def load_strict(
+def tied_names(module: nn.Module) -> list[set[str]]:
+    """Groups of state-dict names that are one tensor (tied weights, e.g. GPT-2's ``lm_head``).
+
+    Args:
+        module: any module.
+
+    Returns:
+        One set of two or more names per shared parameter or buffer.
+    """
+    groups: dict[int, set[str]] = {}
+    named = [
+        *module.named_parameters(remove_duplicate=False),
+        *module.named_buffers(remove_duplicate=False),
+    ]
+    for name, tensor in named:
+        groups.setdefault(id(tensor), set()).add(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def check_state(
     module: nn.Module, state: Mapping[str, Tensor], *, source: str, prefix: str = ""
 ) -> None:
-    """``load_state_dict`` that names every missing, unexpected or mis-shaped key on failure.
+    """Check, without loading, that ``state`` fits ``module`` exactly (see `load_strict`).
+
+    Works on a module built on the ``meta`` device (names and shapes only).
 
     Args:
         module: the module to fill.
@@ -173,10 +196,14 @@ def load_strict(
         prefix: shown before key names in the message (e.g. ``"text_encoder.model."``).
 
     Raises:
-        clapkit.audio.CheckpointError: listing missing keys, unexpected keys and shape mismatches.
+        clapkit.audio.CheckpointError: listing missing keys, unexpected keys and shape
+            mismatches.
     """
     own = module.state_dict()
     missing = set(own) - set(state)
+    for names in tied_names(module):
+        if names & set(state):
+            missing -= names
     unexpected = set(state) - set(own)
     mismatched = [
         f"{prefix}{k} (checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)})"
@@ -192,7 +219,28 @@ def load_strict(
         if mismatched:
             parts.append(f"shape mismatches: {_names(mismatched)}")
         raise checkpoint_error(f"{source} does not match the model: " + "; ".join(parts))
-    module.load_state_dict(dict(state), strict=True)
+
+
+def load_strict(
+    module: nn.Module, state: Mapping[str, Tensor], *, source: str, prefix: str = ""
+) -> None:
+    """``load_state_dict`` that names every missing, unexpected or mis-shaped key on failure.
+
+    A tied tensor needs only one of its names in ``state`` (safetensors' ``save_model`` writes
+    shared tensors once).
+
+    Args:
+        module: the module to fill.
+        state: its state dict.
+        source: the file or part being loaded, for the error message.
+        prefix: shown before key names in the message (e.g. ``"text_encoder.model."``).
+
+    Raises:
+        clapkit.audio.CheckpointError: listing missing keys, unexpected keys and shape
+            mismatches.
+    """
+    check_state(module, state, source=source, prefix=prefix)
+    module.load_state_dict(dict(state), strict=False)  # completeness checked above
 
 
 def check_consumed(state: Mapping[str, Tensor], source: str) -> None:

@@ -73,18 +73,12 @@ def tiny_parts(tiny_tokenizers: dict[str, PreTrainedTokenizerFast]) -> TinyFacto
     return make
 
 
-def shared_gpt2_folder() -> Path | None:
-    """The real GPT-2 vocabulary beside the repository clone (``<repo>/../shared``)."""
-    repo_root = Path(__file__).resolve().parents[3]
-    folder = repo_root.parent / "shared" / "reference" / "tokenizers" / "gpt2"
-    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        return folder
-    return None
+#: GPT-2's real vocabulary, shipped in the repository (see data/reference/README.md).
+GPT2_FOLDER = Path(__file__).resolve().parents[3] / "data" / "reference" / "tokenizers" / "gpt2"
 
 
 @pytest.fixture(scope="session")
 def real_gpt2_tokenizer() -> GPT2TokenizerFast:
-    folder = shared_gpt2_folder()
-    if folder is None:
-        pytest.skip("GPT-2 vocabulary not found at <repo>/../shared/reference/tokenizers/gpt2")
-    return GPT2TokenizerFast.from_pretrained(str(folder))
+    for name in ("vocab.json", "merges.txt"):
+        assert (GPT2_FOLDER / name).is_file(), f"the repository lacks {GPT2_FOLDER / name}"
+    return GPT2TokenizerFast.from_pretrained(str(GPT2_FOLDER))

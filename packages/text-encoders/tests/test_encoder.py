@@ -10,16 +10,15 @@ import torch
 from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, GPT2TokenizerFast
 
 from clapkit.text import (
+    NAMED_ENCODERS,
     TextEncoder,
     bert,
     build_text_encoder,
-    clip_text,
     gpt2_eot,
     load_tokenizer,
-    roberta,
 )
 
-BUILDERS = {"gpt2-eot": gpt2_eot, "bert": bert, "roberta": roberta, "clip": clip_text}
+BUILDERS = NAMED_ENCODERS
 NAMES = list(BUILDERS)
 TEXTS = ["a dog barks", "rain on a tin roof, then thunder!", "", "日本語 🐶"]
 DROPOUT_FIELDS = (

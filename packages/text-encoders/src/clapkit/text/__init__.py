@@ -6,6 +6,7 @@ gives ``TextEncoderOutput.embedding`` of shape ``[b, enc.out_dim]``.
 
 from clapkit.text.architectures import ARCHITECTURES, POOLINGS, Architecture
 from clapkit.text.builders import (
+    NAMED_ENCODERS,
     bert,
     build_text_encoder,
     clip_text,
@@ -22,6 +23,7 @@ __all__ = [
     "ARCHITECTURES",
     "EOT_SUFFIX_MSCLAP",
     "EOT_SUFFIX_PLAIN",
+    "NAMED_ENCODERS",
     "POOLINGS",
     "Architecture",
     "TextEncoder",

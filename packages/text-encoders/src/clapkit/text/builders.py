@@ -1,9 +1,13 @@
-"""Named text encoders of the paper's ablation, and rebuilding one from its config."""
+"""Named text encoders of the paper's ablation, and rebuilding one from its config.
+
+`NAMED_ENCODERS` is the package's one table of named builders; its keys are the keys of
+`clapkit.text.architectures.ARCHITECTURES`, and `build_text_encoder` rebuilds through it.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import transformers
@@ -170,6 +174,7 @@ def clip_text(
     *,
     config: ConfigSource | None = None,
     tokenizer: TokenizerSource | None = None,
+    pooling: str = "eot-projection",
     max_length: int = 77,
 ) -> TextEncoder:
     """CLIP text tower with its projection (the HTSAT+CLIP rows of Table 1, arXiv 2309.05767).
@@ -183,6 +188,8 @@ def clip_text(
         config: A ``CLIPTextConfig`` (or its dict) for random initialisation; needs
             ``tokenizer``; its ``eos_token_id`` must be the tokenizer's end-of-text id.
         tokenizer: Tokenizer object, hub id or folder.
+        pooling: "eot-projection", the only CLIP pooling (accepted so that every named
+            builder takes the same keywords).
         max_length: Longest token sequence, start and end tokens included.
 
     Returns:
@@ -193,7 +200,9 @@ def clip_text(
     """
     spec = get_architecture("clip")
     model, tok = _model_and_tokenizer(spec, pretrained, config, tokenizer)
-    return TextEncoder(model=model, tokenizer=tok, architecture="clip", max_length=max_length)
+    return TextEncoder(
+        model=model, tokenizer=tok, architecture="clip", pooling=pooling, max_length=max_length
+    )
 
 
 def gpt2_eot(
@@ -201,6 +210,7 @@ def gpt2_eot(
     *,
     config: ConfigSource | None = None,
     tokenizer: TokenizerSource | None = None,
+    pooling: str = "eot",
     eot_suffix: str = EOT_SUFFIX_MSCLAP,
     max_length: int = 77,
 ) -> TextEncoder:
@@ -220,6 +230,8 @@ def gpt2_eot(
         config: A ``GPT2Config`` (or its dict) for random initialisation; needs ``tokenizer``.
         tokenizer: Tokenizer object, hub id or folder (a folder with only ``vocab.json`` and
             ``merges.txt`` works). It pads with its end-of-text token.
+        pooling: "eot", the only GPT2-EOT pooling (accepted so that every named builder
+            takes the same keywords).
         eot_suffix: " <|endoftext|>" (msclap, default) or "<|endoftext|>" (bare token).
         max_length: Longest token sequence, suffix included.
 
@@ -235,13 +247,27 @@ def gpt2_eot(
         model=model,
         tokenizer=tok,
         architecture="gpt2-eot",
+        pooling=pooling,
         max_length=max_length,
         eot_suffix=eot_suffix,
     )
 
 
+#: The named builders, one per text tower of the paper's ablation (Table 1 of arXiv
+#: 2309.05767): every builder takes ``pretrained``, ``config``, ``tokenizer``, ``pooling`` and
+#: ``max_length`` (``gpt2-eot`` also ``eot_suffix``). clap-core reads its built-in text names here.
+NAMED_ENCODERS: dict[str, Callable[..., TextEncoder]] = {
+    "bert": bert,
+    "roberta": roberta,
+    "clip": clip_text,
+    "gpt2-eot": gpt2_eot,
+}
+
+
 def build_text_encoder(config: Mapping[str, Any], tokenizer: TokenizerSource) -> TextEncoder:
     """Rebuild, with random weights, the encoder that produced ``config``.
+
+    The encoder is built by ``NAMED_ENCODERS[config["architecture"]]``.
 
     Args:
         config: The dict from `TextEncoder.get_config` (e.g. read back from JSON).
@@ -252,18 +278,20 @@ def build_text_encoder(config: Mapping[str, Any], tokenizer: TokenizerSource) ->
         max_length and suffix; ``load_state_dict`` of the original's model makes it identical.
 
     Raises:
-        KeyError: If a required field is missing or the architecture is unknown.
+        KeyError: If a required field is missing or the architecture is unknown (the message
+            lists the known names).
+        ValueError: If a setting does not fit the architecture (see `TextEncoder`).
     """
     missing = [key for key in ("architecture", "model_config") if key not in config]
     if missing:
         raise KeyError(f"text encoder config lacks {missing}")
-    spec = get_architecture(config["architecture"])
-    model = spec.model_class(_config_object(spec, config["model_config"]))
-    return TextEncoder(
-        model=model,
-        tokenizer=load_tokenizer(tokenizer, spec.name),
-        architecture=spec.name,
-        pooling=config.get("pooling"),
-        max_length=config.get("max_length"),
-        eot_suffix=config.get("eot_suffix") or None,
-    )
+    name = config["architecture"]
+    if name not in NAMED_ENCODERS:
+        raise KeyError(f"unknown text architecture {name!r}; known: {', '.join(NAMED_ENCODERS)}")
+    options = {key: config.get(key) for key in ("pooling", "max_length")}
+    if config.get("eot_suffix"):  # get_config writes "" for towers without a suffix
+        if name != "gpt2-eot":
+            raise ValueError(f"eot_suffix is for gpt2-eot only, not {name}")
+        options["eot_suffix"] = config["eot_suffix"]
+    given = {key: value for key, value in options.items() if value is not None}
+    return NAMED_ENCODERS[name](config=config["model_config"], tokenizer=tokenizer, **given)

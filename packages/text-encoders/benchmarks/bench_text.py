@@ -1,8 +1,8 @@
 """Prompts per second: clapkit's GPT2-EOT text path vs msclap's, on the CPU, same run.
 
-Run (msclap installed, e.g. the parity environment):
+Run from the repository root (msclap installed, e.g. in the environment of ``nox -s bench``):
 
-    HF_HUB_OFFLINE=1 /work/parityenv/bin/python packages/text-encoders/benchmarks/bench_text.py
+    HF_HUB_OFFLINE=1 python packages/text-encoders/benchmarks/bench_text.py [--json out.json]
 
 Both sides use the same GPT2-base-sized model (124 M parameters, random weights) and the real
 GPT-2 tokenizer, and embed the same 64 zero-shot prompts as one batch; the two paths take
@@ -11,13 +11,15 @@ turns, and the best and the median of ``--repeats`` turns are reported. msclap's
 clapkit tokenises the batch at once and pads to the longest prompt. Projections are left out
 of both (msclap's is replaced by an identity), so the pooled vectors are compared as well. Without
 msclap installed, a restatement of its text path (same tokenisation, padding and pooling rule)
-is the baseline; the output says which one ran.
+is the baseline; the output says which one ran, and ``--json`` then reports no reference figure.
+``--quick`` embeds 16 prompts once per path.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -47,8 +49,9 @@ URBANSOUND_CLASSES = (
 )  # fmt: skip
 
 
-def _default_vocab_folder() -> Path:
-    return Path(__file__).resolve().parents[3].parent / "shared/reference/tokenizers/gpt2"
+# GPT-2's real vocabulary, shipped in the repository (data/reference/README.md).
+GPT2_FOLDER = Path(__file__).resolve().parents[3] / "data" / "reference" / "tokenizers" / "gpt2"
+MSCLAP_NAME = "msclap 1.3.4 CLAPWrapper.get_text_embeddings"
 
 
 def _msclap_path(
@@ -80,7 +83,7 @@ def _msclap_path(
         wrapper.token_keys = ["input_ids", "attention_mask"]
         wrapper.use_cuda = False
         wrapper.clap = SimpleNamespace(caption_encoder=tower.eval())
-        return "msclap 1.3.4 CLAPWrapper.get_text_embeddings", wrapper.get_text_embeddings
+        return MSCLAP_NAME, wrapper.get_text_embeddings
 
     def restated(prompts: list[str]) -> torch.Tensor:
         rows = [
@@ -108,11 +111,15 @@ def _timings(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vocab", type=Path, default=_default_vocab_folder())
+    parser.add_argument("--vocab", type=Path, default=GPT2_FOLDER)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--quick", action="store_true", help="16 prompts, one turn per path")
+    parser.add_argument("--json", type=Path, help="also write the figures here (bench rows)")
     args = parser.parse_args()
+    if args.quick:
+        args.prompts, args.repeats = 16, 1
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -146,6 +153,23 @@ def main() -> None:
         )
     (base_best, base_median), (ours_best, ours_median) = timings["baseline"], timings["clapkit"]
     print(f"speed-up: {base_best / ours_best:.2f}x best, {base_median / ours_median:.2f}x median")
+    if args.json is not None:
+        real_reference = baseline_name == MSCLAP_NAME  # a restatement is no reference figure
+        case = f"gpt2-eot, {args.prompts} prompts, GPT2-base, CPU {torch.get_num_threads()}t"
+        rows = [
+            {
+                "benchmark": "text-encoders",
+                "case": f"{case}, {label} of {args.repeats}",
+                "unit": "prompts/s",
+                "reference": args.prompts / base if real_reference else None,
+                "clapkit": args.prompts / ours,
+            }
+            for label, base, ours in (
+                ("best", base_best, ours_best),
+                ("median", base_median, ours_median),
+            )[: 1 if args.repeats == 1 else 2]  # one turn: best and median are the same figure
+        ]
+        args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -2,17 +2,50 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor, nn
 
-from clapkit.audio import fit_length, load_audio
+from clapkit.audio import AudioEncoder, AudioEncoderOutput, fit_length, inference_form, load_audio
 
 FSDD = Path(__file__).resolve().parents[4] / "data" / "fsdd" / "recordings"
-TOLERANCE = 1e-4
-"""Largest allowed |reference - clapkit|, relative to the largest |reference| value."""
+TOLERANCE = 1e-5
+"""Largest allowed |reference - clapkit| of a model output, relative to the largest |reference|
+value (measured: a few 1e-7 on both paths, float32 rounding)."""
+FRONTEND_TOLERANCE = 1e-4
+"""The same for the log-mel front end in dB: the reference's float32 DFT convolution leaves a
+noise floor near -100 dB that clapkit's float64 STFT does not have (measured: up to ~5e-5)."""
+FORMS = ("plain", "fast")
+"""How clapkit runs: the encoder itself (the path training and GPUs take) or its
+:func:`~clapkit.audio.inference_form`."""
+MEASURED: list[tuple[str, float]] = []
+"""Every relative error measured in this session, printed at its end."""
+
+
+def run(encoder: AudioEncoder, wave: Tensor, form: str) -> AudioEncoderOutput:
+    """``encoder(wave)`` in evaluation without autograd, plain or through its fast form."""
+    encoder.eval()
+    model = encoder if form == "plain" else inference_form(encoder)
+    assert (model is encoder) == (form == "plain")
+    with torch.no_grad():
+        out = model(wave)
+    assert isinstance(out, AudioEncoderOutput)
+    return out
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the largest relative error of each parity test."""
+    if not MEASURED:
+        return
+    largest: dict[str, float] = {}
+    for test, error in MEASURED:
+        largest[test] = max(largest.get(test, 0.0), error)
+    terminalreporter.section("parity: largest relative error per test")
+    for test, error in largest.items():
+        terminalreporter.write_line(f"{error:9.2e}  {test}")
 
 
 def randomise(module: nn.Module, seed: int = 1) -> None:
@@ -42,7 +75,10 @@ def randomise(module: nn.Module, seed: int = 1) -> None:
 def relative_error(reference: Tensor, ours: Tensor) -> float:
     """``max |reference - ours| / max |reference|``."""
     assert reference.shape == ours.shape, (reference.shape, ours.shape)
-    return float((reference.double() - ours.double()).abs().max() / reference.abs().max())
+    error = float((reference.double() - ours.double()).abs().max() / reference.abs().max())
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0].split("::")[-1]
+    MEASURED.append((test, error))
+    return error
 
 
 def clips(sample_rate: int, seconds: float, count: int = 2) -> Tensor:

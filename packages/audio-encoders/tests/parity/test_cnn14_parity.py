@@ -9,7 +9,7 @@ import torch
 
 from clapkit.audio import cnn14, cnn14_msclap_2022
 
-from .conftest import TOLERANCE, clips, msclap_audio_file, randomise, relative_error
+from .conftest import FORMS, TOLERANCE, clips, msclap_audio_file, randomise, relative_error, run
 
 pytestmark = pytest.mark.parity
 
@@ -34,14 +34,15 @@ def panns_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Modul
     return reference.eval(), path
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("seconds", [5.0, 10.0])
-def test_panns_cnn14(panns_file: tuple[torch.nn.Module, Path], seconds: float) -> None:
+def test_panns_cnn14(panns_file: tuple[torch.nn.Module, Path], seconds: float, form: str) -> None:
     reference, path = panns_file
     encoder = cnn14(weights=path).eval()
     wave = clips(32000, seconds)
     with torch.no_grad():
         expected = reference(wave)
-        ours = encoder(wave)
+    ours = run(encoder, wave, form)
     assert ours.clipwise_probs is not None
     assert relative_error(expected["embedding"], ours.embedding) < TOLERANCE
     assert relative_error(expected["clipwise_output"], ours.clipwise_probs) < TOLERANCE
@@ -59,16 +60,17 @@ def msclap_2022_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn
     )
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("seconds", [5.0, 10.0])
 def test_msclap_2022_audio_encoder(
-    msclap_2022_file: tuple[torch.nn.Module, Path], seconds: float
+    msclap_2022_file: tuple[torch.nn.Module, Path], seconds: float, form: str
 ) -> None:
     reference, path = msclap_2022_file
     encoder = cnn14_msclap_2022(weights=path).eval()
     wave = clips(44100, seconds)
     with torch.no_grad():
         expected = reference.base(wave)
-        ours = encoder(wave)
+    ours = run(encoder, wave, form)
     assert ours.clipwise_probs is not None
     assert relative_error(expected["embedding"], ours.embedding) < TOLERANCE
     assert relative_error(expected["clipwise_output"], ours.clipwise_probs) < TOLERANCE

@@ -9,7 +9,7 @@ import torch
 
 from clapkit.audio import AudioEncoderOutput, htsat, htsat_msclap_2023
 
-from .conftest import TOLERANCE, clips, msclap_audio_file, randomise, relative_error
+from .conftest import FORMS, TOLERANCE, clips, msclap_audio_file, randomise, relative_error, run
 
 pytestmark = pytest.mark.parity
 
@@ -38,14 +38,17 @@ def htsat_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn
     return reference.eval(), path
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("seconds", [5.0, 10.0, 12.0])  # 501, 1001 (stretched), 1201 (windows)
-def test_htsat_audioset(htsat_checkpoint: tuple[torch.nn.Module, Path], seconds: float) -> None:
+def test_htsat_audioset(
+    htsat_checkpoint: tuple[torch.nn.Module, Path], seconds: float, form: str
+) -> None:
     reference, path = htsat_checkpoint
     encoder = htsat(weights=path).eval()
     wave = clips(32000, seconds)
     with torch.no_grad():
         expected = reference(wave)
-        ours = encoder(wave)
+    ours = run(encoder, wave, form)
     _compare(expected, ours)
 
 
@@ -57,14 +60,15 @@ def msclap_2023_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn
     )
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("seconds", [5.0, 7.0, 10.0])  # 690, 965 and 1379 frames at 44.1 kHz
 def test_msclap_2023_audio_encoder(
-    msclap_2023_file: tuple[torch.nn.Module, Path], seconds: float
+    msclap_2023_file: tuple[torch.nn.Module, Path], seconds: float, form: str
 ) -> None:
     reference, path = msclap_2023_file
     encoder = htsat_msclap_2023(weights=path).eval()
     wave = clips(44100, seconds)
     with torch.no_grad():
         expected = reference.base(wave)
-        ours = encoder(wave)
+    ours = run(encoder, wave, form)
     _compare(expected, ours)

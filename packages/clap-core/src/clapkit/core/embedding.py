@@ -46,8 +46,11 @@ class ClapInference(nn.Module):
         """The logit multiplier."""
         raise NotImplementedError
 
-    def encode_audio(self, waveform: Tensor, *, normalize: bool = False) -> Tensor:
-        """Projected audio embeddings of clip-long waveforms ``[b, t]`` -> ``[b, d]``."""
+    def encode_audio(
+        self, waveform: Tensor, *, normalize: bool = False, fast: bool | None = False
+    ) -> Tensor:
+        """Projected audio embeddings of clip-long waveforms ``[b, t]`` -> ``[b, d]``; ``fast``
+        runs the encoder's fast inference form (``None``: the model's default)."""
         raise NotImplementedError
 
     def encode_text(
@@ -71,6 +74,7 @@ class ClapInference(nn.Module):
         long_audio: str = "mean",
         num_workers: int = 2,
         progress: bool | None = None,
+        fast: bool | None = None,
     ) -> Tensor:
         """Embed waveforms or audio files, deterministically, in eval mode.
 
@@ -89,6 +93,9 @@ class ClapInference(nn.Module):
             long_audio: ``"mean"`` or ``"center"`` (see above).
             num_workers: threads decoding the next files while the model runs (0: none).
             progress: show a progress bar (default: from 64 items on).
+            fast: on the CPU, run the audio encoder's fast inference form
+                (``clapkit.audio.InferenceFormCache``; same numbers within float rounding);
+                default the model's ``fast_audio`` (True).
 
         Returns:
             One embedding per item. Shape ``[n, projection_dim]`` (on the model's device).
@@ -102,7 +109,7 @@ class ClapInference(nn.Module):
         try:
             embeds = inference.embed_audio_input(
                 audio,
-                lambda windows: self.encode_audio(windows.to(self.device)),
+                lambda windows: self.encode_audio(windows.to(self.device), fast=fast),
                 self.frontend,
                 batch_size=batch_size,
                 long_audio=long_audio,
@@ -193,6 +200,7 @@ class ClapInference(nn.Module):
         multilabel: bool = False,
         batch_size: int = 16,
         long_audio: str = "mean",
+        fast: bool | None = None,
     ) -> Tensor:
         """Zero-shot class probabilities (paper section 2.3).
 
@@ -203,12 +211,15 @@ class ClapInference(nn.Module):
             multilabel: sigmoid per class instead of softmax over classes.
             batch_size: clips per forward pass.
             long_audio: as `embed_audio`.
+            fast: as `embed_audio`.
 
         Returns:
             Probabilities. Shape ``[n, c]``.
         """
         class_embeds = self.class_embeddings(labels, template)
-        audio_embeds = self.embed_audio(audio, batch_size=batch_size, long_audio=long_audio)
+        audio_embeds = self.embed_audio(
+            audio, batch_size=batch_size, long_audio=long_audio, fast=fast
+        )
         return inference.zero_shot_scores(
             audio_embeds, class_embeds, self.logit_scale_exp, multilabel
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,15 @@ from clapkit.core.registry import (
     build_text_encoder_from_config,
     create_audio_encoder,
     create_text_encoder,
+    import_encoder_package,
 )
 from clapkit.core.state_dict import load_strict
 
 __all__ = ["ClapModel", "ClapOutput", "build_clap"]
+
+# model -> clapkit.audio.InferenceFormCache of its audio encoder; kept outside the module so that
+# copying, pickling and state dicts of a model never see it
+_FAST_FORMS: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -83,6 +89,9 @@ class ClapModel(
     text_encoder: Any
     audio_projection: nn.Module
     text_projection: nn.Module
+    #: run `embed_audio` (and zero-shot, retrieval, the CLI) through the audio encoder's fast
+    #: CPU inference form (``clapkit.audio.InferenceFormCache``); set False to turn it off
+    fast_audio: bool = True
 
     def __init__(
         self,
@@ -137,18 +146,57 @@ class ClapModel(
         return scale.exp()
 
     # ------------------------------------------------------------------ training path
-    def encode_audio(self, waveform: Tensor, *, normalize: bool = False) -> Tensor:
-        """Projected audio embeddings, with gradient.
+    def encode_audio(
+        self, waveform: Tensor, *, normalize: bool = False, fast: bool | None = False
+    ) -> Tensor:
+        """Projected audio embeddings (with gradient unless ``fast`` applies).
 
         Args:
             waveform: clip-long waveforms at `sample_rate`. Shape ``[b, t]``.
             normalize: L2-normalise the result.
+            fast: run the encoder's fast inference form (see `inference_audio_encoder`;
+                ``None``: `fast_audio`). It applies only on the CPU in eval mode without
+                autograd; otherwise the plain encoder runs.
 
         Returns:
             Shape ``[b, projection_dim]``.
         """
-        embeds = self.audio_projection(self.audio_encoder(waveform).embedding)
+        encoder = self.inference_audio_encoder(fast) if fast is not False else self.audio_encoder
+        embeds = self.audio_projection(encoder(waveform).embedding)
         return l2_normalize(embeds) if normalize else embeds
+
+    def inference_audio_encoder(self, fast: bool | None = None) -> nn.Module:
+        """The audio encoder that inference runs: its cached fast form where one applies.
+
+        The form (``clapkit.audio.inference_form``: folded batch norms, fused kernels; same
+        numbers within float rounding) is a snapshot of the weights, held in a
+        ``clapkit.audio.InferenceFormCache`` that rebuilds it after a weight load, an optimiser
+        step, a ``train()``/``eval()`` switch or a device/dtype change.
+
+        Args:
+            fast: use the fast form (``None``: `fast_audio`).
+
+        Returns:
+            The fast form on the CPU, in eval mode, without autograd; else ``audio_encoder``.
+        """
+        use = self.fast_audio if fast is None else fast
+        if not use or self.training or torch.is_grad_enabled() or self.device.type != "cpu":
+            return self.audio_encoder
+        return self.audio_inference_cache().get()
+
+    def audio_inference_cache(self) -> Any:
+        """The ``clapkit.audio.InferenceFormCache`` of ``audio_encoder`` (made on first use).
+
+        Returns:
+            The cache (call ``invalidate()`` after editing weights in place without an
+            optimiser).
+        """
+        cache = _FAST_FORMS.get(self)
+        if cache is None or cache.encoder is not self.audio_encoder:
+            audio = import_encoder_package("clapkit.audio")
+            cache = audio.InferenceFormCache(self.audio_encoder)
+            _FAST_FORMS[self] = cache
+        return cache
 
     def encode_text(
         self,

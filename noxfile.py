@@ -101,3 +101,18 @@ def parity(session: nox.Session) -> None:
     session.env["HF_HUB_OFFLINE"] = "1"
     session.env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     _pytest(session, *suites, "-m", "parity")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Every package's benchmark and the recipes' in one run: one table of clapkit / reference.
+
+    The reference implementations are installed as in ``parity``. Arguments go to
+    ``tools/bench.py``: ``nox -s bench -- --only text-encoders --quick``.
+    """
+    _sync(session, "--all-packages", "--all-extras", "--group", "test", "--group", "recipes")
+    session.install("--no-deps", "-r", "tools/parity-references.txt")
+    session.install("-r", "tools/parity-deps.txt")
+    session.env["HF_HUB_OFFLINE"] = "1"
+    session.env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    session.run("python", "tools/bench.py", *session.posargs)

@@ -1,14 +1,17 @@
 """Clips per second of clapkit's CNN14 and HTSAT against the reference code, same weights.
 
-Run in an environment that has the reference implementations (``panns-inference``, ``msclap``,
-``torchlibrosa``), e.g. the parity environment:
+Run from the repository root in an environment that has the workspace and the reference
+implementations (``panns-inference``, ``msclap``, ``torchlibrosa``): ``nox -s bench``, or a venv
+you make with ``tools/parity-references.txt`` (``--no-deps``) and ``tools/parity-deps.txt``:
 
-    HF_HUB_OFFLINE=1 /work/parityenv/bin/python \
-        packages/audio-encoders/benchmarks/bench_encoders.py --batch 8 --seconds 10 --rounds 5
+    HF_HUB_OFFLINE=1 python packages/audio-encoders/benchmarks/bench_encoders.py \\
+        --batch 8 --seconds 10 --rounds 3 --json bench-audio.json
 
 References: PANNs ``panns_inference.models.Cnn14`` and HTS-AT ``msclap.models.htsat``
 (``HTSAT_Swin_Transformer``, the HTS-AT code msclap ships). Both sides run the same weights
-(seeded reference initialisation, loaded into clapkit) under ``torch.inference_mode``.
+(seeded reference initialisation, loaded into clapkit) under ``torch.inference_mode``. clapkit
+runs as its users get it, through :func:`clapkit.audio.inference_form` (``--plain`` also times
+the plain encoder; under bf16 autocast the form runs the plain encoder).
 
 Every contender (reference or clapkit, fp32 or bf16) runs in a fresh process of its own: the
 allocator's state (glibc's mmap threshold moves with what the process has freed) otherwise
@@ -17,7 +20,8 @@ the order of the contenders so that load from other processes hits all alike; ea
 warms up once, then times ``--repeats`` forward passes. The table gives the best and median
 pass of each and ratios against the reference at the same precision. ``--bf16`` adds both under
 ``torch.autocast(bfloat16)`` (not numerically identical to float32). On CUDA both always run
-with and without bf16 autocast.
+with and without bf16 autocast. ``--json PATH`` also writes the median figures as
+``{"rows": [{"benchmark", "case", "unit", "reference", "clapkit"}]}``.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from clapkit.audio import AudioEncoder, cnn14, htsat, load_reference_state_dict
+from clapkit.audio import AudioEncoder, cnn14, htsat, inference_form, load_reference_state_dict
 
 
 def reference_cnn14() -> nn.Module:
@@ -73,12 +79,14 @@ def worker(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     reference = build_reference().eval()
     side, precision = args.worker.split()
-    model: nn.Module = reference
-    if side == "clapkit":
-        model = build_ours().eval()
-        load_reference_state_dict(model, reference.state_dict())  # type: ignore[arg-type]
-        del reference
     device = torch.device(args.device)
+    model: nn.Module = reference
+    if side.startswith("clapkit"):
+        ours = build_ours().eval()
+        load_reference_state_dict(ours, reference.state_dict())
+        del reference
+        ours.to(device)
+        model = ours if side == "clapkit-plain" else inference_form(ours)
     model.to(device)
     generator = torch.Generator().manual_seed(1)
     wave = 0.1 * torch.randn(args.batch, round(32000 * args.seconds), generator=generator)
@@ -100,9 +108,19 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(times[1:]))
 
 
-def bench(name: str, args: argparse.Namespace) -> None:
-    """Time one architecture, one process per contender and round; print clips/s and ratios."""
+def bench(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Time one architecture, one process per contender and round; print clips/s and ratios.
+
+    Args:
+        name: ``"cnn14"`` or ``"htsat"``.
+        args: The parsed command line.
+
+    Returns:
+        One row per clapkit contender: median clips/s of the reference and of clapkit.
+    """
     labels = ["reference fp32", "clapkit fp32"]
+    if args.plain:
+        labels.append("clapkit-plain fp32")
     if args.bf16 or args.device.startswith("cuda"):
         labels += ["reference bf16", "clapkit bf16"]
     times: dict[str, list[float]] = {label: [] for label in labels}
@@ -121,17 +139,30 @@ def bench(name: str, args: argparse.Namespace) -> None:
         f"{threads} threads, {args.rounds} rounds x {args.repeats} passes, one process each; "
         "x ref = against the reference at the same precision"
     )
-    print(
-        f"{'':16s} {'best clips/s':>13s} {'median clips/s':>15s} {'x ref (median)':>15s} "
-        f"{'x ref (best)':>13s}"
-    )
+    header = ("", "best clips/s", "median clips/s", "x ref (median)", "x ref (best)")
+    print(f"{header[0]:18s} {header[1]:>13s} {header[2]:>15s} {header[3]:>15s} {header[4]:>13s}")
+    rows = []
     for label, values in times.items():
-        same = times["reference " + label.split()[-1]]
+        side, precision = label.split()
+        same = times["reference " + precision]
         median = statistics.median(values)
         print(
-            f"{label:16s} {args.batch / min(values):13.2f} {args.batch / median:15.2f} "
+            f"{label:18s} {args.batch / min(values):13.2f} {args.batch / median:15.2f} "
             f"{statistics.median(same) / median:15.2f} {min(same) / min(values):13.2f}"
         )
+        if side != "reference":
+            form = " (plain encoder)" if side == "clapkit-plain" else ""
+            case = f"{name}{form} {precision}, batch {args.batch} x {args.seconds:g} s, median"
+            rows.append(
+                {
+                    "benchmark": "audio-encoders",
+                    "case": f"{case}, {args.device}",
+                    "unit": "clips/s",
+                    "reference": args.batch / statistics.median(same),
+                    "clapkit": args.batch / median,
+                }
+            )
+    return rows
 
 
 def main() -> None:
@@ -140,18 +171,21 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--rounds", type=int, default=5, help="processes per contender")
+    parser.add_argument("--rounds", type=int, default=3, help="processes per contender")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per process")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="also time both under bf16")
+    parser.add_argument("--plain", action="store_true", help="also time the plain encoder")
+    parser.add_argument("--json", type=Path, help="also write the median figures here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
         return
-    for name in args.models:
-        bench(name, args)
+    rows = [row for name in args.models for row in bench(name, args)]
+    if args.json is not None:
+        args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

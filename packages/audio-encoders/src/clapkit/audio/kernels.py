@@ -8,8 +8,8 @@ HTS-AT spends most of its time in linear layers already at the GEMM's peak; :fun
 them through oneDNN with the bias, the MLP's GELU or a residual addition applied in the GEMM's
 epilogue instead of extra passes over the activations.
 
-Both encoders (and the log-mel front end) split a batch into chunks whose largest activation
-stays under :data:`INFERENCE_CHUNK_BYTES` (:func:`inference_chunk`).
+Both fast forms (and their log-mel front end) split a batch into chunks whose largest
+activation stays under :data:`INFERENCE_CHUNK_BYTES` (:func:`inference_chunk`).
 
 CNN14 spends almost all of its CPU time in 3x3 convolutions that oneDNN already runs near the
 machine's peak FLOP rate, so a faster float32 forward pass has to do less arithmetic:

@@ -6,14 +6,21 @@ vocabulary logits of every position) at each step; clapkit decodes the batch wit
 cache. Random GPT2 weights never emit the stop token, so every clip decodes the full
 ``--max-new-tokens`` on both sides (msclap's worst case, identical work).
 
-Run in the parity environment (msclap installed), e.g.::
+Run from the repository root in the parity environment (msclap installed: ``nox -s parity``'s
+venv, or any venv with ``tools/parity-references.txt`` installed ``--no-deps`` +
+``tools/parity-deps.txt``)::
 
-    HF_HUB_OFFLINE=1 /work/parityenv/bin/python packages/clap-caption/benchmarks/bench_caption.py
+    HF_HUB_OFFLINE=1 python packages/clap-caption/benchmarks/bench_caption.py \
+        --json bench-caption.json
+
+``--json PATH`` also writes ``{"rows": [{"benchmark", "case", "unit", "reference", "clapkit"}]}``
+(clips captioned per second; reference = msclap in the same run).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 import types
@@ -25,11 +32,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def _tokenizer_folder() -> Path:
-    for root in (REPO.parent / "shared", Path("/work/shared")):
-        folder = root / "reference" / "tokenizers" / "gpt2"
-        if folder.is_dir():
-            return folder
-    raise SystemExit("GPT-2 tokenizer files (shared/reference/tokenizers/gpt2) not found")
+    """GPT-2's real vocab.json + merges.txt, from the repository's data/reference."""
+    return REPO / "data" / "reference" / "tokenizers" / "gpt2"
 
 
 def _soundfile_load(path: str) -> tuple[torch.Tensor, int]:
@@ -85,6 +89,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=67)
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -132,6 +137,25 @@ def main() -> None:
         f"clapkit, default beam search     : {n / default_seconds:7.3f} captions/s "
         f"({msclap_seconds / default_seconds:.2f}x)"
     )
+    if args.json is not None:
+        setting = f"{n} FSDD clips, beam {args.beam_size}, {args.max_new_tokens} tokens"
+        rows = [
+            {
+                "benchmark": "clap-caption",
+                "case": f"generate, msclap-compatible search, {setting}",
+                "unit": "clips/s",
+                "reference": n / msclap_seconds,
+                "clapkit": n / clapkit_seconds,
+            },
+            {
+                "benchmark": "clap-caption",
+                "case": f"generate, default beam search, {setting}",
+                "unit": "clips/s",
+                "reference": n / msclap_seconds,
+                "clapkit": n / default_seconds,
+            },
+        ]
+        args.json.write_text(json.dumps({"rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,25 @@
 """Files -> audio embeddings throughput: clapkit vs msclap's CLAPWrapper, same weights, CPU.
 
-Run in an environment holding msclap (e.g. /work/parityenv or ``nox -s parity``'s venv)::
+Run from the repository root in an environment holding msclap (``nox -s parity``'s venv, or
+any venv with ``tools/parity-references.txt`` installed ``--no-deps`` + ``tools/parity-deps.txt``)::
 
-    HF_HUB_OFFLINE=1 python packages/clap-core/benchmarks/bench_embed_files.py --files 48
+    HF_HUB_OFFLINE=1 python packages/clap-core/benchmarks/bench_embed_files.py --files 48 \
+        --json bench-core.json
 
 Both sides embed the same FSDD FLAC files (8 kHz, decoded and resampled to 44.1 kHz, filled
 to 7 s) with the msclap 2023 architecture (HTSAT + projection) holding the same random weights,
 in batches of ``--batch-size`` files; the median of ``--repeats`` timed runs is reported as
 clips/s and as the ratio clapkit / msclap measured in this run. msclap's ``torchaudio.load``
 (which needs torchcodec in torchaudio >= 2.9) is replaced by a soundfile reader; GPT2 is built
-offline with random weights (the text side is not timed).
+offline with random weights (the text side is not timed). ``--json PATH`` also writes
+``{"rows": [{"benchmark", "case", "unit", "reference", "clapkit"}]}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import statistics
 import sys
 import tempfile
@@ -29,7 +33,7 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[3]
-GPT2_FILES = Path("/work/shared/reference/tokenizers/gpt2")
+GPT2_FILES = ROOT / "data" / "reference" / "tokenizers" / "gpt2"
 
 
 def _soundfile_load(path: Any, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, int]:
@@ -81,6 +85,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--gpt2", type=Path, default=GPT2_FILES, help="folder with GPT-2 vocab")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -115,6 +120,15 @@ def main() -> None:
         f"ratio clapkit/msclap: {msclap_s / clapkit_s:.2f}x  (max relative difference {error:.1e})"
     )
     sys.stdout.flush()
+    if args.json is not None:
+        row = {
+            "benchmark": "clap-core",
+            "case": f"embed_audio, msclap 2023 HTSAT, {n} FSDD files, batch {args.batch_size}",
+            "unit": "clips/s",
+            "reference": n / msclap_s,
+            "clapkit": n / clapkit_s,
+        }
+        args.json.write_text(json.dumps({"rows": [row]}, indent=2))
 
 
 if __name__ == "__main__":

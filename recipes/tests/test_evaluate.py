@@ -251,12 +251,15 @@ def test_cache_key_follows_the_weights(models: tuple[Path, Path], tmp_path: Path
     recipe = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = recipe  # its dataclasses look their module up while being built
     spec.loader.exec_module(recipe)
-    clap = ClapModel.from_pretrained(str(models[0]))
-    before = recipe.weights_digest(str(models[0]))
+    folder = tmp_path / "clap"
+    shutil.copytree(models[0], folder)
+    before = recipe.weights_digest(str(folder))
+    assert before == recipe.weights_digest(str(models[0]))  # the weights, not the path
+    clap = ClapModel.from_pretrained(str(folder))
     with torch.no_grad():
-        clap.logit_scale.add_(1e-3)  # one changed number, same file size
-    clap.save_pretrained(tmp_path / "changed")
-    assert recipe.weights_digest(str(tmp_path / "changed")) != before
+        clap.logit_scale.add_(1e-3)  # one changed number, same file size, same folder
+    clap.save_pretrained(folder)
+    assert recipe.weights_digest(str(folder)) != before
 
 
 def test_two_processes_give_the_metrics_of_one(

@@ -2,7 +2,7 @@
 
 Launch:
     accelerate launch recipes/evaluate.py --checkpoint runs/t1-htsat22-gpt2/best \
-        --suite table1 --data-root /data/clap-eval --output-dir runs/t1-htsat22-gpt2/eval
+        --suite table1 --data-root eval-data --output-dir runs/t1-htsat22-gpt2/eval
 
 Reproduces: the zero-shot columns of Table 1 (``--suite table1``, 16 tasks) and the zero-shot,
 retrieval and captioning rows of Table 2 (``--suite table2``, with ``--captioner`` for the

@@ -1,19 +1,23 @@
 """Benchmark: data pipeline clips/s per worker, and training samples/s of table1-htsat22-gpt2.
 
-Run (CPU; a GPU is used for the training part when present):
-    .venv/bin/python recipes/benchmarks/bench_data.py [--clips 48] [--steps 3] [--batch-size 2]
+Run from the repository root (CPU; a GPU is used for the training part when present):
+    python recipes/benchmarks/bench_data.py [--clips 48] [--steps 3] [--batch-size 2]
+        [--quick] [--json out.json]
 
 Part 1 generates 10 s FLAC files at 44.1 kHz and times, per DataLoader worker, the baseline
 ``soundfile`` decode alone, then ``ManifestDataset`` items (decode + resample + random 7 s crop)
 for the paper's 44.1 kHz front end (no resampling) and for a 32 kHz front end (resampling),
 with 0 and 2 workers. Part 2 times full-size HTSAT-22 + GPT2 (124M) training steps (random
-weights, fp32 on CPU, bf16 autocast on GPU) and prints samples/s.
+weights, fp32 on CPU, bf16 autocast on GPU) and prints samples/s. ``--quick``: 8 clips, one
+step. ``--json`` writes the figures as bench rows: the data rows take soundfile's decode alone as
+their reference figure (the ratio is the pipeline's cost over bare decoding); training has none.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import tempfile
@@ -31,7 +35,19 @@ sys.path.insert(0, str(RECIPES))
 from clapkit.audio import htsat_22  # noqa: E402
 from clapkit.data import ClapCollator, ManifestDataset, ManifestRecord  # noqa: E402
 
-GPT2_TOKENIZER = Path("/work/shared/reference/tokenizers/gpt2")
+# GPT-2's real vocabulary, shipped in the repository (data/reference/README.md).
+GPT2_TOKENIZER = RECIPES.parent / "data" / "reference" / "tokenizers" / "gpt2"
+Row = dict[str, object]
+
+
+def _row(case: str, unit: str, reference: float | None, clapkit: float) -> Row:
+    return {
+        "benchmark": "recipes",
+        "case": case,
+        "unit": unit,
+        "reference": reference,
+        "clapkit": clapkit,
+    }
 
 
 def make_flacs(folder: Path, count: int, seconds: float = 10.0, rate: int = 44100) -> list[Path]:
@@ -54,7 +70,7 @@ def clips_per_second(dataset: torch.utils.data.Dataset, workers: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def bench_data(clips: int) -> None:
+def bench_data(clips: int) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_flacs(Path(tmp), clips)
         start = time.perf_counter()
@@ -63,6 +79,7 @@ def bench_data(clips: int) -> None:
         baseline = clips / (time.perf_counter() - start)
         print(f"\n[data] {clips} FLAC clips, 10 s, 44.1 kHz; batch 8; figures per worker")
         print(f"  baseline soundfile decode only (1 process): {baseline:8.1f} clips/s = 1.00x")
+        rows = []
         records = [ManifestRecord(audio=p, captions=("a tone",), key=p.stem) for p in paths]
         paper = dataclasses.replace(htsat_22().frontend, clip_seconds=7.0)
         for name, frontend in (
@@ -79,9 +96,12 @@ def bench_data(clips: int) -> None:
                     f"  decode + {name} + 7 s crop, {workers} workers: {rate:8.1f} clips/s "
                     f"per worker = {rate / baseline:.2f}x"
                 )
+                case = f"data {name}, {workers} workers, per worker (ref: soundfile decode)"
+                rows.append(_row(case, "clips/s", baseline, rate))
+    return rows
 
 
-def bench_training(steps: int, batch_size: int) -> None:
+def bench_training(steps: int, batch_size: int) -> list[Row]:
     from pretrain_clap import PRESETS
     from pretrain_support import build_encoders
 
@@ -124,6 +144,8 @@ def bench_training(steps: int, batch_size: int) -> None:
         f"{torch.get_num_threads()} threads"
     )
     print(f"  {rate:.2f} samples/s ({sum(timings) / len(timings):.2f} s/step)")
+    case = f"train table1-htsat22-gpt2, batch {batch_size}, {device.type}"
+    return [_row(case, "samples/s", None, rate)]
 
 
 def main() -> None:
@@ -132,11 +154,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="8 clips, one training step")
+    parser.add_argument("--json", type=Path, help="also write the figures here (bench rows)")
     args = parser.parse_args()
+    if args.quick:
+        args.clips, args.steps = 8, 1
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
-    bench_data(args.clips)
+    rows = bench_data(args.clips)
     if not args.skip_training:
-        bench_training(args.steps, args.batch_size)
+        rows += bench_training(args.steps, args.batch_size)
+    if args.json is not None:
+        args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -88,9 +88,11 @@ def test_msclap_embeddings_and_zero_shot(
     rows_close(ours.embed_text(TEXTS, normalize=False), ref_text)
     probs = ours.zero_shot(clip_files, LABELS, template="this is a sound of {}")
     torch.testing.assert_close(probs, ref_probs.float(), rtol=1e-4, atol=1e-5)
-    # msclap's decision on every clip, the clips not all given one class, and no row uniform
-    # (a degenerate model giving 1/c everywhere would pass the closeness check above); measured
-    # spreads 0.026-0.21 with 5 classes
+    # msclap's decision on every clip, and no row uniform (a degenerate model giving 1/c
+    # everywhere would pass the closeness check above); measured spreads >= 0.026 of 5 classes
     assert torch.equal(probs.argmax(dim=1), ref_probs.argmax(dim=1))
-    assert probs.argmax(dim=1).unique().numel() >= 2
     assert (probs.max(dim=1).values - probs.min(dim=1).values).min() > 0.01
+    if version == "2023":
+        # the clips are told apart; the random 2022 CNN14 (randomised batch norms) gives every
+        # clip nearly the same embedding on both sides, so this is checked on 2023 only
+        assert probs.argmax(dim=1).unique().numel() >= 2

@@ -20,7 +20,7 @@ def test_vocalsound_test_json(tmp_path: Path, write_clip: Writer) -> None:
     mids = ["/m/01b_21", "/m/0dl9sf8", "/m/01j3sz"]
     for name in names:
         write_clip(tmp_path / "audio_16k" / name)
-    data_json = {"data": [{"wav": f"/home/u/vs/audio_16k/{n}", "labels": m}
+    data_json = {"data": [{"wav": f"/data/vocalsound/audio_16k/{n}", "labels": m}
                           for n, m in zip(names, mids, strict=True)]}  # fmt: skip
     (tmp_path / "datafiles").mkdir()
     (tmp_path / "datafiles" / "te.json").write_text(json.dumps(data_json))

@@ -39,10 +39,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-from clapkit.core import ClapModel, zero_shot_scores
+from clapkit.core import ClapModel, ensemble_class_embeddings, format_prompts, zero_shot_scores
 from clapkit.core.metrics import accuracy, f1_score, mean_average_precision, retrieval_metrics
-from clapkit.data import read_manifest
-from clapkit.data.tasks import SOUND_TEMPLATES, TABLE1_TASKS, TABLE2_TASKS, Task, get_task
+from clapkit.data.tasks import TABLE1_TASKS, TABLE2_TASKS, Task, get_task, manifest_task
 
 Append = tyro.conf.UseAppendAction
 SUITES = {"table1": TABLE1_TASKS, "table2": TABLE2_TASKS}
@@ -97,37 +96,6 @@ class TaskRun:
     name: str
     task: Task
     root: Path
-
-
-def manifest_task(path: Path, templates: Sequence[str]) -> Task:
-    """A labelled manifest as a zero-shot `Task` (multilabel when a clip has several labels).
-
-    Args:
-        path: the JSON Lines manifest (``labels`` on every line).
-        templates: prompt templates; the sound template when empty.
-
-    Returns:
-        The task; its labels are put into the templates unchanged.
-
-    Raises:
-        ValueError: fewer than two classes.
-    """
-    records = read_manifest(path)
-    classes = tuple(sorted({label for r in records for label in r.labels}))
-    if len(classes) < 2:
-        raise ValueError(f"{path}: zero-shot needs >= 2 classes, found {list(classes)}")
-    multilabel = any(len(r.labels) > 1 for r in records)
-    return Task(
-        name=path.stem,
-        title=path.stem,
-        kind="multilabel" if multilabel else "multiclass",
-        reader=lambda root, split: (list(records), classes, []),
-        splits=(("manifest", len(records)),),
-        class_names=classes,
-        templates=tuple(templates) or SOUND_TEMPLATES,
-        label_text=str,
-        metrics=("mAP",) if multilabel else ("accuracy",),
-    )
 
 
 def resolve_tasks(cfg: Config) -> tuple[list[TaskRun], dict[str, str]]:
@@ -346,13 +314,12 @@ class EvaluateRecipe:
     def classify(self, run: TaskRun, data: Any) -> dict[str, float]:
         """Zero-shot classification: prompt-ensembled classes, softmax or sigmoid, the metric."""
         names = list(data.class_names)
-        prompts = [p for per_class in data.prompts() for p in per_class]
+        templates = run.task.templates
+        prompts = format_prompts([run.task.label_text(name) for name in names], templates)
         audio = self.embed_audio(run, [r.audio for r in data.records])
-        texts = self.embed_text(run, prompts)
-        # prompt ensembling as ClapModel.class_embeddings: mean over templates, renormalised
-        classes = torch.nn.functional.normalize(
-            texts.reshape(len(names), len(run.task.templates), -1).mean(dim=1), dim=-1
-        )
+        texts = self.embed_text(run, [p for per_template in prompts for p in per_template])
+        # core's one prompt-ensembling rule, on the (cached) prompt embeddings
+        classes = ensemble_class_embeddings(texts.reshape(len(templates), len(names), -1))
         multilabel = run.task.kind == "multilabel"
         scale = self.model.logit_scale_exp.detach().cpu()
         scores = zero_shot_scores(audio, classes, scale, multilabel)

@@ -31,7 +31,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +39,12 @@ from typing import Any, Literal
 import torch
 import tyro
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    ProjectConfiguration,
+    gather_object,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -51,7 +56,8 @@ from pretrain_support import (
     write_outputs,
 )
 
-from clapkit.core import ContrastiveLoss, build_clap
+from clapkit.core import ContrastiveLoss, build_clap, zero_shot_scores
+from clapkit.core.metrics import accuracy, f1_score, mean_average_precision
 from clapkit.data import (
     ClapCollator,
     ManifestDataset,
@@ -59,12 +65,7 @@ from clapkit.data import (
     SkippedFiles,
     read_manifest,
 )
-from clapkit.data.zero_shot import (
-    ZeroShotTask,
-    class_embeddings,
-    zero_shot_scores,
-)
-from clapkit.core.metrics import accuracy, mean_average_precision
+from clapkit.data.tasks import TaskData, get_task, manifest_task
 
 logger = logging.getLogger("pretrain_clap")
 REPO = Path(__file__).resolve().parent.parent
@@ -103,8 +104,11 @@ class Config:
     """Shards only: clips per epoch over all processes (equal steps on every rank)."""
     eval_manifest: tuple[str, ...] = ()
     """Labelled manifests, one zero-shot task each (file stem = task name)."""
+    eval_task: tuple[str, ...] = ()
+    """Paper tasks as NAME=PATH (``esc50=/data/ESC-50-master``, see clapkit.data.tasks), read in
+    their official layout and scored with their own prompts and metric each epoch."""
     prompt_template: str = "this is a sound of {}"
-    """Zero-shot prompt; {} is the label."""
+    """Zero-shot prompt of the --eval-manifest tasks; {} is the label."""
     clip_seconds: float = 7.0
     """Training crop length (paper: random 7 s segments)."""
     shift_short_clips: bool = False
@@ -244,36 +248,56 @@ class Progress:
             setattr(self, name, value)
 
 
-def evaluate(
-    accelerator: Accelerator,
-    model: Any,
-    tasks: list[ZeroShotTask],
-    loaders: list[DataLoader],
-    template: str,
-) -> dict[str, Any]:
-    """Zero-shot score of every task: accuracy (multiclass) or mAP (multilabel) and the mean."""
+def eval_tasks(cfg: Config, manifests: Sequence[str]) -> list[TaskData]:
+    """The per-epoch zero-shot tasks: labelled manifests and paper tasks (NAME=PATH)."""
+    tasks = [manifest_task(m, [cfg.prompt_template]).load(Path(m).parent) for m in manifests]
+    for spec in cfg.eval_task:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            raise SystemExit(f"--eval-task wants NAME=PATH, got {spec!r}")
+        task = get_task(name)
+        if task.kind not in ("multiclass", "multilabel"):
+            raise SystemExit(f"--eval-task {name}: a {task.kind} task is not a zero-shot task")
+        tasks.append(task.load(path))
+    return tasks
+
+
+def evaluate(accelerator: Accelerator, model: Any, tasks: Sequence[TaskData]) -> dict[str, Any]:
+    """Zero-shot score of every task and their mean, through clap-core's one zero-shot path.
+
+    The same functions as ``evaluate.py`` and ``ClapModel.zero_shot``: ``embed_audio`` on the
+    files (long clips = the mean of their window embeddings), ``class_embeddings`` (template
+    ensemble), ``zero_shot_scores``; each process embeds a contiguous share of the clips.
+    """
     clap = accelerator.unwrap_model(model)
+    was_training = clap.training
     clap.eval()
     results: dict[str, Any] = {}
-    with torch.no_grad(), accelerator.autocast():
-        for task, loader in zip(tasks, loaders, strict=True):
-            classes = class_embeddings(
-                lambda t: clap.encode_text(t, normalize=True), task.class_names, [template]
+    with torch.no_grad():
+        for data in tasks:
+            task = data.task
+            paths = [r.audio for r in data.records]
+            with accelerator.split_between_processes(paths) as share:
+                audio = clap.embed_audio(share).cpu() if share else None
+            parts = [a for a in gather_object([audio]) if a is not None]
+            labels = [task.label_text(name) for name in data.class_names]
+            classes = clap.class_embeddings(labels, task.templates).cpu()
+            multilabel = task.kind == "multilabel"
+            scores = zero_shot_scores(
+                torch.cat(parts), classes, clap.logit_scale_exp.cpu(), multilabel
             )
-            scores, targets = zero_shot_scores(
-                lambda w: clap.encode_audio(w, normalize=True),
-                loader,
-                task,
-                classes,
-                gather=accelerator.gather_for_metrics,
-            )
-            if task.multilabel:
-                results[task.name] = {"mAP": mean_average_precision(scores, targets)}
+            metric = task.metrics[0]
+            targets = data.targets()
+            if not multilabel:
+                value = accuracy(scores, targets)
+            elif metric == "F1":
+                value = f1_score(scores, targets)
             else:
-                results[task.name] = {"accuracy": accuracy(scores, targets.argmax(-1))}
-            results[task.name]["score"] = next(iter(results[task.name].values()))
+                value = mean_average_precision(scores, targets)
+            results[task.name] = {metric: value, "score": value}
+    clap.train(was_training)
     if tasks:
-        results["zero_shot_score"] = sum(results[t.name]["score"] for t in tasks) / len(tasks)
+        results["zero_shot_score"] = sum(results[t.task.name]["score"] for t in tasks) / len(tasks)
     return results
 
 
@@ -367,18 +391,7 @@ def main(cfg: Config) -> dict[str, Any]:
             drop_last=True,
             generator=torch.Generator().manual_seed(cfg.seed),
         )
-    tasks = [
-        ZeroShotTask.from_manifest(m, frontend, cache_audio=cfg.cache_audio) for m in eval_manifests
-    ]
-    eval_loaders = [
-        DataLoader(
-            t.dataset,
-            batch_size=cfg.batch_size,
-            collate_fn=ClapCollator(),
-            num_workers=cfg.num_workers,
-        )
-        for t in tasks
-    ]
+    tasks = eval_tasks(cfg, eval_manifests)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -387,9 +400,7 @@ def main(cfg: Config) -> dict[str, Any]:
         factor=cfg.plateau_factor,
         patience=cfg.plateau_patience,
     )
-    model, optimizer, train_loader, *eval_loaders = accelerator.prepare(
-        model, optimizer, train_loader, *eval_loaders
-    )
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     progress, skipped = Progress(), SkippedFiles()
     accelerator.register_for_checkpointing(scheduler, progress, skipped)
     if cfg.resume:
@@ -405,6 +416,7 @@ def main(cfg: Config) -> dict[str, Any]:
             **dataclasses.asdict(cfg),
             "train_manifest": train_manifest,
             "eval_manifest": eval_manifests,
+            "eval_task": list(cfg.eval_task),
             "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
             "num_processes": accelerator.num_processes,
         }
@@ -498,7 +510,7 @@ def main(cfg: Config) -> dict[str, Any]:
             progress.loss_sum / max(progress.loss_count, 1), device=accelerator.device
         )
         train_loss = float(accelerator.reduce(mean_loss, "mean"))
-        results = evaluate(accelerator, model, tasks, eval_loaders, cfg.prompt_template)
+        results = evaluate(accelerator, model, tasks)
         record = {
             "epoch": epoch,
             "step": progress.step,

@@ -42,7 +42,7 @@ def test_smoke_preset_under_accelerate_launch(tmp_path: Path) -> None:
 
     evaluation = tmp_path / "eval"
     launch(
-        "evaluate_zeroshot.py",
+        "evaluate.py",
         "--checkpoint",
         str(out / "best"),
         "--manifest",
@@ -52,23 +52,11 @@ def test_smoke_preset_under_accelerate_launch(tmp_path: Path) -> None:
         "--output-dir",
         str(evaluation),
     )
-    result = json.loads((evaluation / "metrics.json").read_text())
-    assert result["clips"] == 20
+    result = json.loads((evaluation / "metrics.json").read_text())["heldout_theo"]
+    assert result["n_clips"] == 20
+    # the evaluation recipe and the training run's own evaluation give one number
     assert abs(result["accuracy"] - metrics["best"]["heldout_theo"]["accuracy"]) < 1e-6
-    assert set(result["per_class_accuracy"]) == {
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-    }
-    assert sum(map(sum, result["confusion_matrix"])) == 20
-    assert (evaluation / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (evaluation / "confusion" / "heldout_theo.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_resumed_run_ends_with_identical_weights(tmp_path: Path) -> None:

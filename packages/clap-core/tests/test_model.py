@@ -15,6 +15,8 @@ from clapkit.core import (
     ContrastiveLoss,
     MsclapProjection,
     build_projection,
+    ensemble_class_embeddings,
+    format_prompts,
 )
 
 
@@ -162,6 +164,16 @@ def test_zero_shot_softmax_sigmoid_and_template_ensembling(
     )
     with pytest.raises(ValueError, match=r"has no '\{\}'"):
         tiny_model.zero_shot(fsdd_files, labels, template="a sound")
+
+    # the public pieces (for evaluation code that caches prompt embeddings) give the same classes
+    prompts = format_prompts(labels, templates)
+    assert prompts[1] == ["someone says zero", "someone says one", "someone says two"]
+    flat = tiny_model.embed_text([p for row in prompts for p in row])
+    classes = ensemble_class_embeddings(flat.reshape(len(templates), len(labels), -1))
+    torch.testing.assert_close(classes, tiny_model.class_embeddings(labels, templates))
+    torch.testing.assert_close(classes, ensembled)
+    with pytest.raises(ValueError, match=r"\[templates, classes, dim\]"):
+        ensemble_class_embeddings(flat)
 
 
 def test_retrieve_returns_best_bank_items(tiny_model: Any, fsdd_files: list[Path]) -> None:

@@ -160,3 +160,30 @@ def test_table1_rows_average_to_the_printed_averages() -> None:
     assert esc50["table1/CNN14+BERT"] == 0.826
     assert esc50["table1/HTSAT-22+GPT2"] == 0.882
     assert dict(TASKS["libricount"].paper)["table1/HTSAT-22+CLIP"] == 0.094
+
+
+def test_a_labelled_manifest_as_a_task(tmp_path: Path) -> None:
+    from clapkit.data import ManifestError, write_manifest
+    from clapkit.data.tasks import manifest_task
+
+    path = tmp_path / "digits.jsonl"
+    write_manifest(
+        [
+            ManifestRecord(audio=tmp_path / "a.flac", labels=("seven",), key="a"),
+            ManifestRecord(audio=tmp_path / "b.flac", labels=("one",), key="b"),
+        ],
+        path,
+    )
+    task = manifest_task(path, ["a man says {}"])
+    assert (task.name, task.kind, task.class_names) == ("digits", "multiclass", ("one", "seven"))
+    data = task.load(tmp_path)
+    assert data.targets().tolist() == [1, 0]
+    assert task.prompts() == [["a man says one"], ["a man says seven"]]
+    assert manifest_task(path).templates == ("this is a sound of {}",)
+
+    write_manifest(
+        [*read_manifest(path), ManifestRecord(audio=tmp_path / "c.flac", labels=(), key="c")],
+        path,
+    )
+    with pytest.raises(ManifestError, match=r"digits.jsonl: 1 clips have no labels.*'c'"):
+        manifest_task(path)

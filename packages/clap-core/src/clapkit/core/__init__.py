@@ -25,6 +25,8 @@ from clapkit.core.inference import (
     AudioInput,
     RetrievalHits,
     embed_audio_input,
+    ensemble_class_embeddings,
+    format_prompts,
     zero_shot_scores,
 )
 from clapkit.core.loss import ContrastiveLoss, gather_with_grad
@@ -90,6 +92,8 @@ __all__ = [
     "create_text_encoder",
     "drop_harmless_buffers",
     "embed_audio_input",
+    "ensemble_class_embeddings",
+    "format_prompts",
     "gather_with_grad",
     "import_encoder_package",
     "list_audio_encoders",

@@ -188,7 +188,7 @@ class ClapInference(nn.Module):
         prompts = inference.format_prompts(labels, templates)
         flat = [prompt for per_template in prompts for prompt in per_template]
         embeds = self.embed_text(flat, normalize=True).reshape(len(templates), len(labels), -1)
-        return inference.normalize(embeds.mean(dim=0))
+        return inference.ensemble_class_embeddings(embeds)
 
     @torch.no_grad()
     def zero_shot(

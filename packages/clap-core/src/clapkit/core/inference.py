@@ -261,6 +261,30 @@ def format_prompts(labels: Sequence[str], templates: Sequence[str]) -> list[list
     return [[template.replace("{}", str(label)) for label in labels] for template in templates]
 
 
+def ensemble_class_embeddings(prompt_embeds: Tensor) -> Tensor:
+    """Class embeddings from their prompts' embeddings: the mean over templates, renormalised.
+
+    The one prompt-ensembling rule of clapkit (as open_clip's zero-shot classifier): used by
+    ``ClapModel.class_embeddings`` and by evaluation code that embeds (and caches) the prompts
+    itself.
+
+    Args:
+        prompt_embeds: L2-normalised embeddings of ``format_prompts(labels, templates)``.
+            Shape ``[t, c, d]`` (template, class, dim).
+
+    Returns:
+        Unit-norm class embeddings. Shape ``[c, d]``.
+
+    Raises:
+        ValueError: if ``prompt_embeds`` is not 3-d.
+    """
+    if prompt_embeds.dim() != 3:
+        raise ValueError(
+            f"prompt embeddings must be [templates, classes, dim], got {tuple(prompt_embeds.shape)}"
+        )
+    return normalize(prompt_embeds.float().mean(dim=0))
+
+
 def zero_shot_scores(
     audio_embeds: Tensor, class_embeds: Tensor, logit_scale_exp: Tensor | float, multilabel: bool
 ) -> Tensor:

@@ -18,6 +18,7 @@ from clapkit.data.tasks.base import (
     TaskLayoutError,
     humanize,
 )
+from clapkit.data.tasks.manifest_task import manifest_task
 from clapkit.data.tasks.registry import TABLE1_TASKS, TABLE2_TASKS, TASKS, get_task, list_tasks
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "get_task",
     "humanize",
     "list_tasks",
+    "manifest_task",
 ]

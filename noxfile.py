@@ -26,6 +26,7 @@ PACKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "clap-core": ("clapkit-core", ("all",)),
     "clap-caption": ("clapkit-caption", ()),
     "datasets": ("clapkit-datasets", ()),
+    "training": ("clapkit-training", ()),
 }
 PYTEST_BASE = ("-q", "-p", "no:cacheprovider")
 

@@ -32,6 +32,7 @@ IMPORT_TO_DIST = {
     "clapkit.core": "clapkit-core",
     "clapkit.caption": "clapkit-caption",
     "clapkit.data": "clapkit-datasets",
+    "clapkit.train": "clapkit-training",
 }
 ENCODER_DISTS = {"clapkit-audio-encoders", "clapkit-text-encoders"}
 CHANGELOG_ENTRY = re.compile(r"^## \[(?P<version>[^\]]+)\]", re.MULTILINE)

@@ -1,8 +1,17 @@
 """clapkit.train: what the recipes share (torchtune's ``training`` package, for clapkit).
 
-Accelerator and logging setup, run folders that never mix and atomic checkpoints with exact
-resume, throughput figures, the run report and curves, the FSDD demo data and small encoders.
-A recipe (``recipes/*.py``) is a class with one life cycle built on these pieces.
+Modules (import them by name; this file imports nothing heavy):
+
+- :mod:`clapkit.train.config`: presets + typed overrides (``parse_config``), config hash/diff.
+- :mod:`clapkit.train.setup`: the ``Accelerator`` (accumulation to the global batch), logging,
+  gradient checkpointing.
+- :mod:`clapkit.train.runs`: run folders that never mix (``plan_run``: ``--resume``,
+  ``--overwrite``, ``run.json``).
+- :mod:`clapkit.train.checkpointing`: atomic checkpoints, ``find_checkpoint`` (newest
+  complete), ``verify_checkpoint``, ``replace_folder``.
+- :mod:`clapkit.train.throughput`: samples/s, data wait vs compute, TFLOP/s.
+- :mod:`clapkit.train.reporting`: metrics.json, report.md, history.csv, curves.png, model card.
+- :mod:`clapkit.train.demo`: the FSDD demo data, small encoders, 8 kHz speech front end.
 """
 
 __all__: list[str] = []

@@ -1,0 +1,227 @@
+"""Atomic checkpoints: written aside, renamed into place when complete, verified on resume.
+
+A checkpoint folder ``checkpoints/NAME`` is first written as ``checkpoints/.NAME.partial``
+(``accelerator.save_state`` plus the recipe's own files), then closed with a completion marker
+(``COMPLETE``: the size of every file in it) and renamed into place. A folder without the marker
+was interrupted; one whose files do not match their recorded sizes, or whose safetensors cannot
+be read, is corrupt. :func:`find_checkpoint` picks the newest complete one and says which it
+passed over.
+
+Typical use in a recipe::
+
+    save_checkpoint(accelerator, out / "checkpoints" / "step_00000100",
+                    files={"run.json": run_json_text})
+    chosen = find_checkpoint(out / "checkpoints")      # --resume latest
+    verify_checkpoint(Path(user_dir))                  # --resume DIR: the error names the file
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "COMPLETE_MARKER",
+    "CheckpointError",
+    "find_checkpoint",
+    "replace_folder",
+    "save_checkpoint",
+    "verify_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "COMPLETE"
+"""File name of the completion marker: JSON ``{"files": {name: bytes}, "saved": unix time}``."""
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".partial"
+SLOW_SAVE_ENV = "CLAPKIT_TRAIN_TEST_SAVE_DELAY"
+"""Test-only hook: seconds to sleep between writing a checkpoint's files and its marker, so that
+a test can kill the process in the middle of a save."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is incomplete or corrupt; the message names the folder and the file."""
+
+
+def _partial(folder: Path) -> Path:
+    return folder.parent / f"{PARTIAL_PREFIX}{folder.name}{PARTIAL_SUFFIX}"
+
+
+def _fsync_tree(folder: Path) -> None:
+    # rename is atomic, but without fsync a power cut can leave renamed-but-empty files
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _write_marker(folder: Path) -> None:
+    files = {
+        str(p.relative_to(folder)): p.stat().st_size
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != COMPLETE_MARKER
+    }
+    marker = folder / COMPLETE_MARKER
+    marker.write_text(json.dumps({"files": files, "saved": time.time()}, indent=1))
+    _fsync_tree(folder)
+
+
+def replace_folder(staged: Path, final: Path) -> None:
+    """Put a fully written folder in place of ``final`` (which may exist).
+
+    POSIX cannot swap two folders in one step, so the old folder is first renamed to
+    ``final.old`` and removed only after ``staged`` has become ``final``: at every instant one
+    complete copy exists under one of the two names.
+
+    Args:
+        staged: the complete new folder (same file system as ``final``).
+        final: where it goes.
+    """
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    staged.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_checkpoint(
+    accelerator: Any,
+    folder: str | Path,
+    *,
+    files: Mapping[str, str | bytes] | None = None,
+    write_extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """``accelerator.save_state`` into ``folder``, atomically (call it on every process).
+
+    Args:
+        accelerator: the run's ``accelerate.Accelerator``.
+        folder: the checkpoint's final path, e.g. ``out / "checkpoints" / "step_00000100"``.
+            Names must sort in save order (zero-padded steps): :func:`find_checkpoint` sorts them.
+        files: extra files (name -> text or bytes) written by the main process beside the state,
+            e.g. ``{"run.json": ..., "config.json": ...}``.
+        write_extra: called by the main process with the staging folder to write more files.
+
+    Returns:
+        The final folder.
+    """
+    final = Path(folder)
+    staged = _partial(final)
+    if accelerator.is_main_process:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if staged.exists():  # left by a save that was killed
+            shutil.rmtree(staged)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staged))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        for name, content in (files or {}).items():
+            path = staged / name
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        if write_extra is not None:
+            write_extra(staged)
+        delay = float(os.environ.get(SLOW_SAVE_ENV, "0") or 0)
+        if delay:
+            logger.warning("test hook %s: sleeping %.1f s before the marker", SLOW_SAVE_ENV, delay)
+            time.sleep(delay)
+        _write_marker(staged)
+        replace_folder(staged, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def verify_checkpoint(folder: str | Path) -> Path:
+    """Check that a checkpoint is complete and that its files are whole.
+
+    Args:
+        folder: a checkpoint folder written by :func:`save_checkpoint`.
+
+    Returns:
+        ``folder`` as a ``Path``.
+
+    Raises:
+        CheckpointError: no such folder, no completion marker (an interrupted save), a file
+            missing or of another size than recorded, or a safetensors file that cannot be read.
+            The message names the file.
+    """
+    path = Path(folder)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    marker = path / COMPLETE_MARKER
+    if not marker.is_file():
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete (no {COMPLETE_MARKER} marker: its save was "
+            "interrupted)"
+        )
+    try:
+        recorded: dict[str, int] = json.loads(marker.read_text())["files"]
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(f"checkpoint {path}: unreadable marker {marker}: {error}") from error
+    for name, size in recorded.items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint {path} is corrupt: {file} is missing")
+        actual = file.stat().st_size
+        if actual != size:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt: {file} has {actual} bytes, {size} were written"
+            )
+        if file.suffix == ".safetensors":
+            _check_safetensors(file, path)
+    return path
+
+
+def _check_safetensors(file: Path, checkpoint: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
+                handle.get_slice(key)
+    except Exception as error:  # safetensors raises its own SafetensorError or OSError
+        raise CheckpointError(f"checkpoint {checkpoint} is corrupt: {file}: {error}") from error
+
+
+def find_checkpoint(checkpoints: str | Path) -> Path:
+    """The newest complete checkpoint under ``checkpoints`` (what ``--resume latest`` means).
+
+    Interrupted saves (staging folders, folders without a marker) and corrupt checkpoints are
+    passed over with a warning that names them; the previous complete one is returned.
+
+    Args:
+        checkpoints: the folder holding the run's checkpoint folders.
+
+    Returns:
+        The chosen checkpoint folder.
+
+    Raises:
+        CheckpointError: no complete checkpoint; the message lists what was passed over and why.
+    """
+    root = Path(checkpoints)
+    passed: list[str] = []
+    staging = sorted(root.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}")) if root.is_dir() else []
+    passed += [f"{p} (an interrupted save)" for p in staging]
+    folders = [] if not root.is_dir() else [p for p in root.iterdir() if p.is_dir()]
+    candidates = sorted(p for p in folders if p not in staging and not p.name.endswith(".old"))
+    for folder in reversed(candidates):
+        try:
+            verify_checkpoint(folder)
+        except CheckpointError as error:
+            passed.append(str(error))
+            continue
+        for reason in passed:
+            logger.warning("resume: passed over %s", reason)
+        return folder
+    detail = "".join(f"\n  - {reason}" for reason in passed)
+    raise CheckpointError(f"no complete checkpoint under {root} to resume from{detail}")

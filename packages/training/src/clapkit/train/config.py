@@ -1,0 +1,136 @@
+"""Recipe configs: named presets with typed command-line overrides, hashes and diffs.
+
+A recipe's settings are one frozen dataclass whose defaults are the paper's. A preset is an
+instance of it; the command line picks one with ``--preset NAME`` and overrides any field
+(``--epochs 3 --seed 1``, parsed and type-checked by tyro)::
+
+    preset, cfg = parse_config(Config, PRESETS, sys.argv[1:], default="table1-htsat22-gpt2",
+                               description=__doc__)
+
+:func:`config_hash` and :func:`config_diff` are what a run folder records and what a resume
+compares (see :mod:`clapkit.train.runs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, TypeVar
+
+__all__ = ["config_diff", "config_hash", "jsonable", "parse_config", "preset_docs"]
+
+C = TypeVar("C")
+
+
+def preset_docs(presets: Mapping[str, Any], notes: Mapping[str, str] | None = None) -> str:
+    """One line per preset, ``NAME: note`` (for ``--help``).
+
+    Args:
+        presets: name -> config.
+        notes: name -> a line about the preset (what it reproduces, the paper's numbers).
+
+    Returns:
+        The lines, joined by newlines.
+    """
+    notes = notes or {}
+    return "\n".join(f"  {name}: {notes.get(name, '')}".rstrip(": ") for name in sorted(presets))
+
+
+def parse_config(
+    config_class: type[C],
+    presets: Mapping[str, C],
+    argv: Sequence[str],
+    *,
+    default: str,
+    description: str | None = None,
+    notes: Mapping[str, str] | None = None,
+) -> tuple[str, C]:
+    """``--preset NAME`` picks the starting values; every other flag overrides a field.
+
+    Args:
+        config_class: the recipe's frozen dataclass.
+        presets: name -> instance of ``config_class``.
+        argv: the command line without the program name.
+        default: the preset used when ``--preset`` is not given.
+        description: the ``--help`` text (the recipe's docstring); the preset list is appended.
+        notes: preset name -> one line shown in that list.
+
+    Returns:
+        ``(preset name, resolved config)``.
+
+    Raises:
+        SystemExit: an unknown preset or a bad override (argparse/tyro print why).
+    """
+    import tyro
+
+    if default not in presets:
+        raise ValueError(f"default preset {default!r} is not one of {sorted(presets)}")
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--preset", choices=sorted(presets), default=default)
+    known, rest = parser.parse_known_args(list(argv))
+    text = f"{description or ''}\nPresets (--preset NAME):\n{preset_docs(presets, notes)}"
+    cfg = tyro.cli(config_class, default=presets[known.preset], args=rest, description=text)
+    return known.preset, cfg
+
+
+def jsonable(value: Any) -> Any:
+    """A dataclass, mapping or sequence as plain JSON values (tuples -> lists, others -> str).
+
+    Args:
+        value: what to convert.
+
+    Returns:
+        The JSON-ready value.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def config_hash(config: Any, ignore: Collection[str] = ()) -> str:
+    """A short stable digest of a config, leaving out the fields in ``ignore``.
+
+    Args:
+        config: a dataclass or a mapping.
+        ignore: top-level fields that do not change what is trained (output folder, logging,
+            resume flags, stopping points).
+
+    Returns:
+        16 hex digits of the SHA-256 of the canonical JSON.
+    """
+    values = {k: v for k, v in jsonable(config).items() if k not in ignore}
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def config_diff(
+    old: Mapping[str, Any], new: Mapping[str, Any], ignore: Collection[str] = ()
+) -> dict[str, tuple[Any, Any]]:
+    """The top-level fields whose values differ between two configs.
+
+    Args:
+        old: e.g. the config recorded in a checkpoint's ``run.json``.
+        new: e.g. this launch's resolved config.
+        ignore: fields not compared.
+
+    Returns:
+        name -> ``(old value, new value)``, sorted by name; a field missing on one side shows
+        as ``"<missing>"`` there.
+    """
+    a, b = jsonable(old), jsonable(new)
+    missing = "<missing>"
+    names = sorted((set(a) | set(b)) - set(ignore))
+    return {
+        n: (a.get(n, missing), b.get(n, missing))
+        for n in names
+        if a.get(n, missing) != b.get(n, missing)
+    }

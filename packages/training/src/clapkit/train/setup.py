@@ -1,0 +1,127 @@
+"""Accelerator, logging, seeding and gradient-checkpointing setup shared by the recipes.
+
+::
+
+    accelerator = make_accelerator(out, mixed_precision="bf16", log_with="tensorboard",
+                                   global_batch_size=1536, batch_size=64)
+    setup_logging(accelerator)
+    set_seed(cfg.seed)                              # accelerate.utils.set_seed
+    enable_grad_checkpointing(model)                # --grad-checkpointing
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+__all__ = ["accumulation_steps", "enable_grad_checkpointing", "make_accelerator", "setup_logging"]
+
+
+def accumulation_steps(global_batch_size: int, batch_size: int, num_processes: int) -> int:
+    """Micro-steps per optimizer update so that one update sees ``global_batch_size`` clips.
+
+    Args:
+        global_batch_size: clips per optimizer update over all processes.
+        batch_size: clips per process and micro-step.
+        num_processes: the number of processes.
+
+    Returns:
+        ``global_batch_size // (batch_size * num_processes)``.
+
+    Raises:
+        SystemExit: the global batch is not a positive multiple of ``batch_size * processes``.
+    """
+    per_update = batch_size * num_processes
+    if batch_size < 1 or global_batch_size < per_update or global_batch_size % per_update:
+        raise SystemExit(
+            f"global batch {global_batch_size} is not a multiple of "
+            f"batch_size x processes = {batch_size} x {num_processes} = {per_update}"
+        )
+    return global_batch_size // per_update
+
+
+def make_accelerator(
+    output_dir: str | Path,
+    *,
+    mixed_precision: str = "no",
+    log_with: str | None = "tensorboard",
+    global_batch_size: int,
+    batch_size: int,
+) -> Any:
+    """An ``Accelerator`` for a recipe run, with accumulation set to reach the global batch.
+
+    Seedable samplers (so a resumed epoch replays the same order), TensorBoard logs under
+    ``output_dir/logs``, and the scheduler stepped by the recipe (per epoch), not per update.
+
+    Args:
+        output_dir: the run folder.
+        mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"``.
+        log_with: a tracker name (``"tensorboard"``, ``"wandb"``), or ``None``/``"none"``.
+        global_batch_size: clips per optimizer update over all processes.
+        batch_size: clips per process and micro-step.
+
+    Returns:
+        The accelerator; ``gradient_accumulation_steps`` is set.
+
+    Raises:
+        SystemExit: see :func:`accumulation_steps`.
+    """
+    from accelerate import Accelerator  # type: ignore[import-untyped]
+    from accelerate.utils import (  # type: ignore[import-untyped]
+        DataLoaderConfiguration,
+        ProjectConfiguration,
+    )
+
+    out = Path(output_dir)
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision,
+        log_with=None if log_with in (None, "none") else log_with,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        step_scheduler_with_optimizer=False,
+    )
+    accelerator.gradient_accumulation_steps = accumulation_steps(
+        global_batch_size, batch_size, accelerator.num_processes
+    )
+    return accelerator
+
+
+def setup_logging(accelerator: Any, level: int = logging.INFO) -> None:
+    """INFO logs on the main process, errors only elsewhere; accelerate's own at WARNING.
+
+    Args:
+        accelerator: the run's accelerator.
+        level: the main process's level.
+    """
+    logging.basicConfig(
+        level=level if accelerator.is_main_process else logging.ERROR,
+        format="%(asctime)s %(name)s: %(message)s",
+        force=True,
+    )
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+
+
+def enable_grad_checkpointing(model: Any) -> list[str]:
+    """Switch on gradient checkpointing in every submodule that supports it.
+
+    Encoders follow timm's interface (``set_grad_checkpointing(enable)``); Hugging Face models
+    answer ``gradient_checkpointing_enable()``.
+
+    Args:
+        model: e.g. a ``ClapModel`` (its ``audio_encoder`` and ``text_encoder``).
+
+    Returns:
+        The names of the submodules switched on (empty: nothing supports it).
+    """
+    switched: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(s + ".") for s in switched):
+            continue  # a parent already covers it
+        if hasattr(module, "set_grad_checkpointing") and module is not model:
+            module.set_grad_checkpointing(True)
+            switched.append(name)
+        elif hasattr(module, "gradient_checkpointing_enable") and module is not model:
+            module.gradient_checkpointing_enable()
+            switched.append(name)
+    return switched

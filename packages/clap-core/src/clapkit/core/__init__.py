@@ -11,6 +11,7 @@ side. ``CheckpointError`` is ``clapkit.audio.CheckpointError``, resolved on firs
 
 from typing import Any
 
+from clapkit.core.accumulation import accumulated_contrastive_step, split_micro_batches
 from clapkit.core.config import ClapConfig
 from clapkit.core.convert import (
     ConvertedClap,
@@ -80,6 +81,7 @@ __all__ = [
     "MsclapProjection",
     "PretrainedFolder",
     "RetrievalHits",
+    "accumulated_contrastive_step",
     "build_clap",
     "build_projection",
     "check_consumed",
@@ -106,6 +108,7 @@ __all__ = [
     "read_pretrained",
     "register_audio_encoder",
     "register_text_encoder",
+    "split_micro_batches",
     "split_msclap_audio",
     "split_prefix",
     "strip_prefix",

@@ -16,7 +16,15 @@ import nox
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_external_run = True
-nox.options.sessions = ["lint", "typecheck", "tests", "integration", "recipes", "parity"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "tests",
+    "integration",
+    "robustness",
+    "recipes",
+    "parity",
+]
 
 ROOT = Path(__file__).parent
 # folder -> (distribution, extras its own tests need)
@@ -77,6 +85,13 @@ def integration(session: nox.Session) -> None:
         session.error("tests/integration holds no test")
     _sync(session, "--all-packages", "--all-extras", "--group", "test")
     _pytest(session, "tests/integration", "-m", "not parity")
+
+
+@nox.session
+def robustness(session: nox.Session) -> None:
+    """The bad-input corpus: every bad input named, nothing lost, through the API and the CLI."""
+    _sync(session, "--all-packages", "--all-extras", "--group", "test")
+    _pytest(session, "tests/robustness")
 
 
 @nox.session

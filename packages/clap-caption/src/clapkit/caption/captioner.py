@@ -24,6 +24,7 @@ from clapkit.caption.tokenizer import TokenizerLike, load_tokenizer
 from clapkit.core import (
     AudioInput,
     build_projection,
+    check_pretrained_source,
     embed_audio_input,
     load_pretrained_weights,
     load_strict,
@@ -275,6 +276,27 @@ class ClapCaptioner(
             module=self,
             save_tokenizer=lambda folder: self.tokenizer.save_pretrained(str(folder)),
         )
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any
+    ) -> ClapCaptioner:
+        """Load a captioner written by `save_pretrained`: a local folder or a hub repo id.
+
+        Args:
+            pretrained_model_name_or_path: the folder, or a hub id such as ``"org/name"``.
+            **kwargs: huggingface_hub's ``from_pretrained`` arguments and ``map_location=``.
+
+        Returns:
+            The captioner, every weight loaded strictly.
+
+        Raises:
+            FileNotFoundError: a local-looking path that does not exist (said before any hub
+                lookup), or a folder without ``config.json`` / ``model.safetensors``.
+            ValueError: a malformed ``config.json`` (the file named).
+        """
+        check_pretrained_source(pretrained_model_name_or_path, what="clapkit captioner")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def _from_pretrained(

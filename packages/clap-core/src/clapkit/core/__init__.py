@@ -34,8 +34,10 @@ from clapkit.core.loss import ContrastiveLoss, gather_with_grad
 from clapkit.core.model import ClapModel, ClapOutput, build_clap
 from clapkit.core.pretrained import (
     PretrainedFolder,
+    check_pretrained_source,
     load_pretrained_weights,
     pretrained_folder,
+    read_config_file,
     read_pretrained,
     write_pretrained,
 )
@@ -85,6 +87,7 @@ __all__ = [
     "build_clap",
     "build_projection",
     "check_consumed",
+    "check_pretrained_source",
     "check_state",
     "checkpoint_error",
     "convert_laion",
@@ -105,6 +108,7 @@ __all__ = [
     "load_safetensors",
     "load_strict",
     "pretrained_folder",
+    "read_config_file",
     "read_pretrained",
     "register_audio_encoder",
     "register_text_encoder",

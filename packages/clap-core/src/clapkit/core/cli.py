@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -163,13 +164,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status (0 on success; errors print one line and return 1).
+        The exit status (0 on success, also when the reader of stdout closes the pipe; errors
+        print one line and return 1).
     """
     args = build_parser().parse_args(argv)
     handlers = {"embed": _embed, "zero-shot": _zero_shot, "convert": _convert}
     try:
         handlers[args.command](args)
-    except (ValueError, FileNotFoundError, ImportError, OSError) as error:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader went away (``clapkit zero-shot ... | head``): stop quietly; stdout goes to
+        # devnull so that the interpreter's final flush does not complain either
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as error:
         print(f"clapkit {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

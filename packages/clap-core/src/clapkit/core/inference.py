@@ -238,6 +238,33 @@ def embed_audio_input(
     return torch.cat(outputs)
 
 
+def check_labels(labels: Sequence[str]) -> None:
+    """Check class names: a non-empty list of non-blank strings.
+
+    Args:
+        labels: the class names.
+
+    Raises:
+        TypeError: ``labels`` is a single string (``"seven"`` would be seven one-letter classes)
+            or not a sequence, or an item is not a string (its index named).
+        ValueError: no labels, or a blank label (its index named).
+    """
+    if isinstance(labels, (str, bytes)):
+        raise TypeError(
+            f"labels must be a list of class names, got the string {labels!r}; "
+            f"for one class write [{labels!r}]"
+        )
+    if not isinstance(labels, Sequence):
+        raise TypeError(f"labels must be a list of class names, got {type(labels).__name__}")
+    if not labels:
+        raise ValueError("no labels given")
+    for index, label in enumerate(labels):
+        if not isinstance(label, str):
+            raise TypeError(f"labels[{index}] is a {type(label).__name__} ({label!r}), not a str")
+        if not label.strip():
+            raise ValueError(f"labels[{index}] is blank")
+
+
 def format_prompts(labels: Sequence[str], templates: Sequence[str]) -> list[list[str]]:
     """Fill every template with every label.
 
@@ -251,11 +278,16 @@ def format_prompts(labels: Sequence[str], templates: Sequence[str]) -> list[list
     Raises:
         ValueError: for no labels, no templates, or a template without ``{}``.
     """
-    if not labels:
-        raise ValueError("no labels given")
+    check_labels(labels)
+    if isinstance(templates, str):
+        templates = [templates]
     if not templates:
         raise ValueError("no templates given")
-    for template in templates:
+    for index, template in enumerate(templates):
+        if not isinstance(template, str):
+            raise TypeError(
+                f"templates[{index}] is a {type(template).__name__} ({template!r}), not a str"
+            )
         if "{}" not in template:
             raise ValueError(f"template {template!r} has no '{{}}' for the label")
     return [[template.replace("{}", str(label)) for label in labels] for template in templates]

@@ -69,11 +69,18 @@ def mean_average_precision(scores: Tensor, targets: Tensor) -> float:
     has_positive = targets.bool().any(dim=0)
     if not has_positive.any():
         raise ValueError("no class has a positive item: mAP is undefined")
+    # torchmetrics' multilabel AP refuses one label; AP is per class, so a single class is
+    # scored as the first of two identical columns
+    single = scores.shape[1] == 1
+    if single:
+        scores, targets = scores.repeat(1, 2), targets.repeat(1, 2)
     with warnings.catch_warnings():  # classes without positives are left out below
         warnings.filterwarnings("ignore", message="No positive samples")
         per_class = multilabel_average_precision(
             scores.float(), targets.long(), num_labels=scores.shape[1], average=None
         )
+    if single:
+        per_class = per_class[:1]
     return float(per_class[has_positive].mean())
 
 

@@ -22,7 +22,12 @@ from clapkit.core.convert import (
 )
 from clapkit.core.embedding import ClapInference
 from clapkit.core.inference import normalize as l2_normalize
-from clapkit.core.pretrained import load_pretrained_weights, read_pretrained, write_pretrained
+from clapkit.core.pretrained import (
+    check_pretrained_source,
+    load_pretrained_weights,
+    read_pretrained,
+    write_pretrained,
+)
 from clapkit.core.projection import build_projection
 from clapkit.core.registry import (
     build_audio_encoder_from_config,
@@ -265,6 +270,30 @@ class ClapModel(
             module=self,
             save_tokenizer=self.text_encoder.save_tokenizer,
         )
+
+    @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any
+    ) -> ClapModel:
+        """Load a model written by `save_pretrained`: a local folder or a hub repo id.
+
+        Args:
+            pretrained_model_name_or_path: the folder, or a hub id such as ``"org/name"``.
+            **kwargs: huggingface_hub's ``from_pretrained`` arguments (``revision``,
+                ``cache_dir``, ``force_download``, ``local_files_only``, ``token``) and
+                ``tokenizer=`` / ``map_location=``.
+
+        Returns:
+            The model in eval mode, every weight loaded strictly.
+
+        Raises:
+            FileNotFoundError: a local-looking path that does not exist (said before any hub
+                lookup), or a folder without ``config.json`` / ``model.safetensors``.
+            ValueError: a malformed ``config.json`` (the file named).
+            CheckpointError: missing or unexpected weights, by name.
+        """
+        check_pretrained_source(pretrained_model_name_or_path, what="clapkit model")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def _from_pretrained(

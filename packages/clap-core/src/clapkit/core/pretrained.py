@@ -53,6 +53,74 @@ class PretrainedFolder:
     tokenizer: Path
 
 
+def _looks_local(model_id: str) -> bool:
+    """A path no hub repo id can be: absolute, relative with ./ or ../, ~, a backslash, a
+    trailing slash or more than one slash (hub ids are ``name`` or ``org/name``)."""
+    return (
+        os.path.isabs(model_id)
+        or model_id.startswith(("./", "../", "~", ".\\"))
+        or "\\" in model_id
+        or model_id.endswith("/")
+        or model_id.count("/") > 1
+    )
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a ``config.json``, naming the file when it is not a JSON object.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The parsed object.
+
+    Raises:
+        ValueError: the file is not valid JSON or not an object (file, line and column named).
+    """
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a UTF-8 text file ({error.reason})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} must hold a JSON object, found {type(config).__name__}")
+    return config
+
+
+def check_pretrained_source(model_id: str | os.PathLike[str], *, what: str) -> None:
+    """Fail early, and clearly, on a local folder that cannot be a ``save_pretrained`` folder.
+
+    Called before any hub lookup: a path that looks local but does not exist is reported as a
+    missing folder (not as an invalid hub repo id), and a folder's malformed ``config.json`` is
+    named.
+
+    Args:
+        model_id: a local folder or a hub repo id.
+        what: the kind of model, for messages.
+
+    Raises:
+        FileNotFoundError: a local-looking path that does not exist, or a path to a file.
+        ValueError: the folder's ``config.json`` is malformed.
+    """
+    text = os.fspath(model_id)
+    if os.path.isdir(text):
+        if (Path(text) / CONFIG_FILE).is_file():
+            read_config_file(Path(text) / CONFIG_FILE)
+        return
+    if os.path.exists(text):
+        raise FileNotFoundError(
+            f"{text} is a file, not a {what} folder (save_pretrained writes one)"
+        )
+    if _looks_local(text):
+        raise FileNotFoundError(
+            f"no folder {text} (from {os.getcwd()}): give an existing {what} folder written "
+            "by save_pretrained, or a hub repo id such as 'org/name'"
+        )
+
+
 def pretrained_folder(
     model_id: str | os.PathLike[str],
     *,
@@ -80,9 +148,10 @@ def pretrained_folder(
     """
     if os.path.isdir(model_id):
         return Path(model_id)
+    check_pretrained_source(model_id, what="clapkit")
     patterns = allow_patterns or [CONFIG_FILE, WEIGHTS_FILE, f"{TOKENIZER_DIR}/*"]
-    return Path(
-        snapshot_download(
+    try:
+        folder = snapshot_download(
             repo_id=os.fspath(model_id),
             revision=revision,
             cache_dir=cache_dir,
@@ -91,7 +160,12 @@ def pretrained_folder(
             token=token,
             allow_patterns=patterns,
         )
-    )
+    except Exception as error:  # the hub's many error types: say what was tried
+        raise FileNotFoundError(
+            f"{model_id} is not a local folder, and fetching it as a hub repo failed: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    return Path(folder)
 
 
 def read_pretrained(model_id: str | os.PathLike[str], *, what: str, **hub: Any) -> PretrainedFolder:
@@ -116,7 +190,7 @@ def read_pretrained(model_id: str | os.PathLike[str], *, what: str, **hub: Any) 
             raise FileNotFoundError(
                 f"{folder} has no {name}: not a {what} folder (clapkit reads only safetensors)"
             )
-    config = json.loads((folder / CONFIG_FILE).read_text())
+    config = read_config_file(folder / CONFIG_FILE)
     return PretrainedFolder(
         folder=folder,
         config=config,

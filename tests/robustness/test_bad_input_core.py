@@ -123,3 +123,20 @@ def test_cli_exits_quietly_when_the_reader_closes_the_pipe(model_folder: Path, c
     assert b"Broken pipe" not in stderr
     assert b"Traceback" not in stderr
     assert json.loads("[]") == []
+
+
+def test_readmes_random_init_example_runs_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import BertConfig
+
+    from clapkit.core import build_clap
+    from clapkit.text.corpus import train_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tokenizer = train_tokenizer("bert", ["a dog barks in the rain", "a siren wails"])
+    model = build_clap(
+        audio="cnn14",
+        text="bert",
+        projection_dim=1024,
+        text_kwargs={"config": BertConfig(vocab_size=len(tokenizer)), "tokenizer": tokenizer},
+    )
+    assert model.embed_text(["a dog barks"]).shape == (1, 1024)

@@ -140,3 +140,18 @@ def test_readmes_random_init_example_runs_offline(monkeypatch: pytest.MonkeyPatc
         text_kwargs={"config": BertConfig(vocab_size=len(tokenizer)), "tokenizer": tokenizer},
     )
     assert model.embed_text(["a dog barks"]).shape == (1, 1024)
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ([None], r"texts\[0\] is a NoneType, not a str: None"),
+        (["a dog", 123], r"texts\[1\] is a int, not a str: 123"),
+        (["a dog", b"bytes"], r"texts\[1\] is a bytes, not a str: b'bytes'"),
+    ],
+)
+def test_embed_text_names_the_item_that_is_not_text(
+    model: ClapModel, texts: list[object], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        model.embed_text(texts)  # type: ignore[arg-type]

@@ -141,11 +141,16 @@ class ClapInference(nn.Module):
             Shape ``[n, projection_dim]``, in input order.
 
         Raises:
+            TypeError: an item is not a string (its index named).
             ValueError: for an empty list or ``batch_size < 1``.
         """
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise ValueError("no texts given (empty list)")
+        for index, text in enumerate(texts):  # before sorting by length, which needs str
+            if not isinstance(text, str):
+                shown = repr(text) if len(repr(text)) <= 60 else repr(text)[:57] + "..."
+                raise TypeError(f"texts[{index}] is a {type(text).__name__}, not a str: {shown}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))

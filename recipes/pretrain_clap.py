@@ -17,6 +17,10 @@ Any `Config` field is a command-line override (``--epochs 3 --seed 1``); ``--pre
 picks the starting values. Multi-GPU/multi-node: ``accelerate launch --config_file ...`` (DDP by
 default; FSDP example in ``recipes/configs/fsdp.yaml``).
 
+A run owns its output folder: it refuses a non-empty one unless told ``--resume latest|DIR``
+(continue; the checkpoint's run must have the same config, or ``--resume-force``) or
+``--overwrite`` (the old run is moved to ``OUT.old-<timestamp>``). Checkpoints are atomic.
+
 Gradient accumulation reaches the global batch in samples per update, but the contrastive loss
 only sees negatives within one micro-batch (gathered over all processes): the paper's 1536
 in-batch negatives need 1536 clips per micro-step across processes.
@@ -24,7 +28,6 @@ in-batch negatives need 1536 clips per micro-step across processes.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -37,38 +40,38 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import tyro
-from accelerate import Accelerator
-from accelerate.utils import (
-    DataLoaderConfiguration,
-    ProjectConfiguration,
-    gather_object,
-    set_seed,
-)
+from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_support import (
-    build_encoders,
-    fsdd_manifests,
-    latest_checkpoint,
-    write_outputs,
-)
-
 from clapkit.core import ContrastiveLoss, build_clap, zero_shot_scores
 from clapkit.core.metrics import accuracy, f1_score, mean_average_precision
-from clapkit.data import (
-    ClapCollator,
-    ManifestDataset,
-    ShardDataset,
-    SkippedFiles,
-    read_manifest,
-)
+from clapkit.data import ClapCollator, ManifestDataset, ShardDataset, SkippedFiles, read_manifest
 from clapkit.data.tasks import TaskData, get_task, manifest_task
+from clapkit.train.checkpointing import replace_folder, save_checkpoint
+from clapkit.train.config import jsonable, parse_config
+from clapkit.train.demo import build_encoders, fsdd_manifests
+from clapkit.train.reporting import flatten, write_model_card, write_report
+from clapkit.train.runs import RunPlan, plan_run
+from clapkit.train.setup import enable_grad_checkpointing, make_accelerator, setup_logging
+from clapkit.train.throughput import ThroughputMeter, count_flops
 
 logger = logging.getLogger("pretrain_clap")
 REPO = Path(__file__).resolve().parent.parent
+RECIPE = "recipes/pretrain_clap.py"
+NOT_IDENTITY = (
+    "output_dir",
+    "resume",
+    "overwrite",
+    "resume_force",
+    "log_with",
+    "max_steps",
+    "save_every_steps",
+    "torch_threads",
+    "extra",
+)
+"""Config fields that may change when a run is resumed (where it is written, how it is logged,
+when it stops): left out of run.json's hash and of the resume check."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,11 @@ class Config:
     save_every_steps: int = 500
     """accelerator.save_state every N optimizer steps (and at every epoch end)."""
     resume: str | None = None
-    """'latest' or a checkpoint folder written by this recipe."""
+    """'latest' (the newest complete checkpoint in --output-dir) or a checkpoint folder."""
+    overwrite: bool = False
+    """Start afresh in a non-empty --output-dir: the old run is moved to OUT.old-<timestamp>."""
+    resume_force: bool = False
+    """Resume although the checkpoint's run had another config (the differences are logged)."""
     log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     max_steps: int | None = None
     """Stop after this many optimizer steps in total (benchmarks, interruption tests)."""
@@ -199,33 +206,31 @@ DEMO = dataclasses.replace(
     log_with="tensorboard",
     torch_threads=2,
 )
+SMOKE = dataclasses.replace(
+    DEMO,
+    size="tiny",
+    projection_dim=32,
+    epochs=2,
+    fsdd_clips_per_digit=2,
+    batch_size=8,
+    global_batch_size=16,
+    output_dir="runs/smoke",
+    save_every_steps=2,
+    plateau_patience=1,
+)
 PRESETS: dict[str, Config] = {
     **TABLE1,
     # Table 2: same pair and recipe on 4.6M pairs (give the shards of the 20 sources).
     "table2-htsat22-gpt2": TABLE1["table1-htsat22-gpt2"],
     "demo": DEMO,
-    "smoke": dataclasses.replace(
-        DEMO,
-        size="tiny",
-        projection_dim=32,
-        epochs=2,
-        fsdd_clips_per_digit=2,
-        batch_size=8,
-        global_batch_size=16,
-        output_dir="runs/smoke",
-        save_every_steps=2,
-        plateau_patience=1,
-    ),
+    "smoke": SMOKE,
 }
-
-
-def parse_config(argv: list[str]) -> Config:
-    """``--preset NAME`` picks the defaults; every other flag overrides a `Config` field."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="table1-htsat22-gpt2")
-    known, rest = parser.parse_known_args(argv)
-    description = f"{__doc__}\nPresets: {', '.join(sorted(PRESETS))} (--preset NAME)."
-    return tyro.cli(Config, default=PRESETS[known.preset], args=rest, description=description)
+NOTES = {
+    **{name: f"Table 1 row {name[7:]} (119k pairs, 16 tasks)" for name in TABLE1},
+    "table2-htsat22-gpt2": "Table 2 (4.6M pairs from --train-shards)",
+    "demo": "FSDD digits, 3 speakers train, zero-shot on the 4th (CPU, minutes)",
+    "smoke": "the CI check: tiny encoders, 2 epochs of 8 clips per digit",
+}
 
 
 @dataclass
@@ -262,299 +267,426 @@ def eval_tasks(cfg: Config, manifests: Sequence[str]) -> list[TaskData]:
     return tasks
 
 
-def evaluate(accelerator: Accelerator, model: Any, tasks: Sequence[TaskData]) -> dict[str, Any]:
-    """Zero-shot score of every task and their mean, through clap-core's one zero-shot path.
+class PretrainClapRecipe:
+    """One pretraining run: ``setup``, ``train`` (evaluating each epoch), ``cleanup``.
 
-    The same functions as ``evaluate.py`` and ``ClapModel.zero_shot``: ``embed_audio`` on the
-    files (long clips = the mean of their window embeddings), ``class_embeddings`` (template
-    ensemble), ``zero_shot_scores``; each process embeds a contiguous share of the clips.
+    Args:
+        cfg: the resolved config.
+        preset: the preset it started from (for the report and the model card).
     """
-    clap = accelerator.unwrap_model(model)
-    was_training = clap.training
-    clap.eval()
-    results: dict[str, Any] = {}
-    with torch.no_grad():
-        for data in tasks:
-            task = data.task
-            paths = [r.audio for r in data.records]
-            with accelerator.split_between_processes(paths) as share:
-                audio = clap.embed_audio(share).cpu() if share else None
-            parts = [a for a in gather_object([audio]) if a is not None]
-            labels = [task.label_text(name) for name in data.class_names]
-            classes = clap.class_embeddings(labels, task.templates).cpu()
-            multilabel = task.kind == "multilabel"
-            scores = zero_shot_scores(
-                torch.cat(parts), classes, clap.logit_scale_exp.cpu(), multilabel
+
+    def __init__(self, cfg: Config, preset: str = "custom") -> None:
+        self.cfg, self.preset = cfg, preset
+        self.out = Path(cfg.output_dir)
+        self.progress, self.skipped = Progress(), SkippedFiles()
+
+    # -- setup ----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Accelerator, run folder, seed, data manifests, model, optimiser, loaders, resume."""
+        cfg = self.cfg
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        torch.set_flush_denormal(True)  # near-silent padding makes denormals that slow CPU kernels
+        self.accelerator = accelerator = make_accelerator(
+            self.out,
+            mixed_precision=cfg.mixed_precision,
+            log_with=cfg.log_with,
+            global_batch_size=cfg.global_batch_size,
+            batch_size=cfg.batch_size,
+        )
+        setup_logging(accelerator)
+        identity = {**dataclasses.asdict(cfg), "num_processes": accelerator.num_processes}
+        self.plan: RunPlan = plan_run(
+            self.out,
+            identity,
+            seed=cfg.seed,
+            resume=cfg.resume,
+            overwrite=cfg.overwrite,
+            force=cfg.resume_force,
+            ignore=NOT_IDENTITY,
+        )
+        accelerator.wait_for_everyone()  # every rank has read the folder before it changes
+        if accelerator.is_main_process:
+            self.plan.apply()
+        accelerator.wait_for_everyone()
+        set_seed(cfg.seed)
+        self._setup_data_sources()
+        self._setup_model()
+        self._setup_data()
+        self.tasks = eval_tasks(cfg, self.eval_manifests)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer,
+            mode="max" if self.tasks else "min",
+            factor=cfg.plateau_factor,
+            patience=cfg.plateau_patience,
+        )
+        self.flops_per_sample = self._count_flops()
+        self.model, self.optimizer, self.train_loader = accelerator.prepare(
+            self.model, self.optimizer, self.train_loader
+        )
+        accelerator.register_for_checkpointing(self.scheduler, self.progress, self.skipped)
+        if self.plan.resume_from is not None:
+            accelerator.load_state(str(self.plan.resume_from))
+            logger.info(
+                "resumed from %s at epoch %d, step %d",
+                self.plan.resume_from,
+                self.progress.epoch,
+                self.progress.step,
             )
-            metric = task.metrics[0]
-            targets = data.targets()
-            if not multilabel:
-                value = accuracy(scores, targets)
-            elif metric == "F1":
-                value = f1_score(scores, targets)
-            else:
-                value = mean_average_precision(scores, targets)
-            results[task.name] = {metric: value, "score": value}
-    clap.train(was_training)
-    if tasks:
-        results["zero_shot_score"] = sum(results[t.task.name]["score"] for t in tasks) / len(tasks)
-    return results
-
-
-def main(cfg: Config) -> dict[str, Any]:
-    out = Path(cfg.output_dir)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    torch.set_flush_denormal(True)  # near-silent padding makes denormals that slow CPU kernels
-    train_manifest, eval_manifests = cfg.train_manifest, list(cfg.eval_manifest)
-    if cfg.fsdd_root and train_manifest is None:
-        train_manifest, heldout = fsdd_manifests(
-            cfg.fsdd_root, out / "data", cfg.heldout_speaker, cfg.fsdd_clips_per_digit
-        )
-        eval_manifests = eval_manifests or [heldout]
-    if train_manifest is None and cfg.train_shards is None:
-        raise SystemExit("give --train-manifest or --train-shards (or --fsdd-root for the demo)")
-
-    accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision,
-        log_with=None if cfg.log_with == "none" else cfg.log_with,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-        step_scheduler_with_optimizer=False,
-    )
-    per_update = cfg.batch_size * accelerator.num_processes
-    if cfg.global_batch_size % per_update:
-        raise SystemExit(
-            f"global batch {cfg.global_batch_size} is not a multiple of "
-            f"batch_size x processes = {per_update}"
-        )
-    accelerator.gradient_accumulation_steps = cfg.global_batch_size // per_update
-    logging.basicConfig(
-        level=logging.INFO if accelerator.is_main_process else logging.ERROR,
-        format="%(asctime)s %(name)s: %(message)s",
-    )
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
-    set_seed(cfg.seed)
-
-    captions = [] if train_manifest is None else read_manifest(train_manifest)
-    audio_encoder, text_encoder = build_encoders(
-        cfg, [c for r in captions for c in r.captions] + [cfg.prompt_template]
-    )
-    model = build_clap(
-        audio=audio_encoder,
-        text=text_encoder,
-        projection=cfg.projection,
-        projection_dropout=cfg.projection_dropout,
-        projection_dim=cfg.projection_dim,
-        init_temperature=cfg.init_temperature,
-    )
-    if cfg.grad_checkpointing:
-        model.audio_encoder.set_grad_checkpointing(True)
-        model.text_encoder.set_grad_checkpointing(True)
-    frontend = model.audio_encoder.frontend
-    train_frontend = dataclasses.replace(frontend, clip_seconds=cfg.clip_seconds)
-    collate = ClapCollator(model.text_encoder.tokenize)
-    if cfg.train_shards:
-        train_data: Any = ShardDataset(
-            cfg.train_shards,
-            train_frontend,
-            train=True,
-            seed=cfg.seed,
-            on_error=cfg.on_error,
-            samples_per_epoch=cfg.samples_per_epoch,
-            rank=accelerator.process_index,
-            world_size=accelerator.num_processes,
-        )
-        train_loader = DataLoader(
-            train_data,
-            batch_size=cfg.batch_size,
-            collate_fn=collate,
-            num_workers=cfg.num_workers,
-            drop_last=True,
-        )
-    else:
-        train_data = ManifestDataset(
-            train_manifest,
-            train_frontend,
-            train=True,
-            seed=cfg.seed,
-            on_error=cfg.on_error,
-            cache_audio=cfg.cache_audio,
-            shift_short_clips=cfg.shift_short_clips,
-        )
-        train_loader = DataLoader(
-            train_data,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            collate_fn=collate,
-            num_workers=cfg.num_workers,
-            drop_last=True,
-            generator=torch.Generator().manual_seed(cfg.seed),
-        )
-    tasks = eval_tasks(cfg, eval_manifests)
-
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer,
-        mode="max" if tasks else "min",
-        factor=cfg.plateau_factor,
-        patience=cfg.plateau_patience,
-    )
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    progress, skipped = Progress(), SkippedFiles()
-    accelerator.register_for_checkpointing(scheduler, progress, skipped)
-    if cfg.resume:
-        checkpoint = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume)
-        accelerator.load_state(str(checkpoint))
-        logger.info(
-            "resumed from %s at epoch %d, step %d", checkpoint, progress.epoch, progress.step
-        )
-
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        resolved = {
+        self.resolved = {
             **dataclasses.asdict(cfg),
-            "train_manifest": train_manifest,
-            "eval_manifest": eval_manifests,
+            "preset": self.preset,
+            "train_manifest": self.train_manifest,
+            "eval_manifest": self.eval_manifests,
             "eval_task": list(cfg.eval_task),
             "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
             "num_processes": accelerator.num_processes,
+            "flops_per_sample": self.flops_per_sample,
         }
-        (out / "config.json").write_text(json.dumps(resolved, indent=2, default=str))
-    if cfg.log_with != "none":
-        accelerator.init_trackers(
-            "pretrain_clap",
-            config={
-                k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                for k, v in dataclasses.asdict(cfg).items()
-            },
-        )
-
-    loss_fn = ContrastiveLoss()
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
-    bar = tqdm(
-        total=cfg.epochs * steps_per_epoch,
-        initial=progress.step,
-        unit="step",
-        disable=not accelerator.is_local_main_process,
-        dynamic_ncols=True,
-    )
-    started = time.perf_counter()
-
-    def save(name: str) -> None:
-        accelerator.save_state(str(out / "checkpoints" / name))
         if accelerator.is_main_process:
-            (out / "checkpoints" / name / "config.json").write_text(
-                (out / "config.json").read_text()
+            (self.out / "config.json").write_text(self._config_json())
+        if cfg.log_with != "none":
+            accelerator.init_trackers(
+                "pretrain_clap",
+                config={
+                    k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                    for k, v in dataclasses.asdict(cfg).items()
+                },
             )
 
-    while progress.epoch < cfg.epochs:
-        epoch = progress.epoch
-        train_data.set_epoch(epoch)
-        train_loader.set_epoch(epoch)
-        loader = (
-            accelerator.skip_first_batches(train_loader, progress.batches_in_epoch)
-            if progress.batches_in_epoch
-            else train_loader
+    def _config_json(self) -> str:
+        return json.dumps(jsonable(self.resolved), indent=2)
+
+    def _setup_data_sources(self) -> None:
+        cfg = self.cfg
+        self.train_manifest, self.eval_manifests = cfg.train_manifest, list(cfg.eval_manifest)
+        if cfg.fsdd_root and self.train_manifest is None:
+            self.train_manifest, heldout = fsdd_manifests(
+                cfg.fsdd_root, self.out / "data", cfg.heldout_speaker, cfg.fsdd_clips_per_digit
+            )
+            self.eval_manifests = self.eval_manifests or [heldout]
+        if self.train_manifest is None and cfg.train_shards is None:
+            raise SystemExit(
+                "give --train-manifest or --train-shards (or --fsdd-root for the demo)"
+            )
+
+    def _setup_model(self) -> None:
+        cfg = self.cfg
+        records = [] if self.train_manifest is None else read_manifest(self.train_manifest)
+        texts = [c for r in records for c in r.captions] + [cfg.prompt_template]
+        audio_encoder, text_encoder = build_encoders(cfg, texts)
+        self.model = build_clap(
+            audio=audio_encoder,
+            text=text_encoder,
+            projection=cfg.projection,
+            projection_dropout=cfg.projection_dropout,
+            projection_dim=cfg.projection_dim,
+            init_temperature=cfg.init_temperature,
         )
-        model.train()
-        for batch in loader:
-            progress.batches_in_epoch += 1
-            skipped.update(batch["skipped"])
-            sizes = accelerator.gather(
-                torch.tensor([batch["waveform"].shape[0]], device=accelerator.device)
+        if cfg.grad_checkpointing:
+            switched = enable_grad_checkpointing(self.model)
+            logger.info("gradient checkpointing in %s", switched)
+        self.loss_fn = ContrastiveLoss()
+
+    def _setup_data(self) -> None:
+        cfg, accelerator = self.cfg, self.accelerator
+        frontend = self.model.audio_encoder.frontend
+        train_frontend = dataclasses.replace(frontend, clip_seconds=cfg.clip_seconds)
+        collate = ClapCollator(self.model.text_encoder.tokenize)
+        if cfg.train_shards:
+            self.train_data: Any = ShardDataset(
+                cfg.train_shards,
+                train_frontend,
+                train=True,
+                seed=cfg.seed,
+                on_error=cfg.on_error,
+                samples_per_epoch=cfg.samples_per_epoch,
+                rank=accelerator.process_index,
+                world_size=accelerator.num_processes,
             )
-            if int(sizes.min()) < 2:  # every clip of a micro-batch was bad on some rank
-                logger.warning("skipping a micro-batch with sizes %s", sizes.tolist())
-                continue
-            with accelerator.accumulate(model):
-                output = model(
-                    batch["waveform"],
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
+            shuffle: dict[str, Any] = {}
+        else:
+            self.train_data = ManifestDataset(
+                self.train_manifest,
+                train_frontend,
+                train=True,
+                seed=cfg.seed,
+                on_error=cfg.on_error,
+                cache_audio=cfg.cache_audio,
+                shift_short_clips=cfg.shift_short_clips,
+            )
+            shuffle = {"shuffle": True, "generator": torch.Generator().manual_seed(cfg.seed)}
+        self.train_loader = DataLoader(
+            self.train_data,
+            batch_size=cfg.batch_size,
+            collate_fn=collate,
+            num_workers=cfg.num_workers,
+            drop_last=True,
+            **shuffle,
+        )
+
+    def _count_flops(self) -> float:
+        """Forward + backward FLOPs per sample on a stand-in batch of two (once, before prepare).
+
+        Counting leaves the model and the random generators as they were (see count_flops).
+        """
+        model, cfg = self.model, self.cfg
+        samples = int(model.audio_encoder.frontend.sample_rate * cfg.clip_seconds)
+        waveform = torch.randn(2, samples, generator=torch.Generator().manual_seed(0))
+        batch = model.text_encoder.tokenize([cfg.prompt_template.format("sound")] * 2)
+
+        def step() -> None:
+            output = model(
+                waveform, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            )
+            self.loss_fn(output.audio_embeds, output.text_embeds, output.logit_scale_exp).backward()
+
+        return count_flops(step, model) / 2
+
+    # -- train ----------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        """Epochs of contrastive training, each followed by ``evaluate``; returns the outcome."""
+        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
+        model, optimizer = self.model, self.optimizer
+        accumulation = accelerator.gradient_accumulation_steps
+        steps_per_epoch = math.ceil(len(self.train_loader) / accumulation)
+        bar = tqdm(
+            total=cfg.epochs * steps_per_epoch,
+            initial=progress.step,
+            unit="step",
+            disable=not accelerator.is_local_main_process,
+            dynamic_ncols=True,
+        )
+        started = time.perf_counter()
+        meter = ThroughputMeter(self.flops_per_sample)
+        while progress.epoch < cfg.epochs:
+            epoch = progress.epoch
+            self.train_data.set_epoch(epoch)
+            self.train_loader.set_epoch(epoch)
+            loader = (
+                accelerator.skip_first_batches(self.train_loader, progress.batches_in_epoch)
+                if progress.batches_in_epoch
+                else self.train_loader
+            )
+            model.train()
+            meter.reset()
+            meter.start()
+            stop = False
+            for batch in loader:
+                meter.batch_arrived()
+                progress.batches_in_epoch += 1
+                self.skipped.update(batch["skipped"])
+                sizes = accelerator.gather(
+                    torch.tensor([batch["waveform"].shape[0]], device=accelerator.device)
                 )
-                loss = loss_fn(output.audio_embeds, output.text_embeds, output.logit_scale_exp)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            progress.loss_sum += loss.item()  # kept in Progress: a resumed epoch averages all
-            progress.loss_count += 1
-            if not accelerator.sync_gradients:
-                continue
-            progress.step += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-            accelerator.log(
-                {
-                    "train/loss": loss.item(),
-                    "train/lr": optimizer.param_groups[0]["lr"],
-                    "train/logit_scale": output.logit_scale_exp.item(),
-                    "train/skipped_files": skipped.count,
-                },
-                step=progress.step,
-            )
-            if progress.step % cfg.save_every_steps == 0:
-                save(f"step_{progress.step:08d}")
-            if cfg.max_steps is not None and progress.step >= cfg.max_steps:
+                if int(sizes.min()) < 2:  # every clip of a micro-batch was bad on some rank
+                    logger.warning("skipping a micro-batch with sizes %s", sizes.tolist())
+                    meter.micro_step_done()
+                    continue
+                with accelerator.accumulate(model):
+                    output = model(
+                        batch["waveform"],
+                        input_ids=batch["input_ids"],
+                        attention_mask=batch["attention_mask"],
+                    )
+                    loss = self.loss_fn(
+                        output.audio_embeds, output.text_embeds, output.logit_scale_exp
+                    )
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                progress.loss_sum += loss.item()  # kept in Progress: a resumed epoch averages all
+                progress.loss_count += 1
+                if not accelerator.sync_gradients:
+                    meter.micro_step_done()
+                    continue
+                progress.step += 1
+                speed = meter.step_done(int(sizes.sum()) * accumulation)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+                accelerator.log(
+                    {
+                        "train/loss": loss.item(),
+                        "train/lr": optimizer.param_groups[0]["lr"],
+                        "train/logit_scale": output.logit_scale_exp.item(),
+                        "train/skipped_files": self.skipped.count,
+                        **{f"train/{k}": v for k, v in speed.as_dict().items()},
+                    },
+                    step=progress.step,
+                )
+                if progress.step % cfg.save_every_steps == 0:
+                    self.save_checkpoint(f"step_{progress.step:08d}")
+                    meter.start()  # the save is neither data wait nor training compute
+                if cfg.max_steps is not None and progress.step >= cfg.max_steps:
+                    stop = True
+                    break
+            if stop and progress.batches_in_epoch < len(self.train_loader):
+                logger.info("stopping at step %d (max_steps)", progress.step)
                 break
-        if (
-            cfg.max_steps is not None
-            and progress.step >= cfg.max_steps
-            and progress.batches_in_epoch < len(train_loader)
-        ):
-            logger.info("stopping at step %d (max_steps)", progress.step)
-            break
+            self._end_epoch(epoch, time.perf_counter() - started, meter.summary().as_dict())
+            if stop:
+                break
+        bar.close()
+        return {
+            "history": progress.history,
+            "best": progress.best,
+            "skipped": self.skipped.state_dict(),
+        }
+
+    def _end_epoch(self, epoch: int, seconds: float, speed: dict[str, float]) -> None:
+        accelerator, progress = self.accelerator, self.progress
         mean_loss = torch.tensor(
             progress.loss_sum / max(progress.loss_count, 1), device=accelerator.device
         )
         train_loss = float(accelerator.reduce(mean_loss, "mean"))
-        results = evaluate(accelerator, model, tasks)
+        results = self.evaluate()
         record = {
             "epoch": epoch,
             "step": progress.step,
             "train_loss": train_loss,
-            "lr": optimizer.param_groups[0]["lr"],
-            "skipped_files": skipped.count,
-            "seconds": time.perf_counter() - started,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "skipped_files": self.skipped.count,
+            "seconds": seconds,
+            **speed,
             **results,
         }
-        scheduler.step(results["zero_shot_score"] if tasks else train_loss)
+        self.scheduler.step(results["zero_shot_score"] if self.tasks else train_loss)
         progress.history.append(record)
-        accelerator.log({f"epoch/{k}": v for k, v in _flatten(record).items()}, step=progress.step)
+        accelerator.log({f"epoch/{k}": v for k, v in flatten(record).items()}, step=progress.step)
         score = results.get("zero_shot_score", -train_loss)
         if progress.best is None or score > progress.best["score"]:
             progress.best = {**record, "score": score}
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                accelerator.unwrap_model(model).save_pretrained(out / "best")
-        logger.info("epoch %d: %s", epoch, json.dumps(_flatten(record)))
+            self.save_best()
+        logger.info("epoch %d: %s", epoch, json.dumps(flatten(record)))
         progress.epoch, progress.batches_in_epoch = epoch + 1, 0
         progress.loss_sum, progress.loss_count = 0.0, 0
-        save(f"step_{progress.step:08d}_end")
+        self.save_checkpoint(f"step_{progress.step:08d}_end")
         if accelerator.is_main_process:
-            write_outputs(out, cfg, progress.history, progress.best, skipped)
-        if cfg.max_steps is not None and progress.step >= cfg.max_steps:
-            break
-    bar.close()
-    accelerator.end_training()
-    if accelerator.is_main_process and skipped.count:
-        logger.warning("skipped %d bad clips: %s", skipped.count, sorted(skipped.reasons))
-    if accelerator.is_main_process and (out / "report.md").is_file():
-        print("\n" + (out / "report.md").read_text(), flush=True)
-    return {"history": progress.history, "best": progress.best, "skipped": skipped.state_dict()}
+            self.write_report()
+
+    # -- evaluate -------------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Any]:
+        """Zero-shot score of every task and their mean, through clap-core's one zero-shot path.
+
+        The same functions as ``evaluate.py`` and ``ClapModel.zero_shot``: ``embed_audio`` on
+        the files (long clips = the mean of their window embeddings), ``class_embeddings``
+        (template ensemble), ``zero_shot_scores``; each process embeds a contiguous share.
+        """
+        accelerator = self.accelerator
+        clap = accelerator.unwrap_model(self.model)
+        was_training = clap.training
+        clap.eval()
+        results: dict[str, Any] = {}
+        with torch.no_grad():
+            for data in self.tasks:
+                task = data.task
+                paths = [r.audio for r in data.records]
+                with accelerator.split_between_processes(paths) as share:
+                    audio = clap.embed_audio(share).cpu() if share else None
+                parts = [a for a in gather_object([audio]) if a is not None]
+                labels = [task.label_text(name) for name in data.class_names]
+                classes = clap.class_embeddings(labels, task.templates).cpu()
+                multilabel = task.kind == "multilabel"
+                scores = zero_shot_scores(
+                    torch.cat(parts), classes, clap.logit_scale_exp.cpu(), multilabel
+                )
+                metric = task.metrics[0]
+                targets = data.targets()
+                if not multilabel:
+                    value = accuracy(scores, targets)
+                elif metric == "F1":
+                    value = f1_score(scores, targets)
+                else:
+                    value = mean_average_precision(scores, targets)
+                results[task.name] = {metric: value, "score": value}
+        clap.train(was_training)
+        if self.tasks:
+            scores = [results[t.task.name]["score"] for t in self.tasks]
+            results["zero_shot_score"] = sum(scores) / len(scores)
+        return results
+
+    # -- checkpoints and outputs ----------------------------------------------------------------
+    def save_checkpoint(self, name: str) -> Path:
+        """Atomic ``accelerator.save_state`` into ``checkpoints/NAME`` with run.json and config."""
+        return save_checkpoint(
+            self.accelerator,
+            self.out / "checkpoints" / name,
+            files={"run.json": self.plan.run_json, "config.json": self._config_json()},
+        )
+
+    def save_best(self) -> None:
+        """The kept epoch's model in ``best/`` (save_pretrained + this run's card), atomically."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return
+        cfg, best = self.cfg, self.progress.best or {}
+        staged = self.out / ".best.partial"
+        if staged.exists():
+            import shutil
+
+            shutil.rmtree(staged)
+        data = [f"training: `{self.train_manifest or cfg.train_shards}`"]
+        data += [f"zero-shot evaluation: `{t.task.name}`" for t in self.tasks]
+        write_model_card(  # before save_pretrained, which keeps an existing README.md
+            staged,
+            recipe=RECIPE,
+            preset=self.preset,
+            model=f"audio `{cfg.audio}` + text `{cfg.text}` (size {cfg.size}), "
+            f"projection {cfg.projection} to {cfg.projection_dim}, seed {cfg.seed}",
+            data=data,
+            metrics=best,
+            command=f"accelerate launch {RECIPE} --preset {self.preset} ...",
+        )
+        self.accelerator.unwrap_model(self.model).save_pretrained(staged)
+        replace_folder(staged, self.out / "best")
+
+    def write_report(self) -> None:
+        """metrics.json, report.md, history.csv and curves.png in the run folder."""
+        cfg = self.cfg
+        summary = [
+            f"audio `{cfg.audio}` + text `{cfg.text}` (size {cfg.size}), seed {cfg.seed}, "
+            f"prompt `{cfg.prompt_template}`, preset `{self.preset}`",
+            "",
+            f"FLOPs per sample (forward + backward): {self.flops_per_sample:.3e}",
+        ]
+        write_report(
+            self.out,
+            title="pretrain_clap report",
+            summary=summary,
+            history=self.progress.history,
+            best=self.progress.best,
+            skipped=self.skipped,
+            extra={"flops_per_sample": self.flops_per_sample},
+        )
+
+    def cleanup(self) -> None:
+        """End the trackers; report skipped files and print the report."""
+        self.accelerator.end_training()
+        if not self.accelerator.is_main_process:
+            return
+        if self.skipped.count:
+            logger.warning(
+                "skipped %d bad clips: %s", self.skipped.count, sorted(self.skipped.reasons)
+            )
+        if (self.out / "report.md").is_file():
+            print("\n" + (self.out / "report.md").read_text(), flush=True)
 
 
-def _flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for key, value in record.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        elif isinstance(value, (int, float)):
-            flat[f"{prefix}{key}"] = float(value)
-    return flat
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse the command line, run the recipe's life cycle, return its outcome."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    preset, cfg = parse_config(
+        Config, PRESETS, args, default="table1-htsat22-gpt2", description=__doc__, notes=NOTES
+    )
+    recipe = PretrainClapRecipe(cfg, preset)
+    recipe.setup()
+    result = recipe.train()
+    recipe.cleanup()
+    return result
 
 
 if __name__ == "__main__":
-    result = main(parse_config(sys.argv[1:]))
+    main()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,41 @@ def launch(recipe: str, *args: str, processes: int = 1) -> subprocess.CompletedP
 def python(recipe: str, *args: str) -> subprocess.CompletedProcess[str]:
     """The recipe as a plain script (one process, CPU): what ``accelerate launch`` runs."""
     return run([sys.executable, str(RECIPES / recipe), *args])
+
+
+def run_failing(args: list[str], *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run a command that must fail; fail the test (with its output) if it succeeds."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(
+        args, cwd=RECIPES.parent, capture_output=True, text=True, env=env, timeout=timeout
+    )
+    if done.returncode == 0:
+        pytest.fail(f"{' '.join(args)} succeeded but should fail:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def kill_when(
+    args: list[str], appears: Path, *, extra_env: dict[str, str] | None = None, timeout: float = 300
+) -> str:
+    """Start a command, SIGKILL it as soon as ``appears`` exists; return its stderr.
+
+    Fails the test if the command ends (or ``timeout`` passes) before the path appears.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.update(extra_env or {})
+    with tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(
+            args, cwd=RECIPES.parent, stdout=subprocess.DEVNULL, stderr=stderr, env=env, text=True
+        )
+        deadline = time.monotonic() + timeout
+        while not appears.exists():
+            if child.poll() is not None or time.monotonic() > deadline:
+                child.kill()
+                child.wait()
+                stderr.seek(0)
+                pytest.fail(f"{appears} never appeared ({child.returncode}):\n{stderr.read()}")
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)  # no clean stop: no handler, no flush, no atexit
+        child.wait()
+        stderr.seek(0)
+        return stderr.read()

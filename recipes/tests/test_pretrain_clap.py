@@ -1,4 +1,4 @@
-"""The pretraining recipe on its smoke preset: outputs, resume, DDP, bad files."""
+"""The pretraining recipe on its smoke preset: outputs, resume after SIGKILL, DDP, bad files."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-from pretrain_support import fsdd_manifests  # noqa: E402
-from recipe_runner import RECIPES, launch, python  # noqa: E402
+from clapkit.train.checkpointing import SLOW_SAVE_ENV
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipe_runner import RECIPES, kill_when, launch, python, run_failing
+
+from clapkit.train.demo import fsdd_manifests
 
 FSDD = RECIPES.parent / "data" / "fsdd"
 
@@ -39,6 +42,21 @@ def test_smoke_preset_under_accelerate_launch(tmp_path: Path) -> None:
     assert any((out / "logs").rglob("events.out.tfevents.*"))
     assert (out / "checkpoints" / "step_00000004_end" / "config.json").is_file()
     assert "100%" in done.stderr  # the progress bar
+    # throughput in the report and in TensorBoard
+    report = (out / "report.md").read_text()
+    assert "| samples/s | data wait s/step | compute s/step | TFLOP/s |" in report
+    assert metrics["flops_per_sample"] > 1e6
+    assert all(e["samples_per_s"] > 0 and e["compute_s"] > 0 for e in epochs)
+    assert (out / "history.csv").read_text().splitlines()[0].startswith("epoch,step,train_loss")
+    # the run's identity and an honest model card
+    run = json.loads((out / "run.json").read_text())
+    assert run["seed"] == 0
+    assert len(run["config_hash"]) == 16
+    assert run["config"]["size"] == "tiny"
+    card = (out / "best" / "README.md").read_text()
+    assert "preset `smoke`" in card
+    assert "heldout_theo" in card
+    assert "Hub" not in card
 
     evaluation = tmp_path / "eval"
     launch(
@@ -59,41 +77,49 @@ def test_smoke_preset_under_accelerate_launch(tmp_path: Path) -> None:
     assert (evaluation / "confusion" / "heldout_theo.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resumed_run_ends_with_identical_weights(tmp_path: Path) -> None:
+def test_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> None:
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    python(
-        "pretrain_clap.py", "--preset", "smoke", "--output-dir", str(whole), "--log-with", "none"
-    )
-    # interrupted after step 3 of 8 (mid-epoch 0; last checkpoint at step 2), then resumed
-    python(
-        "pretrain_clap.py",
-        "--preset",
-        "smoke",
+    quiet = ("--preset", "smoke", "--log-with", "none")
+    python("pretrain_clap.py", *quiet, "--output-dir", str(whole))
+    # SIGKILL in the middle of epoch 0 (4 steps), while step 3's checkpoint is being written
+    # (every step saved, each save held open a second before its completion marker)
+    command = [
+        sys.executable,
+        str(RECIPES / "pretrain_clap.py"),
+        *quiet,
         "--output-dir",
         str(parts),
-        "--log-with",
-        "none",
-        "--max-steps",
-        "3",
+    ]
+    kill_when(
+        [*command, "--save-every-steps", "1"],
+        parts / "checkpoints" / ".step_00000003.partial" / "model.safetensors",
+        extra_env={SLOW_SAVE_ENV: "1"},
     )
     assert not (parts / "metrics.json").exists()
-    python(
-        "pretrain_clap.py",
-        "--preset",
-        "smoke",
-        "--output-dir",
-        str(parts),
-        "--log-with",
-        "none",
-        "--resume",
-        "latest",
-    )
+    assert not (parts / "checkpoints" / "step_00000003").exists()
+    # the folder holds a run: a new start is refused, a resume with other settings too
+    refused = run_failing(command)
+    assert "already holds a run" in refused.stderr
+    assert "--resume latest" in refused.stderr
+    refused = run_failing([*command, "--resume", "latest", "--seed", "1"])
+    assert "seed: 0 in the checkpoint, 1 now" in refused.stderr
+    done = python("pretrain_clap.py", *quiet, "--output-dir", str(parts), "--resume", "latest")
+    assert ".step_00000003.partial (an interrupted save)" in done.stderr
+    assert "resumed from" in done.stderr
+    assert "step_00000002 at epoch 0, step 2" in done.stderr
     final = "checkpoints/step_00000008_end/model.safetensors"
     expected, resumed = load_file(whole / final), load_file(parts / final)
     assert expected.keys() == resumed.keys()
     for name, tensor in expected.items():
         assert resumed[name].equal(tensor), name
-    strip = lambda epochs: [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]  # noqa: E731
+    strip = lambda epochs: [  # noqa: E731
+        {
+            k: v
+            for k, v in e.items()
+            if k not in ("seconds", "samples_per_s", "data_wait_s", "compute_s", "tflops")
+        }
+        for e in epochs
+    ]
     assert strip(metrics_of(whole)["epochs"]) == strip(metrics_of(parts)["epochs"])
 
 

@@ -17,51 +17,68 @@ steps, batch 40, 10 epochs).
 
 ``--clap`` is a clapkit ``ClapModel`` folder (``save_pretrained``) or an msclap checkpoint
 (``CLAP_weights_2023.pth``). Any `Config` field is a command-line override; ``--preset NAME``
-picks the starting values. Outputs: ``config.json``, ``metrics.json`` (per epoch: train loss
-and caption metrics), ``examples.jsonl`` (test captions of the best epoch), ``best/``
-(``ClapCaptioner.save_pretrained``), ``checkpoints/`` (``accelerator.save_state``; resume with
-``--resume latest``), TensorBoard logs.
+picks the starting values. Outputs: ``run.json``, ``config.json``, ``metrics.json`` (per epoch:
+train loss and the test set's caption metrics), ``report.md``, ``history.csv``, ``curves.png``,
+``examples.jsonl`` (test captions of the best epoch), ``best/`` (``ClapCaptioner.
+save_pretrained``), ``checkpoints/`` (atomic ``accelerator.save_state`` every
+``--save-every-steps`` updates and at each epoch end; ``--resume latest`` continues exactly,
+mid-epoch included), TensorBoard logs.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import math
+import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import tyro
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import gather_object, set_seed  # type: ignore[import-untyped]
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_support import build_word_tokenizer, fsdd_manifests, latest_checkpoint
-
-from clapkit.caption import CaptionerConfig, ClapCaptioner, evaluate_captions, transformer_mapper
-from clapkit.data import ClapCollator, ManifestDataset, read_manifest
+from clapkit.caption import ClapCaptioner, evaluate_captions
+from clapkit.data import ClapCollator, ManifestDataset, ManifestRecord, SkippedFiles, read_manifest
+from clapkit.train.checkpointing import replace_folder, save_checkpoint
+from clapkit.train.config import jsonable, parse_config
+from clapkit.train.demo import fsdd_manifests, speech_frontend
+from clapkit.train.reporting import flatten, write_report
+from clapkit.train.runs import plan_run
+from clapkit.train.setup import make_accelerator, setup_logging
 
 logger = logging.getLogger("train_captioner")
 REPO = Path(__file__).resolve().parent.parent
+# fields that may change when a run is resumed: where it writes, how it logs, when it stops
+NOT_IDENTITY = (
+    "output_dir",
+    "resume",
+    "resume_force",
+    "overwrite",
+    "log_with",
+    "torch_threads",
+    "num_workers",
+    "epochs",
+    "eval_every",
+    "examples",
+    "save_every_steps",
+)
 
 
 @dataclass(frozen=True)
 class Config:
-    """Every setting of a run; defaults are the paper's captioner on AudioCaps."""
+    """Every setting of a run; defaults are the paper's captioner (the ``audiocaps`` preset)."""
 
     # Model
     clap: str | None = None
     """ClapModel folder or msclap CLAP_weights_2023.pth whose audio side is used (frozen)."""
     size: Literal["full", "tiny"] = "full"
-    """tiny = smoke model: 8 kHz CNN audio encoder, 1-layer GPT2, word-level tokenizer."""
+    """tiny = smoke model: clapkit.train.demo's 8 kHz tiny CNN14, a 1-layer GPT2, word tokens."""
     language_model: str = "gpt2"
     """Hub id or folder of the pretrained GPT2 (frozen)."""
     tokenizer: str | None = None
@@ -77,8 +94,15 @@ class Config:
     """Test clips with their reference captions (AudioCaps/Clotho: 5 each)."""
     references_per_item: int | None = 5
     """Enforce the 5-reference protocol (None = any number)."""
+    captions_per_clip: Literal["sample", "all"] = "sample"
+    """sample = one of a clip's captions per epoch; all = every caption its own training pair."""
+    max_caption_tokens: int | None = 67
+    """Training captions are cut to this many tokens, EOS included (None = no cut)."""
+    long_audio: Literal["mean", "center"] = "mean"
+    """Test clips longer than the encoder's window: mean of window embeddings, or the centre."""
     fsdd_root: str | None = None
     """Smoke data: manifests built from this Free Spoken Digit Dataset folder."""
+    heldout_speaker: str = "theo"
     fsdd_clips_per_digit: int | None = None
     num_workers: int = 4
     # Optimisation
@@ -99,96 +123,116 @@ class Config:
     mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
     seed: int = 0
     output_dir: str = "runs/train_captioner"
+    save_every_steps: int = 1000
+    """Checkpoint every N optimizer updates (and at every epoch end)."""
     resume: str | None = None
-    """'latest' or a checkpoint folder written by this recipe."""
+    """'latest' (the newest complete checkpoint) or a checkpoint folder of this run."""
+    resume_force: bool = False
+    """Resume although the config differs from the checkpoint's run."""
+    overwrite: bool = False
+    """Move a previous run in --output-dir aside instead of refusing to start."""
     log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     torch_threads: int | None = None
 
 
-AUDIOCAPS = Config()
-PRESETS: dict[str, Config] = {
-    "audiocaps": AUDIOCAPS,
-    "clotho": dataclasses.replace(AUDIOCAPS, output_dir="runs/captioner-clotho"),
-    "smoke": dataclasses.replace(
-        AUDIOCAPS,
-        size="tiny",
-        fsdd_root=str(REPO / "data" / "fsdd"),
-        fsdd_clips_per_digit=2,
-        references_per_item=None,
-        prefix_length=4,
-        mapper_depth=1,
-        mapper_heads=2,
-        freeze_language_model=False,  # a random tiny LM knows no language: train it too
-        epochs=3,
-        lr=1e-2,
-        warmup_steps=0,
-        batch_size=8,
-        global_batch_size=16,
-        num_workers=0,
-        beam_size=2,
-        max_new_tokens=10,
-        examples=4,
-        mixed_precision="no",
-        output_dir="runs/captioner-smoke",
-        log_with="tensorboard",
-        torch_threads=1,
-    ),
+AUDIOCAPS = Config(output_dir="runs/captioner-audiocaps")
+"""AudioCaps (Kim et al., NAACL 2019): 10 s AudioSet clips, one caption per training clip and
+five per test clip. ClipCap's optimiser (Mokady et al. 2021: AdamW, lr 2e-5, 5000 warm-up steps,
+batch 40, 10 epochs) and msclap's decoding (beam 5, up to 67 tokens; captions cut to the same
+length in training). A 10 s clip is longer than the 7 s window of the 2023 encoder: training
+takes a random window, the test embeds the whole clip as the mean of its windows."""
+CLOTHO = dataclasses.replace(
+    AUDIOCAPS,
+    captions_per_clip="all",
+    max_caption_tokens=40,
+    warmup_steps=2000,
+    output_dir="runs/captioner-clotho",
+)
+"""Clotho (Drossos et al., ICASSP 2020): 15-30 s clips with five captions each, every caption
+8-20 words. Every caption is a training pair (ClipCap trains on each of COCO's five captions);
+40 tokens keep a 20-word caption whole with GPT2's BPE. 5000 warm-up steps would outlast ten
+epochs of Clotho's development split at batch 40 (3839 clips x 5 captions / 40 = 480 steps per
+epoch), so the warm-up keeps AudioCaps' share of the run instead (5000 of ~12,500 updates, 40%
+-> 2000 of 4800). The clips are 2-4 encoder windows long: training crops one at random, the
+test takes the mean of the windows (``long_audio="mean"``)."""
+SMOKE = dataclasses.replace(
+    AUDIOCAPS,
+    size="tiny",
+    fsdd_root=str(REPO / "data" / "fsdd"),
+    fsdd_clips_per_digit=2,
+    references_per_item=None,
+    prefix_length=4,
+    mapper_depth=1,
+    mapper_heads=2,
+    freeze_language_model=False,  # a random tiny LM knows no language: train it too
+    max_caption_tokens=16,
+    epochs=3,
+    lr=1e-2,
+    warmup_steps=0,
+    batch_size=4,
+    global_batch_size=8,
+    num_workers=0,
+    beam_size=2,
+    max_new_tokens=10,
+    examples=4,
+    mixed_precision="no",
+    output_dir="runs/captioner-smoke",
+    save_every_steps=3,
+    torch_threads=1,
+)
+"""FSDD digits (60 training clips, 20 test clips of a held-out speaker), a tiny random model,
+3 epochs of 8 updates (accumulation 2), a checkpoint every 3 updates: the CI check."""
+PRESETS = {"audiocaps": AUDIOCAPS, "clotho": CLOTHO, "smoke": SMOKE}
+PRESET_NOTES = {
+    "audiocaps": "Table 2 AudioCaps captioning (SPIDEr .455)",
+    "clotho": "Table 2 Clotho captioning (SPIDEr .271)",
+    "smoke": "FSDD, tiny model, CPU, seconds",
 }
 
 
-def parse_config(argv: list[str]) -> Config:
-    """``--preset NAME`` picks the defaults; every other flag overrides a `Config` field."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="audiocaps")
-    known, rest = parser.parse_known_args(argv)
-    description = f"{__doc__}\nPresets: {', '.join(sorted(PRESETS))} (--preset NAME)."
-    return tyro.cli(Config, default=PRESETS[known.preset], args=rest, description=description)
-
-
 def build_captioner(cfg: Config, captions: list[str]) -> ClapCaptioner:
-    """The captioner: a trained CLAP's audio side (full) or a tiny random model (smoke)."""
+    """The captioner: a trained CLAP's audio side (full) or a tiny random model (smoke).
+
+    Args:
+        cfg: the settings.
+        captions: every training and test caption (the tiny model's word vocabulary).
+
+    Returns:
+        The captioner, its frozen parts frozen.
+
+    Raises:
+        SystemExit: a full model without ``--clap``.
+    """
+    from clapkit.caption import CaptionerConfig, transformer_mapper
+
     if cfg.size == "tiny":
         from transformers import GPT2Config
 
-        from clapkit.audio import FrontendConfig, cnn14_encoder
+        from clapkit.audio import cnn14_encoder
+        from clapkit.train.demo import SMALL_AUDIO, SMALL_TEXT, build_word_tokenizer
 
-        frontend = FrontendConfig(
-            sample_rate=8000,
-            n_fft=256,
-            win_length=256,
-            hop_length=80,
-            n_mels=32,
-            fmin=20.0,
-            fmax=4000.0,
-            clip_seconds=0.8,
-            fill="pad",
-        )
-        encoder = cnn14_encoder(
-            frontend=frontend, channels=(4, 8), out_dim=16, num_classes=0, spec_augment=False
-        )
+        encoder = cnn14_encoder(frontend=speech_frontend(0.8), **SMALL_AUDIO["cnn14"]["tiny"])
         tokenizer = build_word_tokenizer(captions)
-        lm_config = GPT2Config(
+        lm = GPT2Config(
             vocab_size=len(tokenizer),
-            n_positions=64,
-            n_embd=16,
-            n_layer=1,
-            n_head=2,
             bos_token_id=tokenizer.eos_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            **SMALL_TEXT["tiny"],
         )
+        width = lm.n_embd
         mapper = transformer_mapper(
-            embed_dim=16,
+            embed_dim=width,
             prefix_length=cfg.prefix_length,
-            width=16,
+            width=width,
             depth=cfg.mapper_depth,
             num_heads=cfg.mapper_heads,
         )
         config = CaptionerConfig(
             audio=encoder.get_config(),
             mapper=mapper.get_config(),
-            language_model=lm_config.to_dict(),
+            language_model=lm.to_dict(),
             projection="linear",
-            projection_dim=16,
+            projection_dim=width,
             freeze_language_model=cfg.freeze_language_model,
         )
         return ClapCaptioner(config, tokenizer=tokenizer, audio_encoder=encoder, mapper=mapper)
@@ -198,185 +242,337 @@ def build_captioner(cfg: Config, captions: list[str]) -> ClapCaptioner:
 
     from clapkit.core import ClapModel
 
-    tokenizer = cfg.tokenizer or cfg.language_model
+    tokenizer_source = cfg.tokenizer or cfg.language_model
     if Path(cfg.clap).is_dir():
         clap = ClapModel.from_pretrained(cfg.clap)
     else:
-        clap = ClapModel.from_msclap(cfg.clap, version="2023", tokenizer=tokenizer)
-    lm = AutoModelForCausalLM.from_pretrained(cfg.language_model)
+        clap = ClapModel.from_msclap(cfg.clap, version="2023", tokenizer=tokenizer_source)
+    language_model = AutoModelForCausalLM.from_pretrained(cfg.language_model)
     mapper = transformer_mapper(
         embed_dim=clap.config.projection_dim,
         prefix_length=cfg.prefix_length,
-        width=lm.get_input_embeddings().weight.shape[1],
+        width=language_model.get_input_embeddings().weight.shape[1],
         depth=cfg.mapper_depth,
         num_heads=cfg.mapper_heads,
     )
     return ClapCaptioner.from_clap(
         clap,
-        tokenizer=tokenizer,
-        language_model=lm,
+        tokenizer=tokenizer_source,
+        language_model=language_model,
         mapper=mapper,
         freeze_language_model=cfg.freeze_language_model,
     )
 
 
-def caption_test_set(
-    accelerator: Accelerator, captioner: ClapCaptioner, loader: DataLoader, cfg: Config
-) -> tuple[list[str], list[str]]:
-    """Captions of every test clip (each process decodes its share), with the clips' keys."""
-    keys, predictions = [], []
-    for batch in loader:
-        captions = captioner.generate(
-            batch["waveform"].to(accelerator.device),
-            beam_size=cfg.beam_size,
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=len(batch["keys"]),
-        )
-        keys += batch["keys"]
-        predictions += captions
-    gathered: list[list[tuple[str, str]]] = [[] for _ in range(accelerator.num_processes)]
-    if accelerator.num_processes > 1:
-        torch.distributed.all_gather_object(gathered, list(zip(keys, predictions, strict=True)))
-    else:
-        gathered = [list(zip(keys, predictions, strict=True))]
-    unique = dict(pair for part in gathered for pair in part)  # drops the sampler's padding
-    return list(unique), list(unique.values())
+@dataclass
+class Progress:
+    """Where the run is, saved in every checkpoint (``register_for_checkpointing``)."""
+
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what accelerate pickles)."""
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the fields saved by `state_dict`."""
+        for name, value in state.items():
+            setattr(self, name, value)
 
 
-def main(cfg: Config) -> dict[str, Any]:
-    """Train the mapper, caption the test set, write the outputs; returns metrics.json."""
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    out = Path(cfg.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision,
-        log_with=None if cfg.log_with == "none" else cfg.log_with,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-    )
-    per_update = cfg.batch_size * accelerator.num_processes
-    if cfg.global_batch_size % per_update:
-        raise SystemExit(
-            f"global_batch_size {cfg.global_batch_size} is not a multiple of {per_update}"
+def one_caption_each(records: list[ManifestRecord]) -> list[ManifestRecord]:
+    """Every (clip, caption) pair as its own record (``--captions-per-clip all``)."""
+    return [
+        dataclasses.replace(r, captions=(c,), key=f"{r.key}#{j}")
+        for r in records
+        for j, c in enumerate(r.captions)
+    ]
+
+
+class TrainCaptionerRecipe:
+    """The captioner's life cycle: ``setup``, ``train`` (with ``evaluate`` and
+    ``save_checkpoint`` each epoch), ``cleanup``; ``setup`` resumes when ``--resume`` is given.
+
+    Args:
+        cfg: the resolved settings.
+        preset: the preset's name (recorded in the report).
+    """
+
+    def __init__(self, cfg: Config, preset: str = "audiocaps") -> None:
+        self.cfg, self.preset = cfg, preset
+        self.out = Path(cfg.output_dir)
+        self.progress, self.skipped = Progress(), SkippedFiles()
+
+    def setup(self) -> None:
+        """Accelerator, run folder, data, model, optimiser and schedule; then the resume."""
+        cfg = self.cfg
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        self.accelerator = accelerator = make_accelerator(
+            self.out,
+            mixed_precision=cfg.mixed_precision,
+            log_with=cfg.log_with,
+            global_batch_size=cfg.global_batch_size,
+            batch_size=cfg.batch_size,
         )
-    accelerator.gradient_accumulation_steps = cfg.global_batch_size // per_update
-    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.ERROR)
-    set_seed(cfg.seed)
-    train_manifest, test_manifest = cfg.train_manifest, cfg.test_manifest
-    if cfg.fsdd_root is not None:
-        train_manifest, test_manifest = fsdd_manifests(
-            cfg.fsdd_root, out / "data", "theo", cfg.fsdd_clips_per_digit
+        setup_logging(accelerator)
+        plan = plan_run(
+            self.out,
+            cfg,
+            seed=cfg.seed,
+            resume=cfg.resume,
+            overwrite=cfg.overwrite,
+            force=cfg.resume_force,
+            ignore=NOT_IDENTITY,
         )
-    if train_manifest is None or test_manifest is None:
-        raise SystemExit("give --train-manifest and --test-manifest")
-    train_records, test_records = read_manifest(train_manifest), read_manifest(test_manifest)
-    references = {r.key: list(r.captions) for r in test_records}
-    all_captions = [c for r in [*train_records, *test_records] for c in r.captions]
-    captioner = build_captioner(cfg, all_captions)
-    frontend = captioner.audio_encoder.frontend
-    train_set = ManifestDataset(train_records, frontend, train=True, seed=cfg.seed)
-    test_set = ManifestDataset(test_records, frontend, train=False, require_captions=True)
-    collate = ClapCollator()
-    train_loader = DataLoader(
-        train_set,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        collate_fn=collate,
-        num_workers=cfg.num_workers,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    test_loader = DataLoader(
-        test_set, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.num_workers
-    )
-    optimizer = torch.optim.AdamW([p for p in captioner.parameters() if p.requires_grad], lr=cfg.lr)
-    steps_per_epoch = math.ceil(len(train_loader) / accelerator.gradient_accumulation_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    )
-    model, optimizer, train_loader, test_loader, scheduler = accelerator.prepare(
-        captioner, optimizer, train_loader, test_loader, scheduler
-    )
-    start_epoch = 0
-    if cfg.resume is not None:
-        checkpoint = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume)
-        accelerator.load_state(str(checkpoint))
-        start_epoch = json.loads((checkpoint / "progress.json").read_text())["epoch"] + 1
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        resolved = {
-            **dataclasses.asdict(cfg),
-            "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
-        }
-        (out / "config.json").write_text(json.dumps(resolved, indent=2))
-        accelerator.init_trackers(
-            "train_captioner", config={k: str(v) for k, v in resolved.items()}
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            plan.apply()
+        accelerator.wait_for_everyone()
+        self.run_json = plan.run_json
+        set_seed(cfg.seed)
+        train_manifest, test_manifest = cfg.train_manifest, cfg.test_manifest
+        if cfg.fsdd_root is not None:
+            train_manifest, test_manifest = fsdd_manifests(
+                cfg.fsdd_root, self.out / "data", cfg.heldout_speaker, cfg.fsdd_clips_per_digit
+            )
+        if train_manifest is None or test_manifest is None:
+            raise SystemExit("give --train-manifest and --test-manifest")
+        train_records, self.test_records = (
+            read_manifest(train_manifest),
+            read_manifest(test_manifest),
         )
-    history_path = out / "metrics.json"
-    history: list[dict[str, Any]] = (
-        json.loads(history_path.read_text())["epochs"]
-        if start_epoch and history_path.is_file()
-        else []
-    )
-    best = max(history, key=lambda r: r.get("score", -1.0), default=None)
-    unwrapped: ClapCaptioner = accelerator.unwrap_model(model)
-    for epoch in range(start_epoch, cfg.epochs):
-        started = time.perf_counter()
-        model.train()
-        train_set.set_epoch(epoch)
-        losses = []
+        self.task = Path(test_manifest).stem
+        captions = [c for r in [*train_records, *self.test_records] for c in r.captions]
+        captioner = build_captioner(cfg, captions)
+        if cfg.captions_per_clip == "all":
+            train_records = one_caption_each(train_records)
+        self.train_set = ManifestDataset(
+            train_records, captioner.audio_encoder.frontend, train=True, seed=cfg.seed
+        )
+        loader = DataLoader(
+            self.train_set,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            collate_fn=ClapCollator(),
+            num_workers=cfg.num_workers,
+            # its own generator: creating the epoch's iterator draws no number from the global
+            # RNG, so dropout after a mid-epoch resume sees the numbers of an unbroken run
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+        trainable = [p for p in captioner.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr)
+        warmup = cfg.warmup_steps
+        # stepped once per optimizer update by the recipe (not prepared: accelerate would step
+        # it once per process), checkpointed through register_for_checkpointing
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
+        self.model, self.optimizer, self.train_loader = accelerator.prepare(
+            captioner, optimizer, loader
+        )
+        self.captioner: ClapCaptioner = accelerator.unwrap_model(self.model)
+        accelerator.register_for_checkpointing(self.scheduler, self.progress, self.skipped)
+        if plan.resume_from is not None:
+            accelerator.load_state(str(plan.resume_from))
+            p = self.progress
+            logger.info(
+                "resumed from %s: epoch %d, step %d, batch %d of the epoch",
+                plan.resume_from,
+                p.epoch,
+                p.step,
+                p.batches_in_epoch,
+            )
+        if accelerator.is_main_process:
+            resolved = {
+                **jsonable(cfg),
+                "preset": self.preset,
+                "train_manifest": train_manifest,
+                "test_manifest": test_manifest,
+                "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
+                "num_processes": accelerator.num_processes,
+            }
+            (self.out / "config.json").write_text(json.dumps(resolved, indent=2))
+        if cfg.log_with != "none":
+            config = {k: str(v) for k, v in jsonable(cfg).items()}
+            accelerator.init_trackers("train_captioner", config=config)
+
+    def train(self) -> dict[str, Any]:
+        """Every remaining epoch: updates, a checkpoint every ``save_every_steps``, then the
+        epoch's evaluation and end checkpoint. Returns ``{"epochs": ..., "best": ...}``."""
+        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
+        steps_per_epoch = math.ceil(
+            len(self.train_loader) / accelerator.gradient_accumulation_steps
+        )
         bar = tqdm(
-            train_loader, desc=f"epoch {epoch}", disable=not accelerator.is_local_main_process
+            total=cfg.epochs * steps_per_epoch,
+            initial=progress.step,
+            unit="step",
+            disable=not accelerator.is_local_main_process,
         )
-        for batch in bar:
-            if not batch["captions"]:
-                continue
-            with accelerator.accumulate(model), accelerator.autocast():
-                loss = model(batch["waveform"], captions=batch["captions"]).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm:
-                    accelerator.clip_grad_norm_(unwrapped.mapper.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            losses.append(loss.detach())
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        train_loss = float(accelerator.reduce(torch.stack(losses).mean(), "mean"))
+        while progress.epoch < cfg.epochs:
+            epoch, started = progress.epoch, time.perf_counter()
+            self.train_set.set_epoch(epoch)
+            self.train_loader.set_epoch(epoch)  # the seedable sampler's order of this epoch
+            loader = self.train_loader
+            if progress.batches_in_epoch:  # resumed mid-epoch: the rest of the same order
+                loader = accelerator.skip_first_batches(loader, progress.batches_in_epoch)
+            self.model.train()
+            for batch in loader:
+                progress.batches_in_epoch += 1
+                self.skipped.update(batch["skipped"])
+                if not batch["captions"]:
+                    continue
+                with accelerator.accumulate(self.model), accelerator.autocast():
+                    ids = self.captioner.tokenize_captions(
+                        batch["captions"], max_tokens=cfg.max_caption_tokens
+                    )
+                    loss = self.model(batch["waveform"], **ids).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.max_grad_norm:
+                        accelerator.clip_grad_norm_(self.captioner.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                progress.loss_sum += loss.item()  # in Progress: a resumed epoch averages all
+                progress.loss_count += 1
+                if not accelerator.sync_gradients:
+                    continue
+                self.scheduler.step()
+                progress.step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+                accelerator.log(
+                    {"train/loss": loss.item(), "train/lr": self.scheduler.get_last_lr()[0]},
+                    step=progress.step,
+                )
+                if progress.step % cfg.save_every_steps == 0:
+                    self.save_checkpoint(f"step_{progress.step:08d}")
+            self.end_epoch(epoch, started)
+        bar.close()
+        return {"epochs": progress.history, "best": progress.best}
+
+    def end_epoch(self, epoch: int, started: float) -> None:
+        """The epoch's record (train loss, test metrics), ``best/``, its end checkpoint."""
+        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
+        mean = torch.tensor(
+            progress.loss_sum / max(progress.loss_count, 1), device=accelerator.device
+        )
         record: dict[str, Any] = {
             "epoch": epoch,
-            "train_loss": train_loss,
-            "lr": scheduler.get_last_lr()[0],
+            "step": progress.step,
+            "train_loss": float(accelerator.reduce(mean, "mean")),
+            "lr": self.scheduler.get_last_lr()[0],
         }
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            keys, predictions = caption_test_set(accelerator, unwrapped, test_loader, cfg)
-            scores = evaluate_captions(
-                predictions,
-                [references[k] for k in keys],
-                references_per_item=cfg.references_per_item,
-            )
-            record.update(scores.corpus)
-            record["missing_metrics"] = scores.missing
-            record["score"] = scores.corpus.get("spider", scores.corpus["cider_d"])
-            if accelerator.is_main_process and (best is None or record["score"] > best["score"]):
-                best = record
-                unwrapped.save_pretrained(out / "best")
-                examples = [
-                    {"key": k, "prediction": p, "references": references[k]}
-                    for k, p in list(zip(keys, predictions, strict=True))[: cfg.examples]
-                ]
-                (out / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
+            scores, missing, examples = self.evaluate()
+            record[self.task], record["missing_metrics"] = scores, missing
+            if progress.best is None or scores["score"] > progress.best["score"]:
+                progress.best = {**record, "score": scores["score"]}
+                if accelerator.is_main_process:
+                    self.save_best(examples)
         record["seconds"] = time.perf_counter() - started
-        history.append(record)
-        accelerator.log({k: v for k, v in record.items() if isinstance(v, float)}, step=epoch)
-        checkpoint = out / "checkpoints" / f"step_{(epoch + 1) * steps_per_epoch:08d}_end"
-        accelerator.save_state(str(checkpoint))
+        progress.history.append(record)
+        accelerator.log({f"epoch/{k}": v for k, v in flatten(record).items()}, step=progress.step)
+        logger.info("epoch %d: %s", epoch, json.dumps(flatten(record)))
+        progress.epoch, progress.batches_in_epoch = epoch + 1, 0
+        progress.loss_sum, progress.loss_count = 0.0, 0
+        self.save_checkpoint(f"step_{progress.step:08d}_end")
         if accelerator.is_main_process:
-            (checkpoint / "progress.json").write_text(json.dumps({"epoch": epoch}))
-            history_path.write_text(json.dumps({"epochs": history, "best": best}, indent=2))
-            logger.info(
-                "epoch %d: %s", epoch, {k: v for k, v in record.items() if k != "missing_metrics"}
+            write_report(
+                self.out,
+                title="train_captioner report",
+                summary=self.summary(),
+                history=progress.history,
+                best=progress.best,
+                skipped=self.skipped,
             )
-    accelerator.end_training()
-    return {"epochs": history, "best": best}
+
+    def evaluate(self) -> tuple[dict[str, float], dict[str, str], list[dict[str, Any]]]:
+        """Caption the test clips (whole files, long ones as the mean of their windows, each
+        process its share) and score them against their references.
+
+        Returns:
+            The corpus metrics plus ``score`` (SPIDEr, or CIDEr-D without Java), the metrics
+            left out with why, and the first ``examples`` captions with their references.
+        """
+        cfg, accelerator = self.cfg, self.accelerator
+        records = self.test_records
+        with accelerator.split_between_processes(list(range(len(records)))) as share:
+            captions = (
+                self.captioner.generate(
+                    [records[i].audio for i in share],
+                    beam_size=cfg.beam_size,
+                    max_new_tokens=cfg.max_new_tokens,
+                    batch_size=cfg.batch_size,
+                    long_audio=cfg.long_audio,
+                )
+                if share
+                else []
+            )
+            part = list(zip(share, captions, strict=True))
+        pairs = dict(gather_object(part)) if accelerator.num_processes > 1 else dict(part)
+        predictions = [pairs[i] for i in range(len(records))]
+        references = [list(r.captions) for r in records]
+        scores = evaluate_captions(
+            predictions, references, references_per_item=cfg.references_per_item
+        )
+        corpus = dict(scores.corpus)
+        corpus["score"] = corpus.get("spider", corpus["cider_d"])
+        examples = [
+            {"key": r.key, "audio": str(r.audio), "prediction": p, "references": refs}
+            for r, p, refs in zip(records, predictions, references, strict=True)
+        ]
+        return corpus, dict(scores.missing), examples[: cfg.examples]
+
+    def save_best(self, examples: list[dict[str, Any]]) -> None:
+        """``best/`` (written aside, then swapped in) and ``examples.jsonl``."""
+        staged = self.out / ".best.partial"
+        if staged.exists():
+            shutil.rmtree(staged)
+        self.captioner.save_pretrained(staged)
+        replace_folder(staged, self.out / "best")
+        (self.out / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
+
+    def save_checkpoint(self, name: str) -> None:
+        """Atomic ``accelerator.save_state`` (model, optimiser, RNG, sampler, scheduler,
+        progress, skipped files) as ``checkpoints/NAME``, with ``run.json`` beside it."""
+        folder = save_checkpoint(
+            self.accelerator, self.out / "checkpoints" / name, files={"run.json": self.run_json}
+        )
+        logger.info("checkpoint saved: %s", folder.name)
+
+    def summary(self) -> list[str]:
+        """The report's lines under its heading."""
+        cfg = self.cfg
+        return [
+            f"Preset `{self.preset}`, size {cfg.size}, seed {cfg.seed}; test set `{self.task}`"
+            f" (score = SPIDEr, or CIDEr-D when SPICE cannot run).",
+            f"Command: `accelerate launch recipes/train_captioner.py {' '.join(sys.argv[1:])}`",
+        ]
+
+    def cleanup(self) -> None:
+        """End the trackers and the process group."""
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    """Parse the command line, train, clean up; returns metrics.json's epochs and best."""
+    preset, cfg = parse_config(
+        Config, PRESETS, argv, default="audiocaps", description=__doc__, notes=PRESET_NOTES
+    )
+    recipe = TrainCaptionerRecipe(cfg, preset)
+    recipe.setup()
+    result = recipe.train()
+    recipe.cleanup()
+    return result
 
 
 if __name__ == "__main__":
-    main(parse_config(sys.argv[1:]))
+    main(sys.argv[1:])

@@ -1,55 +1,106 @@
-"""The captioner recipe on its smoke preset: outputs, learning, the saved model, resume."""
+"""The captioner recipe on its smoke preset: outputs, learning, the saved model, exact resume."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
+from safetensors.torch import load_file
+
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-from recipe_runner import launch, python  # noqa: E402
+from recipe_runner import RECIPES, launch, python  # noqa: E402
 
 from clapkit.caption import ClapCaptioner  # noqa: E402
+
+SMOKE = [sys.executable, str(RECIPES / "train_captioner.py"), "--preset", "smoke", "--output-dir"]
+TASK = "heldout_theo"  # the smoke test set: FSDD's held-out speaker
 
 
 def test_smoke_preset_trains_evaluates_and_saves(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    launch("train_captioner.py", "--preset", "smoke", "--output-dir", str(out))
+    done = launch("train_captioner.py", "--preset", "smoke", "--output-dir", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     epochs = metrics["epochs"]
     assert [e["epoch"] for e in epochs] == [0, 1, 2]
+    assert [e["step"] for e in epochs] == [8, 16, 24]  # 15 micro-batches, accumulation 2
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     for name in ("bleu_1", "bleu_4", "rouge_l", "cider_d"):
-        assert all(e[name] >= 0.0 for e in epochs), name
-    assert set(epochs[-1]["missing_metrics"]) >= {"spider"} or "spider" in epochs[-1]
-    assert metrics["best"]["score"] == max(e["score"] for e in epochs)
+        assert all(0.0 <= e[TASK][name] <= 10.0 for e in epochs), name
+    assert "spice" in epochs[-1]["missing_metrics"] or "spider" in epochs[-1][TASK]
+    assert metrics["best"]["score"] == max(e[TASK]["score"] for e in epochs)
     config = json.loads((out / "config.json").read_text())
     assert config["gradient_accumulation_steps"] == 2
+    assert config["preset"] == "smoke"
     examples = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     assert len(examples) == 4
     assert examples[0]["references"] == ["a man says the digit zero"]
     captioner = ClapCaptioner.from_pretrained(out / "best")
-    clip = examples[0]["key"] + ".flac"
-    assert len(captioner.generate([clip], beam_size=2, max_new_tokens=5)) == 1
+    assert len(captioner.generate([examples[0]["audio"]], beam_size=2, max_new_tokens=5)) == 1
+    assert f"| epoch | train loss | {TASK} |" in (out / "report.md").read_text()
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert any((out / "logs").rglob("events.out.tfevents.*"))
+    assert "checkpoint saved: step_00000024_end" in done.stderr
 
 
-def test_resume_continues_from_the_last_epoch(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    python("train_captioner.py", "--preset", "smoke", "--output-dir", str(out), "--epochs", "1")
-    first = json.loads((out / "metrics.json").read_text())["epochs"]
-    python(
-        "train_captioner.py",
-        "--preset",
-        "smoke",
-        "--output-dir",
-        str(out),
-        "--epochs",
-        "2",
-        "--resume",
-        "latest",
+def kill_after_checkpoint(out: Path, name: str) -> str:
+    """Start the smoke run and SIGKILL it as soon as it reports checkpoint ``name``."""
+    command = [*SMOKE, str(out), "--log-with", "none"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    child = subprocess.Popen(command, cwd=RECIPES.parent, stderr=subprocess.PIPE, text=True,
+                             env=env)  # fmt: skip
+    assert child.stderr is not None
+    seen = []
+    for line in child.stderr:
+        seen.append(line)
+        if f"checkpoint saved: {name}" in line:
+            os.kill(child.pid, signal.SIGKILL)  # no clean stop: no flush, no end of training
+            break
+    child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL, "".join(seen)
+    return "".join(seen)
+
+
+def test_sigkill_mid_epoch_then_resume_ends_bit_identical(tmp_path: Path) -> None:
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    python("train_captioner.py", "--preset", "smoke", "--output-dir", str(whole),
+           "--log-with", "none")  # fmt: skip
+    # step 9 is epoch 1's first update (of 8): killed mid-epoch, 7 updates before its end
+    kill_after_checkpoint(parts, "step_00000009")
+    assert not (parts / "checkpoints" / "step_00000024_end").exists()
+    before = {p.name: p.stat().st_mtime_ns for p in (parts / "checkpoints").iterdir()}
+    refused = subprocess.run(
+        [*SMOKE, str(parts), "--resume", "latest", "--lr", "0.5"],
+        cwd=RECIPES.parent,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    epochs = json.loads((out / "metrics.json").read_text())["epochs"]
-    assert [e["epoch"] for e in epochs] == [0, 1]
-    assert epochs[0] == first[0]
-    assert len(list((out / "checkpoints").glob("step_*_end"))) == 2
+    assert refused.returncode == 1  # another config: refused, nothing written
+    assert "lr: 0.01 in the checkpoint, 0.5 now" in refused.stderr
+    done = python("train_captioner.py", "--preset", "smoke", "--output-dir", str(parts),
+                  "--log-with", "none", "--resume", "latest")  # fmt: skip
+    resumed = re.search(r"resumed from \S*/(step_\d+): epoch (\d+), step (\d+), batch (\d+)",
+                        done.stderr)  # fmt: skip
+    assert resumed is not None, done.stderr
+    checkpoint, epoch, step, batch = resumed.groups()
+    assert checkpoint in before
+    assert not checkpoint.endswith("_end")
+    assert (int(epoch), int(step)) == (1, int(checkpoint[5:]))
+    assert int(batch) > 0
+    # the resumed process continued: the checkpoints it found are untouched, none redone
+    after = {p.name: p.stat().st_mtime_ns for p in (parts / "checkpoints").iterdir()}
+    assert all(after[name] == mtime for name, mtime in before.items() if name.startswith("step"))
+    assert f"checkpoint saved: step_{int(step):08d}" not in done.stderr
+    final = "checkpoints/step_00000024_end/model.safetensors"
+    expected, got = load_file(whole / final), load_file(parts / final)
+    assert expected.keys() == got.keys()
+    for name, tensor in expected.items():
+        assert got[name].equal(tensor), name
+    strip = lambda m: [{k: v for k, v in e.items() if k != "seconds"} for e in m["epochs"]]  # noqa: E731
+    metrics = [json.loads((o / "metrics.json").read_text()) for o in (whole, parts)]
+    assert strip(metrics[0]) == strip(metrics[1])  # the losses and test metrics of every epoch

@@ -158,8 +158,8 @@ def run_script(
             command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired as error:
-        partial = error.stdout or ""
-        log = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
+        log = "".join(_text(part) for part in (error.stdout, error.stderr))
+        (out_dir / f"{json_path.stem}.log").write_text(log, encoding="utf-8")
         return Outcome(name, problem=f"timed out after {timeout:.0f} s", log=log)
     log = done.stdout + done.stderr
     (out_dir / f"{json_path.stem}.log").write_text(log, encoding="utf-8")
@@ -172,6 +172,13 @@ def run_script(
     except (json.JSONDecodeError, ValueError) as error:
         return Outcome(name, problem=f"bad JSON: {error}", log=log)
     return Outcome(name, rows=rows, log=log)
+
+
+def _text(output: str | bytes | None) -> str:
+    """A child's captured output as text (a timeout hands it back as bytes)."""
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
 
 
 def _cell(value: Any, key: str) -> str:

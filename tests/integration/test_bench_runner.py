@@ -123,6 +123,8 @@ def test_timeout_is_a_reported_failure(bench: ModuleType, tmp_path: Path) -> Non
     outcome = bench.run_script(script, sys.executable, tmp_path, quick=False, timeout=2.0)
     assert outcome.rows == []
     assert outcome.problem == "timed out after 2 s"
+    assert "warming up" in outcome.log  # what it printed before it was stopped
+    assert "warming up" in (tmp_path / "slow__bench_slow.log").read_text()
 
 
 @pytest.mark.parametrize(

@@ -222,7 +222,7 @@ def accumulated_contrastive_step(
             audio = torch.cat([*cached_audio[:i], out.audio_embeds, *cached_audio[i + 1 :]])
             text = torch.cat([*cached_text[:i], out.text_embeds, *cached_text[i + 1 :]])
             # d loss / d scale is whole in every pass: let exactly one backward carry it
-            scale = out.logit_scale_exp
+            scale = out.logit_scale_exp if last else out.logit_scale_exp.detach()
             loss = loss_fn(audio, text, scale)
             run_backward(loss)
     _restore_rng(after_pass_one)

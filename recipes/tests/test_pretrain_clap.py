@@ -103,7 +103,10 @@ def test_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> No
     assert "--resume latest" in refused.stderr
     refused = run_failing([*command, "--resume", "latest", "--seed", "1"])
     assert "seed: 0 in the checkpoint, 1 now" in refused.stderr
+    kept = (parts / "checkpoints" / "step_00000002" / "COMPLETE").read_text()
     done = python("pretrain_clap.py", *quiet, "--output-dir", str(parts), "--resume", "latest")
+    # it continued from step 2: a run started over would have rewritten step 2's checkpoint
+    assert (parts / "checkpoints" / "step_00000002" / "COMPLETE").read_text() == kept
     assert ".step_00000003.partial (an interrupted save)" in done.stderr
     assert "resumed from" in done.stderr
     assert "step_00000002 at epoch 0, step 2" in done.stderr

@@ -1,0 +1,77 @@
+"""Accumulation arithmetic, gradient checkpointing switch, the FSDD demo data and encoders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from clapkit.train.demo import build_encoders, build_word_tokenizer, fsdd_manifests, speech_frontend
+from clapkit.train.setup import accumulation_steps, enable_grad_checkpointing
+
+FSDD = Path(__file__).resolve().parents[3] / "data" / "fsdd"
+
+
+def test_accumulation_steps() -> None:
+    assert accumulation_steps(1536, 64, 8) == 3
+    assert accumulation_steps(16, 8, 2) == 1
+    with pytest.raises(
+        SystemExit, match="1536 is not a multiple of batch_size x processes = 50 x 2 = 100"
+    ):
+        accumulation_steps(1536, 50, 2)
+    with pytest.raises(SystemExit):
+        accumulation_steps(8, 16, 1)
+
+
+class Checkpointable(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = False
+        self.inner = torch.nn.Linear(2, 2)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.enabled = enable
+
+
+def test_grad_checkpointing_reaches_every_encoder() -> None:
+    model = torch.nn.Module()
+    model.audio_encoder, model.text_encoder = Checkpointable(), Checkpointable()
+    model.head = torch.nn.Linear(2, 2)
+    assert enable_grad_checkpointing(model) == ["audio_encoder", "text_encoder"]
+    assert model.audio_encoder.enabled
+    assert model.text_encoder.enabled
+    assert enable_grad_checkpointing(torch.nn.Linear(2, 2)) == []
+
+
+def test_fsdd_manifests(tmp_path: Path) -> None:
+    train, heldout = fsdd_manifests(FSDD, tmp_path, "theo", clips_per_digit=2)
+    train_lines = [json.loads(line) for line in Path(train).read_text().splitlines()]
+    held_lines = [json.loads(line) for line in Path(heldout).read_text().splitlines()]
+    assert len(held_lines) == 20  # 10 digits x 2 clips
+    assert len(train_lines) == 60  # 3 other speakers
+    assert {line["speaker"] for line in held_lines} == {"theo"}
+    assert "theo" not in {line["speaker"] for line in train_lines}
+    assert held_lines[0]["caption"] == f"a man says the digit {held_lines[0]['labels'][0]}"
+    assert len(train_lines[0]["caption"]) == 8
+    with pytest.raises(ValueError, match="'nobody' has no recording"):
+        fsdd_manifests(FSDD, tmp_path, "nobody")
+    with pytest.raises(FileNotFoundError):
+        fsdd_manifests(tmp_path, tmp_path, "theo")
+
+
+def test_word_tokenizer_and_tiny_encoders() -> None:
+    tokenizer = build_word_tokenizer(["a man says the digit one", "Two!"])
+    ids = tokenizer("a man says two")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["a", "man", "says", "two"]
+    assert tokenizer.convert_ids_to_tokens(tokenizer("seven")["input_ids"]) == ["<unk>"]
+    frontend = speech_frontend(0.8)
+    assert (frontend.sample_rate, frontend.n_mels, frontend.fmax) == (8000, 40, 4000.0)
+    cfg = SimpleNamespace(size="tiny", audio="cnn14", text="gpt2-eot", clip_seconds=0.8)
+    audio, text = build_encoders(cfg, ["a man says the digit {}", "one"])
+    assert audio(torch.zeros(2, 6400)).embedding.shape == (2, 16)
+    assert text(["a man says the digit one"]).embedding.shape == (1, 16)
+    with pytest.raises(ValueError, match="defined for audio"):
+        build_encoders(SimpleNamespace(size="tiny", audio="htsat", text="gpt2-eot"), [])

@@ -56,18 +56,9 @@ logger = logging.getLogger("train_captioner")
 REPO = Path(__file__).resolve().parent.parent
 # fields that may change when a run is resumed: where it writes, how it logs, when it stops
 NOT_IDENTITY = (
-    "output_dir",
-    "resume",
-    "resume_force",
-    "overwrite",
-    "log_with",
-    "torch_threads",
-    "num_workers",
-    "epochs",
-    "eval_every",
-    "examples",
-    "save_every_steps",
-)
+    "output_dir", "resume", "resume_force", "overwrite", "log_with", "torch_threads", "num_workers",
+    "epochs", "eval_every", "examples", "save_every_steps",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -142,44 +133,24 @@ batch 40, 10 epochs) and msclap's decoding (beam 5, up to 67 tokens; captions cu
 length in training). A 10 s clip is longer than the 7 s window of the 2023 encoder: training
 takes a random window, the test embeds the whole clip as the mean of its windows."""
 CLOTHO = dataclasses.replace(
-    AUDIOCAPS,
-    captions_per_clip="all",
-    max_caption_tokens=40,
-    warmup_steps=2000,
+    AUDIOCAPS, captions_per_clip="all", max_caption_tokens=40, warmup_steps=2000,
     output_dir="runs/captioner-clotho",
-)
-"""Clotho (Drossos et al., ICASSP 2020): 15-30 s clips with five captions each, every caption
-8-20 words. Every caption is a training pair (ClipCap trains on each of COCO's five captions);
-40 tokens keep a 20-word caption whole with GPT2's BPE. 5000 warm-up steps would outlast ten
-epochs of Clotho's development split at batch 40 (3839 clips x 5 captions / 40 = 480 steps per
-epoch), so the warm-up keeps AudioCaps' share of the run instead (5000 of ~12,500 updates, 40%
--> 2000 of 4800). The clips are 2-4 encoder windows long: training crops one at random, the
+)  # fmt: skip
+"""Clotho (Drossos et al., ICASSP 2020; v2.1: 3839 development clips): 15-30 s clips, five
+captions each of 8-20 words. Every caption is a training pair (ClipCap trains on each of COCO's
+five captions); 40 tokens keep a 20-word caption whole with GPT2's BPE. 5000 warm-up steps would
+outlast ten epochs of the development split at batch 40 (3839 x 5 captions / 40 = 480 updates
+per epoch), so the warm-up keeps AudioCaps' share of the run instead (5000 of ~12,500 updates,
+40% -> 2000 of 4800). The clips are 2-4 encoder windows long: training crops one at random, the
 test takes the mean of the windows (``long_audio="mean"``)."""
 SMOKE = dataclasses.replace(
-    AUDIOCAPS,
-    size="tiny",
-    fsdd_root=str(REPO / "data" / "fsdd"),
-    fsdd_clips_per_digit=2,
-    references_per_item=None,
-    prefix_length=4,
-    mapper_depth=1,
-    mapper_heads=2,
+    AUDIOCAPS, size="tiny", fsdd_root=str(REPO / "data" / "fsdd"), fsdd_clips_per_digit=2,
+    references_per_item=None, prefix_length=4, mapper_depth=1, mapper_heads=2,
     freeze_language_model=False,  # a random tiny LM knows no language: train it too
-    max_caption_tokens=16,
-    epochs=3,
-    lr=1e-2,
-    warmup_steps=0,
-    batch_size=4,
-    global_batch_size=8,
-    num_workers=0,
-    beam_size=2,
-    max_new_tokens=10,
-    examples=4,
-    mixed_precision="no",
-    output_dir="runs/captioner-smoke",
-    save_every_steps=3,
-    torch_threads=1,
-)
+    max_caption_tokens=16, epochs=3, lr=1e-2, warmup_steps=0, batch_size=4, global_batch_size=8,
+    num_workers=0, beam_size=2, max_new_tokens=10, examples=4, mixed_precision="no",
+    output_dir="runs/captioner-smoke", save_every_steps=3, torch_threads=1,
+)  # fmt: skip
 """FSDD digits (60 training clips, 20 test clips of a held-out speaker), a tiny random model,
 3 epochs of 8 updates (accumulation 2), a checkpoint every 3 updates: the CI check."""
 PRESETS = {"audiocaps": AUDIOCAPS, "clotho": CLOTHO, "smoke": SMOKE}
@@ -214,27 +185,19 @@ def build_captioner(cfg: Config, captions: list[str]) -> ClapCaptioner:
         encoder = cnn14_encoder(frontend=speech_frontend(0.8), **SMALL_AUDIO["cnn14"]["tiny"])
         tokenizer = build_word_tokenizer(captions)
         lm = GPT2Config(
-            vocab_size=len(tokenizer),
-            bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **SMALL_TEXT["tiny"],
-        )
+            vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id, **SMALL_TEXT["tiny"],
+        )  # fmt: skip
         width = lm.n_embd
         mapper = transformer_mapper(
-            embed_dim=width,
-            prefix_length=cfg.prefix_length,
-            width=width,
-            depth=cfg.mapper_depth,
+            embed_dim=width, prefix_length=cfg.prefix_length, width=width, depth=cfg.mapper_depth,
             num_heads=cfg.mapper_heads,
-        )
+        )  # fmt: skip
         config = CaptionerConfig(
-            audio=encoder.get_config(),
-            mapper=mapper.get_config(),
-            language_model=lm.to_dict(),
-            projection="linear",
-            projection_dim=width,
+            audio=encoder.get_config(), mapper=mapper.get_config(), language_model=lm.to_dict(),
+            projection="linear", projection_dim=width,
             freeze_language_model=cfg.freeze_language_model,
-        )
+        )  # fmt: skip
         return ClapCaptioner(config, tokenizer=tokenizer, audio_encoder=encoder, mapper=mapper)
     if cfg.clap is None:
         raise SystemExit("--clap is required: a ClapModel folder or msclap CLAP_weights_2023.pth")
@@ -249,19 +212,14 @@ def build_captioner(cfg: Config, captions: list[str]) -> ClapCaptioner:
         clap = ClapModel.from_msclap(cfg.clap, version="2023", tokenizer=tokenizer_source)
     language_model = AutoModelForCausalLM.from_pretrained(cfg.language_model)
     mapper = transformer_mapper(
-        embed_dim=clap.config.projection_dim,
-        prefix_length=cfg.prefix_length,
-        width=language_model.get_input_embeddings().weight.shape[1],
-        depth=cfg.mapper_depth,
+        embed_dim=clap.config.projection_dim, prefix_length=cfg.prefix_length,
+        width=int(language_model.config.hidden_size), depth=cfg.mapper_depth,
         num_heads=cfg.mapper_heads,
-    )
+    )  # fmt: skip
     return ClapCaptioner.from_clap(
-        clap,
-        tokenizer=tokenizer_source,
-        language_model=language_model,
-        mapper=mapper,
+        clap, tokenizer=tokenizer_source, language_model=language_model, mapper=mapper,
         freeze_language_model=cfg.freeze_language_model,
-    )
+    )  # fmt: skip
 
 
 @dataclass
@@ -315,22 +273,14 @@ class TrainCaptionerRecipe:
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         self.accelerator = accelerator = make_accelerator(
-            self.out,
-            mixed_precision=cfg.mixed_precision,
-            log_with=cfg.log_with,
-            global_batch_size=cfg.global_batch_size,
-            batch_size=cfg.batch_size,
-        )
+            self.out, mixed_precision=cfg.mixed_precision, log_with=cfg.log_with,
+            global_batch_size=cfg.global_batch_size, batch_size=cfg.batch_size,
+        )  # fmt: skip
         setup_logging(accelerator)
         plan = plan_run(
-            self.out,
-            cfg,
-            seed=cfg.seed,
-            resume=cfg.resume,
-            overwrite=cfg.overwrite,
-            force=cfg.resume_force,
-            ignore=NOT_IDENTITY,
-        )
+            self.out, cfg, seed=cfg.seed, resume=cfg.resume, overwrite=cfg.overwrite,
+            force=cfg.resume_force, ignore=NOT_IDENTITY,
+        )  # fmt: skip
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             plan.apply()
@@ -344,10 +294,7 @@ class TrainCaptionerRecipe:
             )
         if train_manifest is None or test_manifest is None:
             raise SystemExit("give --train-manifest and --test-manifest")
-        train_records, self.test_records = (
-            read_manifest(train_manifest),
-            read_manifest(test_manifest),
-        )
+        train_records, self.test_records = map(read_manifest, (train_manifest, test_manifest))
         self.task = Path(test_manifest).stem
         captions = [c for r in [*train_records, *self.test_records] for c in r.captions]
         captioner = build_captioner(cfg, captions)
@@ -357,15 +304,12 @@ class TrainCaptionerRecipe:
             train_records, captioner.audio_encoder.frontend, train=True, seed=cfg.seed
         )
         loader = DataLoader(
-            self.train_set,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            collate_fn=ClapCollator(),
+            self.train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=ClapCollator(),
             num_workers=cfg.num_workers,
             # its own generator: creating the epoch's iterator draws no number from the global
             # RNG, so dropout after a mid-epoch resume sees the numbers of an unbroken run
             generator=torch.Generator().manual_seed(cfg.seed),
-        )
+        )  # fmt: skip
         trainable = [p for p in captioner.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr)
         warmup = cfg.warmup_steps
@@ -374,30 +318,24 @@ class TrainCaptionerRecipe:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )
-        self.model, self.optimizer, self.train_loader = accelerator.prepare(
-            captioner, optimizer, loader
-        )
+        prepared = accelerator.prepare(captioner, optimizer, loader)
+        self.model, self.optimizer, self.train_loader = prepared
         self.captioner: ClapCaptioner = accelerator.unwrap_model(self.model)
         accelerator.register_for_checkpointing(self.scheduler, self.progress, self.skipped)
         if plan.resume_from is not None:
             accelerator.load_state(str(plan.resume_from))
             p = self.progress
             logger.info(
-                "resumed from %s: epoch %d, step %d, batch %d of the epoch",
-                plan.resume_from,
-                p.epoch,
-                p.step,
-                p.batches_in_epoch,
-            )
+                "resumed from %s: epoch %d, step %d, batch %d of the epoch", plan.resume_from,
+                p.epoch, p.step, p.batches_in_epoch,
+            )  # fmt: skip
         if accelerator.is_main_process:
             resolved = {
-                **jsonable(cfg),
-                "preset": self.preset,
-                "train_manifest": train_manifest,
+                **jsonable(cfg), "preset": self.preset, "train_manifest": train_manifest,
                 "test_manifest": test_manifest,
                 "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
                 "num_processes": accelerator.num_processes,
-            }
+            }  # fmt: skip
             (self.out / "config.json").write_text(json.dumps(resolved, indent=2))
         if cfg.log_with != "none":
             config = {k: str(v) for k, v in jsonable(cfg).items()}
@@ -411,11 +349,9 @@ class TrainCaptionerRecipe:
             len(self.train_loader) / accelerator.gradient_accumulation_steps
         )
         bar = tqdm(
-            total=cfg.epochs * steps_per_epoch,
-            initial=progress.step,
-            unit="step",
+            total=cfg.epochs * steps_per_epoch, initial=progress.step, unit="step",
             disable=not accelerator.is_local_main_process,
-        )
+        )  # fmt: skip
         while progress.epoch < cfg.epochs:
             epoch, started = progress.epoch, time.perf_counter()
             self.train_set.set_epoch(epoch)
@@ -463,12 +399,9 @@ class TrainCaptionerRecipe:
         mean = torch.tensor(
             progress.loss_sum / max(progress.loss_count, 1), device=accelerator.device
         )
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "step": progress.step,
-            "train_loss": float(accelerator.reduce(mean, "mean")),
-            "lr": self.scheduler.get_last_lr()[0],
-        }
+        record: dict[str, Any] = {"epoch": epoch, "step": progress.step,
+                                  "train_loss": float(accelerator.reduce(mean, "mean")),
+                                  "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             scores, missing, examples = self.evaluate()
             record[self.task], record["missing_metrics"] = scores, missing
@@ -484,14 +417,9 @@ class TrainCaptionerRecipe:
         progress.loss_sum, progress.loss_count = 0.0, 0
         self.save_checkpoint(f"step_{progress.step:08d}_end")
         if accelerator.is_main_process:
-            write_report(
-                self.out,
-                title="train_captioner report",
-                summary=self.summary(),
-                history=progress.history,
-                best=progress.best,
-                skipped=self.skipped,
-            )
+            history, best = progress.history, progress.best
+            write_report(self.out, title="train_captioner report", summary=self.summary(),
+                         history=history, best=best, skipped=self.skipped)  # fmt: skip
 
     def evaluate(self) -> tuple[dict[str, float], dict[str, str], list[dict[str, Any]]]:
         """Caption the test clips (whole files, long ones as the mean of their windows, each
@@ -504,17 +432,11 @@ class TrainCaptionerRecipe:
         cfg, accelerator = self.cfg, self.accelerator
         records = self.test_records
         with accelerator.split_between_processes(list(range(len(records)))) as share:
-            captions = (
-                self.captioner.generate(
-                    [records[i].audio for i in share],
-                    beam_size=cfg.beam_size,
-                    max_new_tokens=cfg.max_new_tokens,
-                    batch_size=cfg.batch_size,
-                    long_audio=cfg.long_audio,
-                )
-                if share
-                else []
-            )
+            audio = [records[i].audio for i in share]
+            captions = self.captioner.generate(
+                audio, beam_size=cfg.beam_size, max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.batch_size, long_audio=cfg.long_audio,
+            ) if audio else []  # fmt: skip
             part = list(zip(share, captions, strict=True))
         pairs = dict(gather_object(part)) if accelerator.num_processes > 1 else dict(part)
         predictions = [pairs[i] for i in range(len(records))]
@@ -542,17 +464,15 @@ class TrainCaptionerRecipe:
     def save_checkpoint(self, name: str) -> None:
         """Atomic ``accelerator.save_state`` (model, optimiser, RNG, sampler, scheduler,
         progress, skipped files) as ``checkpoints/NAME``, with ``run.json`` beside it."""
-        folder = save_checkpoint(
-            self.accelerator, self.out / "checkpoints" / name, files={"run.json": self.run_json}
-        )
+        files = {"run.json": self.run_json}
+        folder = save_checkpoint(self.accelerator, self.out / "checkpoints" / name, files=files)
         logger.info("checkpoint saved: %s", folder.name)
 
     def summary(self) -> list[str]:
         """The report's lines under its heading."""
         cfg = self.cfg
         return [
-            f"Preset `{self.preset}`, size {cfg.size}, seed {cfg.seed}; test set `{self.task}`"
-            f" (score = SPIDEr, or CIDEr-D when SPICE cannot run).",
+            f"Preset `{self.preset}`, size {cfg.size}, seed {cfg.seed}; test set `{self.task}`.",
             f"Command: `accelerate launch recipes/train_captioner.py {' '.join(sys.argv[1:])}`",
         ]
 
@@ -564,9 +484,8 @@ class TrainCaptionerRecipe:
 
 def main(argv: list[str]) -> dict[str, Any]:
     """Parse the command line, train, clean up; returns metrics.json's epochs and best."""
-    preset, cfg = parse_config(
-        Config, PRESETS, argv, default="audiocaps", description=__doc__, notes=PRESET_NOTES
-    )
+    preset, cfg = parse_config(Config, PRESETS, argv, default="audiocaps", description=__doc__,
+                               notes=PRESET_NOTES)  # fmt: skip
     recipe = TrainCaptionerRecipe(cfg, preset)
     recipe.setup()
     result = recipe.train()

@@ -21,9 +21,10 @@ A run owns its output folder: it refuses a non-empty one unless told ``--resume 
 (continue; the checkpoint's run must have the same config, or ``--resume-force``) or
 ``--overwrite`` (the old run is moved to ``OUT.old-<timestamp>``). Checkpoints are atomic.
 
-Gradient accumulation reaches the global batch in samples per update, but the contrastive loss
-only sees negatives within one micro-batch (gathered over all processes): the paper's 1536
-in-batch negatives need 1536 clips per micro-step across processes.
+Gradient accumulation reaches the global batch in samples per update; with
+``--accumulate-negatives`` (the default) the contrastive loss also sees the whole global batch
+as negatives (two passes per micro-batch: about 1.3-1.5x the compute of plain accumulation).
+``--no-accumulate-negatives``: negatives within one micro-batch, gathered over all processes.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from clapkit.core import ContrastiveLoss, build_clap, zero_shot_scores
+from clapkit.core import (
+    ContrastiveLoss,
+    accumulated_contrastive_step,
+    build_clap,
+    zero_shot_scores,
+)
 from clapkit.core.metrics import accuracy, f1_score, mean_average_precision
 from clapkit.data import ClapCollator, ManifestDataset, ShardDataset, SkippedFiles, read_manifest
 from clapkit.data.tasks import TaskData, get_task, manifest_task
@@ -135,6 +141,11 @@ class Config:
     global_batch_size: int = 1536
     batch_size: int = 64
     """Per-process micro-batch; accumulation = global / (batch_size * processes)."""
+    accumulate_negatives: bool = True
+    """Under accumulation, one contrastive loss over the whole global batch (every micro-batch's
+    clips are negatives for all others; clapkit.core.accumulated_contrastive_step, open_clip's
+    accum_freq): embeddings first without gradients, then each micro-batch again with them.
+    --no-accumulate-negatives: a loss per micro-batch (negatives within one micro-step)."""
     max_grad_norm: float | None = None
     # Runtime
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -295,6 +306,12 @@ class PretrainClapRecipe:
             batch_size=cfg.batch_size,
         )
         setup_logging(accelerator)
+        self.micro_steps = accelerator.gradient_accumulation_steps
+        # full-batch negatives: clapkit.core's step runs all micro-batches of an update itself,
+        # so accelerate must neither divide the losses nor count micro-steps
+        self.full_negatives = cfg.accumulate_negatives and self.micro_steps > 1
+        if self.full_negatives:
+            accelerator.gradient_accumulation_steps = 1
         identity = {**dataclasses.asdict(cfg), "num_processes": accelerator.num_processes}
         self.plan: RunPlan = plan_run(
             self.out,
@@ -340,7 +357,8 @@ class PretrainClapRecipe:
             "train_manifest": self.train_manifest,
             "eval_manifest": self.eval_manifests,
             "eval_task": list(cfg.eval_task),
-            "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
+            "gradient_accumulation_steps": self.micro_steps,
+            "accumulate_negatives": self.full_negatives,
             "num_processes": accelerator.num_processes,
             "flops_per_sample": self.flops_per_sample,
         }
@@ -449,8 +467,7 @@ class PretrainClapRecipe:
         """Epochs of contrastive training, each followed by ``evaluate``; returns the outcome."""
         cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
         model, optimizer = self.model, self.optimizer
-        accumulation = accelerator.gradient_accumulation_steps
-        steps_per_epoch = math.ceil(len(self.train_loader) / accumulation)
+        steps_per_epoch = math.ceil(len(self.train_loader) / self.micro_steps)
         bar = tqdm(
             total=cfg.epochs * steps_per_epoch,
             initial=progress.step,
@@ -472,7 +489,7 @@ class PretrainClapRecipe:
             model.train()
             meter.reset()
             meter.start()
-            stop = False
+            stop, pending, samples = False, [], 0
             for batch in loader:
                 meter.batch_arrived()
                 progress.batches_in_epoch += 1
@@ -484,34 +501,54 @@ class PretrainClapRecipe:
                     logger.warning("skipping a micro-batch with sizes %s", sizes.tolist())
                     meter.micro_step_done()
                     continue
-                with accelerator.accumulate(model):
-                    output = model(
-                        batch["waveform"],
-                        input_ids=batch["input_ids"],
-                        attention_mask=batch["attention_mask"],
+                samples += int(sizes.sum())
+                inputs = {
+                    "waveform": batch["waveform"],
+                    "input_ids": batch["input_ids"],
+                    "attention_mask": batch["attention_mask"],
+                }
+                if self.full_negatives:
+                    pending.append(inputs)
+                    if len(pending) < self.micro_steps:
+                        continue
+                    loss = accumulated_contrastive_step(
+                        model,
+                        pending,
+                        self.loss_fn,
+                        backward=accelerator.backward,  # accumulation 1 here: no division
+                        no_sync=lambda: accelerator.no_sync(model),
                     )
-                    loss = self.loss_fn(
-                        output.audio_embeds, output.text_embeds, output.logit_scale_exp
-                    )
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm:
+                    if cfg.max_grad_norm:
                         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
-                progress.loss_sum += loss.item()  # kept in Progress: a resumed epoch averages all
+                    pending = []
+                else:
+                    with accelerator.accumulate(model):
+                        output = model(**inputs)
+                        loss = self.loss_fn(
+                            output.audio_embeds, output.text_embeds, output.logit_scale_exp
+                        )
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients and cfg.max_grad_norm:
+                            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        optimizer.step()
+                        optimizer.zero_grad()
+                # kept in Progress: a resumed epoch averages all its losses
+                progress.loss_sum += loss.item()
                 progress.loss_count += 1
-                if not accelerator.sync_gradients:
+                if not self.full_negatives and not accelerator.sync_gradients:
                     meter.micro_step_done()
                     continue
                 progress.step += 1
-                speed = meter.step_done(int(sizes.sum()) * accumulation)
+                speed, samples = meter.step_done(samples), 0
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
                 accelerator.log(
                     {
                         "train/loss": loss.item(),
                         "train/lr": optimizer.param_groups[0]["lr"],
-                        "train/logit_scale": output.logit_scale_exp.item(),
+                        "train/logit_scale": self._logit_scale(),
                         "train/skipped_files": self.skipped.count,
                         **{f"train/{k}": v for k, v in speed.as_dict().items()},
                     },
@@ -566,6 +603,9 @@ class PretrainClapRecipe:
         self.save_checkpoint(f"step_{progress.step:08d}_end")
         if accelerator.is_main_process:
             self.write_report()
+
+    def _logit_scale(self) -> float:
+        return float(self.accelerator.unwrap_model(self.model).logit_scale_exp.item())
 
     # -- evaluate -------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ THROUGHPUT_COLUMNS = (
     ("samples_per_s", "samples/s", "{:.1f}"),
     ("data_wait_s", "data wait s/step", "{:.3f}"),
     ("compute_s", "compute s/step", "{:.3f}"),
-    ("tflops", "TFLOP/s", "{:.4f}"),
+    ("tflops", "TFLOP/s", "{:.3g}"),
 )
 
 

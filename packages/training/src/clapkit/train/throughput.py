@@ -118,7 +118,7 @@ class ThroughputMeter:
         if self._mark is None:
             self._mark = now
         self._step_wait += now - self._mark
-        self._arrived = now
+        self._arrived = self._mark = now  # several arrivals in a row (grouped micro-batches)
 
     def micro_step_done(self) -> None:
         """The micro-batch's compute ended (for accumulation steps that do not update)."""

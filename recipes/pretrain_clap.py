@@ -30,6 +30,7 @@ as negatives (two passes per micro-batch: about 1.3-1.5x the compute of plain ac
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -490,27 +491,33 @@ class PretrainClapRecipe:
             meter.reset()
             meter.start()
             stop, pending, samples = False, [], 0
-            for batch in loader:
-                meter.batch_arrived()
-                progress.batches_in_epoch += 1
-                self.skipped.update(batch["skipped"])
-                sizes = accelerator.gather(
-                    torch.tensor([batch["waveform"].shape[0]], device=accelerator.device)
-                )
-                if int(sizes.min()) < 2:  # every clip of a micro-batch was bad on some rank
-                    logger.warning("skipping a micro-batch with sizes %s", sizes.tolist())
-                    meter.micro_step_done()
-                    continue
-                samples += int(sizes.sum())
-                inputs = {
-                    "waveform": batch["waveform"],
-                    "input_ids": batch["input_ids"],
-                    "attention_mask": batch["attention_mask"],
-                }
-                if self.full_negatives:
-                    pending.append(inputs)
-                    if len(pending) < self.micro_steps:
+            # None closes the epoch: a short last group still makes an update, as accelerate's
+            # accumulation steps on the end of the data loader
+            for batch in itertools.chain(loader, [None]):
+                if batch is None and not pending:
+                    break
+                if batch is not None:
+                    meter.batch_arrived()
+                    progress.batches_in_epoch += 1
+                    self.skipped.update(batch["skipped"])
+                    sizes = accelerator.gather(
+                        torch.tensor([batch["waveform"].shape[0]], device=accelerator.device)
+                    )
+                    if int(sizes.min()) < 2:  # every clip of a micro-batch was bad on some rank
+                        logger.warning("skipping a micro-batch with sizes %s", sizes.tolist())
+                        meter.micro_step_done()
                         continue
+                    samples += int(sizes.sum())
+                    inputs = {
+                        "waveform": batch["waveform"],
+                        "input_ids": batch["input_ids"],
+                        "attention_mask": batch["attention_mask"],
+                    }
+                if self.full_negatives:
+                    if batch is not None:
+                        pending.append(inputs)
+                        if len(pending) < self.micro_steps:
+                            continue
                     loss = accumulated_contrastive_step(
                         model,
                         pending,

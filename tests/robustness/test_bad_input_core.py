@@ -155,3 +155,18 @@ def test_embed_text_names_the_item_that_is_not_text(
 ) -> None:
     with pytest.raises(TypeError, match=message):
         model.embed_text(texts)  # type: ignore[arg-type]
+
+
+def test_a_wav_cut_in_half_is_not_embedded(model: ClapModel, clip: Path, tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from clapkit.audio import AudioLoadError
+
+    full = tmp_path / "clip.wav"
+    wave, rate = sf.read(clip, dtype="float32")
+    sf.write(full, wave, rate, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(AudioLoadError, match=r"cut.wav: truncated: its header promises \d+ frames"):
+        model.embed_audio([full, cut])
+    assert model.embed_audio([full]).shape == (1, 8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,34 @@ def test_corrupt_file_is_reported(tmp_path: Path, fsdd_files: list[Path]) -> Non
     garbage = tmp_path / "garbage.flac"
     garbage.write_bytes(b"fLaC" + bytes(range(256)) * 8)
     assert str(garbage) in str(_error(garbage))
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
+def test_a_wav_cut_short_is_an_error_that_names_the_frames(tmp_path: Path, subtype: str) -> None:
+    wave = np.random.default_rng(0).normal(0, 0.1, (16000, 2)).astype("float32")
+    full = tmp_path / "full.wav"
+    sf.write(full, wave, 16000, subtype=subtype)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    message = r"cut.wav: truncated: its header promises 16000 frames, the file holds (\d+) "
+    with pytest.raises(AudioLoadError, match=message + r"\(0\.50 s of 1\.00 s\)") as error:
+        load_audio(cut, 16000)
+    held = int(re.search(message, str(error.value))[1])  # type: ignore[index]
+    assert 7900 < held < 8000  # half the bytes, less the header
+    with pytest.raises(AudioLoadError, match="truncated"):
+        load_audio(io.BytesIO(data[: len(data) // 2]), 16000)
+    assert load_audio(full, 16000).shape == (16000,)  # whole files and their bytes still load
+    assert load_audio(data, 16000).shape == (16000,)
+
+
+def test_a_flac_cut_short_is_an_error(tmp_path: Path) -> None:
+    full = tmp_path / "full.flac"
+    sf.write(full, np.random.default_rng(0).normal(0, 0.1, 16000).astype("float32"), 16000)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(AudioLoadError, match=r"cut.flac: unreadable or corrupt audio"):
+        load_audio(cut, 16000)
 
 
 def test_zero_samples(tmp_path: Path) -> None:

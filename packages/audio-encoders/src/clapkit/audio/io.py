@@ -42,6 +42,38 @@ def _describe(source: AudioSource) -> str:
     return str(getattr(source, "name", "<file object>"))
 
 
+def _wav_header_frames(handle: str | BinaryIO) -> int | None:
+    """Frames a RIFF/WAVE header promises (data chunk size / block align), or None if unknown.
+
+    libsndfile clamps a WAV's frame count to what the file holds, so a file cut short reads as a
+    shorter clip without complaint; the header still says how long it was meant to be.
+    """
+    if isinstance(handle, str):
+        with open(handle, "rb") as f:
+            head = f.read(1 << 16)
+    else:
+        position = handle.tell()
+        handle.seek(0)
+        head = handle.read(1 << 16)
+        handle.seek(position)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None  # RF64, W64 and others: no 32-bit RIFF header to trust
+    block_align, offset = None, 12
+    while offset + 8 <= len(head):
+        chunk, size = (
+            head[offset : offset + 4],
+            int.from_bytes(head[offset + 4 : offset + 8], "little"),
+        )
+        if chunk == b"fmt " and offset + 22 <= len(head):
+            block_align = int.from_bytes(head[offset + 20 : offset + 22], "little")
+        if chunk == b"data":
+            if not block_align or size in (0, 0xFFFFFFFF):  # streaming writers leave it unset
+                return None
+            return size // block_align
+        offset += 8 + size + (size & 1)
+    return None
+
+
 def _read(source: AudioSource, name: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
     """Decode with soundfile into ``[t, channels]`` float32 and the file's rate."""
     if isinstance(source, (str, os.PathLike)):
@@ -69,6 +101,15 @@ def _read(source: AudioSource, name: str, max_seconds: float | None) -> tuple[np
                 )
             data = audio_file.read(dtype="float32", always_2d=True)
             rate = int(audio_file.samplerate)
+            if audio_file.format == "WAV":
+                promised = _wav_header_frames(handle)
+                if promised is not None and promised > len(data):
+                    raise AudioLoadError(
+                        name,
+                        f"truncated: its header promises {promised} frames, the file holds "
+                        f"{len(data)} ({len(data) / max(rate, 1):.2f} s of "
+                        f"{promised / max(rate, 1):.2f} s)",
+                    )
     except AudioLoadError:
         raise
     except PermissionError as error:

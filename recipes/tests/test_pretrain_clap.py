@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -9,17 +10,39 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from clapkit.train.checkpointing import SLOW_SAVE_ENV
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipe_runner import RECIPES, kill_when, launch, python, run_failing
-
 from clapkit.train.demo import fsdd_manifests
+
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+import pretrain_clap  # noqa: E402
+from recipe_runner import RECIPES, kill_when, launch, python, run_failing  # noqa: E402
 
 FSDD = RECIPES.parent / "data" / "fsdd"
 
 
 def metrics_of(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
+
+
+def test_presets_differ_where_the_paper_does() -> None:
+    presets = pretrain_clap.PRESETS
+    table1, table2 = presets["table1-htsat22-gpt2"], presets["table2-htsat22-gpt2"]
+    changed = {
+        f.name
+        for f in dataclasses.fields(table1)
+        if getattr(table1, f.name) != getattr(table2, f.name)
+    }
+    assert changed == {"train_shards", "samples_per_epoch", "output_dir"}
+    assert table2.samples_per_epoch == 4_600_000
+    assert (table1.lr, table1.global_batch_size, table1.epochs) == (1e-3, 1536, 40)
+    assert "0.480" in pretrain_clap.NOTES["table1-htsat22-gpt2"]
+    preset, cfg = pretrain_clap.parse_config(
+        pretrain_clap.Config,
+        presets,
+        ["--preset", "smoke", "--no-accumulate-negatives", "--epochs", "3"],
+        default="table1-htsat22-gpt2",
+    )
+    assert preset == "smoke"
+    assert (cfg.accumulate_negatives, cfg.epochs, cfg.size) == (False, 3, "tiny")
 
 
 def test_smoke_preset_under_accelerate_launch(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -50,9 +51,12 @@ def test_truncation_keeps_final_special_token_and_warns_once(name: str, tiny_par
     config, tokenizer = tiny_parts(name)
     encoder = BUILDERS[name](config=config, tokenizer=tokenizer, max_length=20)
     full = tokenizer(LONG_TEXT + encoder.eot_suffix)["input_ids"]
-    with pytest.warns(TextTruncationWarning, match=r"texts\[1\].*max_length=20"):
-        batch = encoder.tokenize(["a dog", LONG_TEXT])
     tail = 2 if name == "gpt2-eot" else 1
+    marker = re.escape(repr(tokenizer.decode(full[-tail:])))
+    message = r"texts\[1\], '.*\) are longer than max_length=20 tokens: each keeps its first "
+    message += rf"{20 - tail} tokens and its end marker {marker} \(what the '.+' pooling reads\)"
+    with pytest.warns(TextTruncationWarning, match=message):
+        batch = encoder.tokenize(["a dog", LONG_TEXT])
     assert batch["input_ids"].shape == (2, 20)
     assert batch["input_ids"][1].tolist() == full[: 20 - tail] + full[-tail:]
     end_id = tokenizer.eos_token_id if name != "bert" else tokenizer.sep_token_id

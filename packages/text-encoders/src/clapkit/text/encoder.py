@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from clapkit.text.architectures import Architecture, get_architecture
+from clapkit.text.inputs import _short_repr as _short
 from clapkit.text.inputs import check_texts
 from clapkit.text.pooling import last_real_token_index, pool_at
 from clapkit.text.tokenization import (
@@ -216,10 +217,16 @@ class TextEncoder(nn.Module):
         )
         if batch.truncated and not self._warned_truncation:
             self._warned_truncation = True
+            first = batch.truncated[0]
+            kept = batch.input_ids[first][batch.attention_mask[first].bool()]
+            tail = self.tokenizer.decode(kept[-self._tail_length :].tolist())
+            head = self.max_length - self._tail_length
             warnings.warn(
-                f"{len(batch.truncated)} text(s) (first: texts[{batch.truncated[0]}]) were "
-                f"longer than max_length={self.max_length} tokens and were cut, keeping the "
-                f"final {self._tail_length} token(s); this warning is shown once per encoder",
+                f"{len(batch.truncated)} text(s) (first: texts[{first}], "
+                f"{_short(checked[first])}) are longer than max_length={self.max_length} "
+                f"tokens: each keeps its first {head} tokens and its end marker {tail!r} "
+                f"(what the {self.pooling!r} pooling reads), the rest is dropped; this warning "
+                "is shown once per encoder",
                 TextTruncationWarning,
                 stacklevel=2,
             )

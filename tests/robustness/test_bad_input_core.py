@@ -170,3 +170,17 @@ def test_a_wav_cut_in_half_is_not_embedded(model: ClapModel, clip: Path, tmp_pat
     with pytest.raises(AudioLoadError, match=r"cut.wav: truncated: its header promises \d+ frames"):
         model.embed_audio([full, cut])
     assert model.embed_audio([full]).shape == (1, 8)
+
+
+def test_an_over_long_text_is_cut_with_a_warning_a_user_can_read(model: ClapModel) -> None:
+    from clapkit.text import TextTruncationWarning
+
+    model.text_encoder._warned_truncation = False  # the warning is once per encoder
+    with pytest.warns(TextTruncationWarning) as caught:
+        embeds = model.embed_text(["a man says seven", "seven " * 20_000])
+    message = str(caught[0].message)
+    assert "texts[1], 'seven seven" in message
+    assert "each keeps its first" in message
+    assert "end marker ' <|endoftext|>' (what the 'eot' pooling reads)" in message
+    assert embeds.shape == (2, 8)
+    assert torch.isfinite(embeds).all()

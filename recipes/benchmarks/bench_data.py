@@ -103,9 +103,9 @@ def bench_data(clips: int) -> list[Row]:
 
 def bench_training(steps: int, batch_size: int) -> list[Row]:
     from pretrain_clap import PRESETS
-    from pretrain_support import build_encoders
 
     from clapkit.core import ContrastiveLoss, build_clap
+    from clapkit.train.demo import build_encoders
 
     cfg = dataclasses.replace(
         PRESETS["table1-htsat22-gpt2"], text_pretrained=None, tokenizer=str(GPT2_TOKENIZER)

@@ -296,7 +296,7 @@ class ClapCaptioner(
             ValueError: a malformed ``config.json`` (the file named).
         """
         check_pretrained_source(pretrained_model_name_or_path, what="clapkit captioner")
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return super().from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs)
 
     @classmethod
     def _from_pretrained(

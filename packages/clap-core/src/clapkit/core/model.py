@@ -293,7 +293,7 @@ class ClapModel(
             CheckpointError: missing or unexpected weights, by name.
         """
         check_pretrained_source(pretrained_model_name_or_path, what="clapkit model")
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return super().from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs)
 
     @classmethod
     def _from_pretrained(

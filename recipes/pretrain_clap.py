@@ -48,22 +48,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from clapkit.core import (
-    ContrastiveLoss,
-    accumulated_contrastive_step,
-    build_clap,
-    zero_shot_scores,
-)
-from clapkit.core.metrics import accuracy, f1_score, mean_average_precision
+from clapkit.core import ContrastiveLoss, accumulated_contrastive_step, build_clap
 from clapkit.data import ClapCollator, ManifestDataset, ShardDataset, SkippedFiles, read_manifest
-from clapkit.data.tasks import TaskData, get_task, manifest_task
 from clapkit.train.checkpointing import replace_folder, save_checkpoint
 from clapkit.train.config import jsonable, parse_config
 from clapkit.train.demo import build_encoders, fsdd_manifests
+from clapkit.train.evaluation import load_zero_shot_tasks, zero_shot_evaluate
 from clapkit.train.reporting import flatten, write_model_card, write_report
 from clapkit.train.runs import RunPlan, plan_run
 from clapkit.train.setup import enable_grad_checkpointing, make_accelerator, setup_logging
@@ -290,20 +284,6 @@ class Progress:
             setattr(self, name, value)
 
 
-def eval_tasks(cfg: Config, manifests: Sequence[str]) -> list[TaskData]:
-    """The per-epoch zero-shot tasks: labelled manifests and paper tasks (NAME=PATH)."""
-    tasks = [manifest_task(m, [cfg.prompt_template]).load(Path(m).parent) for m in manifests]
-    for spec in cfg.eval_task:
-        name, sep, path = spec.partition("=")
-        if not sep:
-            raise SystemExit(f"--eval-task wants NAME=PATH, got {spec!r}")
-        task = get_task(name)
-        if task.kind not in ("multiclass", "multilabel"):
-            raise SystemExit(f"--eval-task {name}: a {task.kind} task is not a zero-shot task")
-        tasks.append(task.load(path))
-    return tasks
-
-
 class PretrainClapRecipe:
     """One pretraining run: ``setup``, ``train`` (evaluating each epoch), ``cleanup``.
 
@@ -356,7 +336,9 @@ class PretrainClapRecipe:
         self._setup_data_sources()
         self._setup_model()
         self._setup_data()
-        self.tasks = eval_tasks(cfg, self.eval_manifests)
+        self.tasks = load_zero_shot_tasks(
+            self.eval_manifests, cfg.eval_task, template=cfg.prompt_template
+        )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer,
@@ -641,44 +623,8 @@ class PretrainClapRecipe:
 
     # -- evaluate -------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, Any]:
-        """Zero-shot score of every task and their mean, through clap-core's one zero-shot path.
-
-        The same functions as ``evaluate.py`` and ``ClapModel.zero_shot``: ``embed_audio`` on
-        the files (long clips = the mean of their window embeddings), ``class_embeddings``
-        (template ensemble), ``zero_shot_scores``; each process embeds a contiguous share.
-        """
-        accelerator = self.accelerator
-        clap = accelerator.unwrap_model(self.model)
-        was_training = clap.training
-        clap.eval()
-        results: dict[str, Any] = {}
-        with torch.no_grad():
-            for data in self.tasks:
-                task = data.task
-                paths = [r.audio for r in data.records]
-                with accelerator.split_between_processes(paths) as share:
-                    audio = clap.embed_audio(share).cpu() if share else None
-                parts = [a for a in gather_object([audio]) if a is not None]
-                labels = [task.label_text(name) for name in data.class_names]
-                classes = clap.class_embeddings(labels, task.templates).cpu()
-                multilabel = task.kind == "multilabel"
-                scores = zero_shot_scores(
-                    torch.cat(parts), classes, clap.logit_scale_exp.cpu(), multilabel
-                )
-                metric = task.metrics[0]
-                targets = data.targets()
-                if not multilabel:
-                    value = accuracy(scores, targets)
-                elif metric == "F1":
-                    value = f1_score(scores, targets)
-                else:
-                    value = mean_average_precision(scores, targets)
-                results[task.name] = {metric: value, "score": value}
-        clap.train(was_training)
-        if self.tasks:
-            scores = [results[t.task.name]["score"] for t in self.tasks]
-            results["zero_shot_score"] = sum(scores) / len(scores)
-        return results
+        """Zero-shot score of every task and their mean (clapkit.train.evaluation)."""
+        return zero_shot_evaluate(self.accelerator, self.model, self.tasks)
 
     # -- checkpoints and outputs ----------------------------------------------------------------
     def save_checkpoint(self, name: str) -> Path:

@@ -9,6 +9,7 @@ Modules (import them by name; this file imports nothing heavy):
   ``--overwrite``, ``run.json``).
 - :mod:`clapkit.train.checkpointing`: atomic checkpoints, ``find_checkpoint`` (newest
   complete), ``verify_checkpoint``, ``replace_folder``.
+- :mod:`clapkit.train.evaluation`: per-epoch zero-shot tasks and scores (clap-core's path).
 - :mod:`clapkit.train.throughput`: samples/s, data wait vs compute, TFLOP/s.
 - :mod:`clapkit.train.reporting`: metrics.json, report.md, history.csv, curves.png, model card.
 - :mod:`clapkit.train.demo`: the FSDD demo data, small encoders, 8 kHz speech front end.

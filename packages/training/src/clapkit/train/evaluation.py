@@ -1,0 +1,108 @@
+"""Per-epoch zero-shot evaluation of a training run, through clap-core's one zero-shot path.
+
+The tasks come from labelled manifests (one task each, file stem = name) and from the paper's
+task readers (``NAME=PATH``, :mod:`clapkit.data.tasks`, official layouts)::
+
+    tasks = load_zero_shot_tasks(["heldout.jsonl"], ["esc50=/data/ESC-50-master"],
+                                 template="this is a sound of {}")
+    results = zero_shot_evaluate(accelerator, model, tasks)
+    results["esc50"]["accuracy"], results["zero_shot_score"]     # the mean of the tasks' scores
+
+The numbers are those of ``recipes/evaluate.py`` and ``ClapModel.zero_shot``: ``embed_audio``
+on the files (long clips = the mean of their window embeddings), ``class_embeddings``
+(template ensemble), ``zero_shot_scores``, then the task's headline metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_zero_shot_tasks", "zero_shot_evaluate"]
+
+
+def load_zero_shot_tasks(
+    manifests: Sequence[str], task_specs: Sequence[str], *, template: str
+) -> list[Any]:
+    """Read the evaluation tasks of a run.
+
+    Args:
+        manifests: labelled JSON Lines manifests (``labels`` on every line); paths inside are
+            relative to the manifest.
+        task_specs: paper tasks as ``NAME=PATH`` (``esc50=/data/ESC-50-master``).
+        template: the prompt of the manifest tasks, ``{}`` marking the label.
+
+    Returns:
+        ``clapkit.data.tasks.TaskData`` of every task, manifests first.
+
+    Raises:
+        SystemExit: a spec without ``=``, or a task that is not zero-shot (retrieval,
+            captioning).
+        KeyError: an unknown task name (from ``get_task``).
+    """
+    from clapkit.data.tasks import get_task, manifest_task
+
+    tasks = [manifest_task(m, [template]).load(Path(m).parent) for m in manifests]
+    for spec in task_specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            raise SystemExit(f"--eval-task wants NAME=PATH, got {spec!r}")
+        task = get_task(name)
+        if task.kind not in ("multiclass", "multilabel"):
+            raise SystemExit(f"--eval-task {name}: a {task.kind} task is not a zero-shot task")
+        tasks.append(task.load(path))
+    return tasks
+
+
+def zero_shot_evaluate(accelerator: Any, model: Any, tasks: Sequence[Any]) -> dict[str, Any]:
+    """Zero-shot score of every task and their mean; each process embeds a share of the clips.
+
+    Call it on every process. The model is put in eval mode and back.
+
+    Args:
+        accelerator: the run's accelerator.
+        model: a (possibly prepared) ``ClapModel``.
+        tasks: from :func:`load_zero_shot_tasks`.
+
+    Returns:
+        ``{task name: {metric: value, "score": value}}`` plus ``"zero_shot_score"`` (the mean
+        score) when there is a task.
+    """
+    import torch
+    from accelerate.utils import gather_object  # type: ignore[import-untyped]
+
+    from clapkit.core import zero_shot_scores
+    from clapkit.core.metrics import accuracy, f1_score, mean_average_precision
+
+    clap = accelerator.unwrap_model(model)
+    was_training = clap.training
+    clap.eval()
+    results: dict[str, Any] = {}
+    with torch.no_grad():
+        for data in tasks:
+            task = data.task
+            paths = [r.audio for r in data.records]
+            with accelerator.split_between_processes(paths) as share:
+                audio = clap.embed_audio(share).cpu() if share else None
+            parts = [a for a in gather_object([audio]) if a is not None]
+            labels = [task.label_text(name) for name in data.class_names]
+            classes = clap.class_embeddings(labels, task.templates).cpu()
+            multilabel = task.kind == "multilabel"
+            scores = zero_shot_scores(
+                torch.cat(parts), classes, clap.logit_scale_exp.cpu(), multilabel
+            )
+            metric = task.metrics[0]
+            targets = data.targets()
+            if not multilabel:
+                value = accuracy(scores, targets)
+            elif metric == "F1":
+                value = f1_score(scores, targets)
+            else:
+                value = mean_average_precision(scores, targets)
+            results[task.name] = {metric: value, "score": value}
+    clap.train(was_training)
+    if tasks:
+        total = sum(results[t.task.name]["score"] for t in tasks)
+        results["zero_shot_score"] = total / len(tasks)
+    return results

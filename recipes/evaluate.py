@@ -42,6 +42,7 @@ from tqdm.auto import tqdm  # type: ignore[import-untyped]
 from clapkit.core import ClapModel, ensemble_class_embeddings, format_prompts, zero_shot_scores
 from clapkit.core.metrics import accuracy, f1_score, mean_average_precision, retrieval_metrics
 from clapkit.data.tasks import TABLE1_TASKS, TABLE2_TASKS, Task, get_task, manifest_task
+from clapkit.train.plots import confusion_counts, plot_bars, plot_confusion
 
 Append = tyro.conf.UseAppendAction
 SUITES = {"table1": TABLE1_TASKS, "table2": TABLE2_TASKS}
@@ -441,57 +442,6 @@ class EvaluateRecipe:
         """Wait for every process and end the distributed group."""
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
-
-
-def confusion_counts(scores: Tensor, targets: Tensor, num_classes: int) -> Tensor:
-    """Counts ``[c, c]``: row = true class, column = predicted (highest score) class."""
-    flat = targets * num_classes + scores.argmax(dim=1)
-    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_bars(
-    path: Path, rows: Sequence[tuple[str, str, float, float | None, float | None]]
-) -> None:
-    """Grouped bars of clapkit and the paper, one group per (task, metric)."""
-    plt = _pyplot()
-    labels = [f"{task}\n{metric}" for task, metric, *_ in rows]
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.6 * len(rows) + 2), 4))
-    x = torch.arange(len(rows)).float()
-    axes.bar(x - 0.2, [r[2] for r in rows], 0.4, label="clapkit")
-    axes.bar(x + 0.2, [r[3] if r[3] is not None else 0.0 for r in rows], 0.4, label="paper")
-    axes.set_xticks(x.tolist(), labels, rotation=90, fontsize=7)
-    axes.set(ylim=(0, 1), ylabel="score", title="clapkit vs the paper")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def plot_confusion(path: Path, counts: Tensor, names: Sequence[str], title: str) -> None:
-    """Row-normalised confusion matrix as a PNG."""
-    plt = _pyplot()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rates = counts.float() / counts.sum(dim=1, keepdim=True).clamp(min=1)
-    size = max(4.0, 0.3 * len(names) + 2)
-    figure, axes = plt.subplots(figsize=(size, size))
-    image = axes.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    ticks = list(range(len(names)))
-    axes.set_xticks(ticks, names, rotation=90, fontsize=6)
-    axes.set_yticks(ticks, names, fontsize=6)
-    axes.set(xlabel="predicted", ylabel="true", title=f"{title} (row-normalised)")
-    figure.colorbar(image, ax=axes, fraction=0.046)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ Modules (import them by name; this file imports nothing heavy):
 - :mod:`clapkit.train.evaluation`: per-epoch zero-shot tasks and scores (clap-core's path).
 - :mod:`clapkit.train.throughput`: samples/s, data wait vs compute, TFLOP/s.
 - :mod:`clapkit.train.reporting`: metrics.json, report.md, history.csv, curves.png, model card.
+- :mod:`clapkit.train.plots`: evaluation figures (confusion matrices, clapkit-vs-paper bars).
 - :mod:`clapkit.train.demo`: the FSDD demo data, small encoders, 8 kHz speech front end.
 """
 

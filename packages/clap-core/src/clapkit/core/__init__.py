@@ -31,6 +31,12 @@ from clapkit.core.inference import (
     zero_shot_scores,
 )
 from clapkit.core.loss import ContrastiveLoss, gather_with_grad
+from clapkit.core.metrics import (
+    accuracy,
+    f1_score,
+    mean_average_precision,
+    retrieval_metrics,
+)
 from clapkit.core.model import ClapModel, ClapOutput, build_clap
 from clapkit.core.pretrained import (
     PretrainedFolder,
@@ -84,6 +90,7 @@ __all__ = [
     "PretrainedFolder",
     "RetrievalHits",
     "accumulated_contrastive_step",
+    "accuracy",
     "build_clap",
     "build_projection",
     "check_consumed",
@@ -98,6 +105,7 @@ __all__ = [
     "drop_harmless_buffers",
     "embed_audio_input",
     "ensemble_class_embeddings",
+    "f1_score",
     "format_prompts",
     "gather_with_grad",
     "import_encoder_package",
@@ -107,11 +115,13 @@ __all__ = [
     "load_pretrained_weights",
     "load_safetensors",
     "load_strict",
+    "mean_average_precision",
     "pretrained_folder",
     "read_config_file",
     "read_pretrained",
     "register_audio_encoder",
     "register_text_encoder",
+    "retrieval_metrics",
     "split_micro_batches",
     "split_msclap_audio",
     "split_prefix",

@@ -72,8 +72,7 @@ def zero_shot_evaluate(accelerator: Any, model: Any, tasks: Sequence[Any]) -> di
     import torch
     from accelerate.utils import gather_object  # type: ignore[import-untyped]
 
-    from clapkit.core import zero_shot_scores
-    from clapkit.core.metrics import accuracy, f1_score, mean_average_precision
+    from clapkit.core import accuracy, f1_score, mean_average_precision, zero_shot_scores
 
     clap = accelerator.unwrap_model(model)
     was_training = clap.training

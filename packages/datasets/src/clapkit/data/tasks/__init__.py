@@ -18,7 +18,7 @@ from clapkit.data.tasks.base import (
     TaskLayoutError,
     humanize,
 )
-from clapkit.data.tasks.manifest_task import manifest_task
+from clapkit.data.tasks.from_manifest import manifest_task
 from clapkit.data.tasks.registry import TABLE1_TASKS, TABLE2_TASKS, TASKS, get_task, list_tasks
 
 __all__ = [

@@ -9,7 +9,7 @@
 - Sibling pins are compatible ranges (``>=X.Y,<X.Y+1``-style), never exact pins or bare names.
 - The repository stands alone: no tracked text file names the folder beside a checkout that held
   the developers' reading material, nor an absolute path of a machine (``/home/...``,
-  ``/root/...``, ``/work/...``, a Windows user folder): a user's clone has neither.
+  a root or workspace folder, a Windows user folder): a user's clone has neither.
 
 Exits non-zero listing every problem found.
 """

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from clapkit.core import ContrastiveLoss, accumulated_contrastive_step, build_clap
 from clapkit.data import ClapCollator, ManifestDataset, ShardDataset, SkippedFiles, read_manifest
-from clapkit.train.checkpointing import replace_folder, save_checkpoint
+from clapkit.train.checkpointing import Progress, replace_folder, save_checkpoint
 from clapkit.train.config import jsonable, parse_config
 from clapkit.train.demo import build_encoders, fsdd_manifests
 from clapkit.train.evaluation import load_zero_shot_tasks, zero_shot_evaluate
@@ -262,26 +262,6 @@ NOTES = {
     "demo": "FSDD digits: 3 speakers train, zero-shot on the 4th (chance 10%), CPU minutes",
     "smoke": "the CI check: tiny encoders, 2 epochs of 2 clips per speaker and digit",
 }
-
-
-@dataclass
-class Progress:
-    """Where the run is; saved with every checkpoint for an exact resume."""
-
-    epoch: int = 0
-    batches_in_epoch: int = 0
-    step: int = 0
-    loss_sum: float = 0.0
-    loss_count: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for name, value in state.items():
-            setattr(self, name, value)
 
 
 class PretrainClapRecipe:

@@ -34,7 +34,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,7 +45,7 @@ from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from clapkit.caption import ClapCaptioner, evaluate_captions
 from clapkit.data import ClapCollator, ManifestDataset, ManifestRecord, SkippedFiles, read_manifest
-from clapkit.train.checkpointing import replace_folder, save_checkpoint
+from clapkit.train.checkpointing import Progress, replace_folder, save_checkpoint
 from clapkit.train.config import jsonable, parse_config
 from clapkit.train.demo import fsdd_manifests, speech_frontend
 from clapkit.train.reporting import flatten, write_report
@@ -220,28 +220,6 @@ def build_captioner(cfg: Config, captions: list[str]) -> ClapCaptioner:
         clap, tokenizer=tokenizer_source, language_model=language_model, mapper=mapper,
         freeze_language_model=cfg.freeze_language_model,
     )  # fmt: skip
-
-
-@dataclass
-class Progress:
-    """Where the run is, saved in every checkpoint (``register_for_checkpointing``)."""
-
-    epoch: int = 0
-    batches_in_epoch: int = 0
-    step: int = 0
-    loss_sum: float = 0.0
-    loss_count: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        """The fields as a dict (what accelerate pickles)."""
-        return dataclasses.asdict(self)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the fields saved by `state_dict`."""
-        for name, value in state.items():
-            setattr(self, name, value)
 
 
 def one_caption_each(records: list[ManifestRecord]) -> list[ManifestRecord]:

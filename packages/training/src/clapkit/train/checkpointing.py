@@ -17,18 +17,21 @@ Typical use in a recipe::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "COMPLETE_MARKER",
     "CheckpointError",
+    "Progress",
     "find_checkpoint",
     "replace_folder",
     "save_checkpoint",
@@ -225,3 +228,36 @@ def find_checkpoint(checkpoints: str | Path) -> Path:
         return folder
     detail = "".join(f"\n  - {reason}" for reason in passed)
     raise CheckpointError(f"no complete checkpoint under {root} to resume from{detail}")
+
+
+@dataclass
+class Progress:
+    """Where a training run is; register it with ``accelerator.register_for_checkpointing`` so
+    every checkpoint saves it and a resume continues mid-epoch exactly.
+
+    Attributes:
+        epoch: the current epoch.
+        batches_in_epoch: batches of this epoch already consumed (skipped on resume).
+        step: optimiser updates so far.
+        loss_sum: running sum of this epoch's losses.
+        loss_count: how many losses ``loss_sum`` holds.
+        history: one record per finished epoch.
+        best: the best epoch's record, if any.
+    """
+
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what accelerate pickles)."""
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the fields saved by `state_dict`."""
+        for name, value in state.items():
+            setattr(self, name, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -185,5 +186,16 @@ def test_a_labelled_manifest_as_a_task(tmp_path: Path) -> None:
         [*read_manifest(path), ManifestRecord(audio=tmp_path / "c.flac", labels=(), key="c")],
         path,
     )
-    with pytest.raises(ManifestError, match=r"digits.jsonl: 1 clips have no labels.*'c'"):
+    with pytest.raises(ManifestError, match=r"digits.jsonl: 1 clips have no labels.*c\.flac"):
         manifest_task(path)
+
+    skipping = manifest_task(path, on_error="skip")
+    data = skipping.load(tmp_path)
+    assert [r.key for r in data.records] == ["a", "b"]
+    assert data.targets().tolist() == [1, 0]
+    assert data.skipped == ((str(tmp_path / "c.flac"), f"{path}: no labels"),)
+    assert any("1 clips without labels left out" in w for w in data.warnings)
+    # the template override of evaluate.py keeps what was skipped
+    assert dataclasses.replace(skipping, templates=("{}",)).load(tmp_path).skipped == data.skipped
+    with pytest.raises(ValueError, match="on_error must be"):
+        manifest_task(path, on_error="ignore")  # type: ignore[arg-type]

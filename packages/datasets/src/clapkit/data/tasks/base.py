@@ -197,6 +197,8 @@ class TaskData:
         records: one record per clip (audio path, class ids in ``labels``, captions).
         class_names: class ids in class-index order (empty for retrieval and captioning).
         warnings: what differs from the publisher's description, for the report.
+        skipped: ``(clip, reason)`` of the clips left out of ``records`` (a manifest line
+            without labels read with ``on_error="skip"``; files that would not decode).
     """
 
     task: Task
@@ -205,6 +207,7 @@ class TaskData:
     records: tuple[ManifestRecord, ...]
     class_names: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    skipped: tuple[tuple[str, str], ...] = field(default=())
 
     def __len__(self) -> int:
         return len(self.records)

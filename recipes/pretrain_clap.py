@@ -39,229 +39,44 @@ import dataclasses
 import itertools
 import json
 import logging
-import math
+import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from accelerate.utils import set_seed  # type: ignore[import-untyped]
+from safetensors.torch import save_file
+from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-from clapkit.core import ContrastiveLoss, accumulated_contrastive_step, build_clap
-from clapkit.data import ClapCollator, ManifestDataset, ShardDataset, SkippedFiles, read_manifest
-from clapkit.train.checkpointing import Progress, replace_folder, save_checkpoint
+from clapkit.core import ContrastiveLoss
+from clapkit.data import SkippedFiles, read_manifest
+from clapkit.train.checkpointing import Progress, full_state_dict, replace_folder, save_checkpoint
 from clapkit.train.config import jsonable, parse_config
-from clapkit.train.demo import build_encoders, fsdd_manifests
+from clapkit.train.contrastive import ContrastiveUpdates, build_model, flops_per_sample
+from clapkit.train.demo import fsdd_manifests
 from clapkit.train.evaluation import load_zero_shot_tasks, zero_shot_evaluate
+from clapkit.train.loaders import build_train_data, prepare_train_loader, record_keys, skip_batches
+from clapkit.train.presets.clap import (
+    NOT_IDENTITY,
+    NOTES,
+    Config,
+    pretraining_presets,
+    suite_task_specs,
+)
 from clapkit.train.reporting import flatten, write_model_card, write_report
 from clapkit.train.runs import RunPlan, plan_run
 from clapkit.train.setup import enable_grad_checkpointing, make_accelerator, setup_logging
-from clapkit.train.throughput import ThroughputMeter, count_flops
+from clapkit.train.throughput import ThroughputMeter
+
+__all__ = ["NOTES", "PRESETS", "Config", "PretrainClapRecipe", "main", "parse_config"]
 
 logger = logging.getLogger("pretrain_clap")
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = "recipes/pretrain_clap.py"
-NOT_IDENTITY = (
-    "output_dir",
-    "resume",
-    "overwrite",
-    "resume_force",
-    "log_with",
-    "max_steps",
-    "save_every_steps",
-    "torch_threads",
-    "extra",
-)
-"""Config fields that may change when a run is resumed (where it is written, how it is logged,
-when it stops): left out of run.json's hash and of the resume check."""
-
-
-@dataclass(frozen=True)
-class Config:
-    """Every setting of a run; defaults are the paper's (Table 1, HTSAT-22 + GPT2)."""
-
-    # Model
-    audio: str = "htsat-22"
-    """Audio encoder (registry name: cnn14, htsat, htsat-22)."""
-    text: str = "gpt2-eot"
-    """Text encoder (registry name: bert, roberta, clip, gpt2-eot)."""
-    size: Literal["full", "small", "tiny"] = "full"
-    """full = paper sizes; small/tiny = demo/smoke encoders with an 8 kHz speech front end and a
-    word-level tokenizer built from the training captions."""
-    audio_weights: str | None = None
-    """Audio checkpoint to start from (the paper starts from trained encoders); None = random."""
-    text_pretrained: str | None = None
-    """Hub id or folder of the pretrained text encoder (paper: gpt2, bert-base-uncased, ...)."""
-    tokenizer: str | None = None
-    """Tokenizer hub id or folder when the text encoder starts from random weights."""
-    projection: str = "msclap"
-    projection_dim: int = 1024
-    projection_dropout: float = 0.5
-    init_temperature: float = 0.007
-    """Initial temperature, logits = cosine / T (paper: 0.007, which starts the multiplier at its
-    clamp of 100; msclap's code: 0.07)."""
-    # Data
-    train_manifest: str | None = None
-    """JSON Lines manifest of audio-caption pairs."""
-    train_shards: str | None = None
-    """Instead of a manifest: a folder or glob of tar shards (see clapkit.data)."""
-    samples_per_epoch: int | None = None
-    """Shards only: clips per epoch over all processes (equal steps on every rank)."""
-    eval_manifest: tuple[str, ...] = ()
-    """Labelled manifests, one zero-shot task each (file stem = task name)."""
-    eval_task: tuple[str, ...] = ()
-    """Paper tasks as NAME=PATH (``esc50=/data/ESC-50-master``, see clapkit.data.tasks), read in
-    their official layout and scored with their own prompts and metric each epoch."""
-    prompt_template: str = "this is a sound of {}"
-    """Zero-shot prompt of the --eval-manifest tasks; {} is the label."""
-    clip_seconds: float = 7.0
-    """Training crop length (paper: random 7 s segments)."""
-    shift_short_clips: bool = False
-    """Place clips shorter than the crop at a random offset (time-shift augmentation)."""
-    num_workers: int = 4
-    cache_audio: bool = False
-    """Keep decoded audio in memory (small datasets)."""
-    on_error: Literal["skip", "raise"] = "skip"
-    """Bad training files: skipped, counted and logged by name, or fatal."""
-    fsdd_root: str | None = None
-    """Demo data: build the manifests from this Free Spoken Digit Dataset folder."""
-    heldout_speaker: str = "theo"
-    """Demo data: the speaker kept out of training, whose clips are the zero-shot test."""
-    fsdd_clips_per_digit: int | None = None
-    """Demo data: clips per speaker and digit (None = all 50)."""
-    # Optimisation
-    epochs: int = 40
-    lr: float = 1e-3
-    plateau_factor: float = 0.1
-    plateau_patience: int = 15
-    global_batch_size: int = 1536
-    batch_size: int = 64
-    """Per-process micro-batch; accumulation = global / (batch_size * processes)."""
-    accumulate_negatives: bool = True
-    """Under accumulation, one contrastive loss over the whole global batch (every micro-batch's
-    clips are negatives for all others; clapkit.core.accumulated_contrastive_step, open_clip's
-    accum_freq): embeddings first without gradients, then each micro-batch again with them.
-    --no-accumulate-negatives: a loss per micro-batch (negatives within one micro-step)."""
-    max_grad_norm: float | None = None
-    # Runtime
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    grad_checkpointing: bool = False
-    seed: int = 0
-    output_dir: str = "runs/pretrain_clap"
-    save_every_steps: int = 500
-    """accelerator.save_state every N optimizer steps (and at every epoch end)."""
-    resume: str | None = None
-    """'latest' (the newest complete checkpoint in --output-dir) or a checkpoint folder."""
-    overwrite: bool = False
-    """Start afresh in a non-empty --output-dir: the old run is moved to OUT.old-<timestamp>."""
-    resume_force: bool = False
-    """Resume although the checkpoint's run had another config (the differences are logged)."""
-    log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
-    max_steps: int | None = None
-    """Stop after this many optimizer steps in total (benchmarks, interruption tests)."""
-    torch_threads: int | None = None
-    """torch.set_num_threads for CPU runs (None = torch's default)."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    """Free-form notes stored with the config."""
-
-
-PAPER = Config()
-TABLE1 = {
-    "table1-cnn14-bert": dataclasses.replace(
-        PAPER, audio="cnn14", text="bert", text_pretrained="bert-base-uncased"
-    ),
-    "table1-htsat-clip": dataclasses.replace(
-        PAPER, audio="htsat", text="clip", text_pretrained="openai/clip-vit-base-patch32"
-    ),
-    "table1-htsat-roberta": dataclasses.replace(
-        PAPER, audio="htsat", text="roberta", text_pretrained="roberta-base"
-    ),
-    "table1-htsat-gpt2": dataclasses.replace(
-        PAPER, audio="htsat", text="gpt2-eot", text_pretrained="gpt2"
-    ),
-    "table1-htsat22-roberta": dataclasses.replace(
-        PAPER, audio="htsat-22", text="roberta", text_pretrained="roberta-base"
-    ),
-    "table1-htsat22-clip": dataclasses.replace(
-        PAPER, audio="htsat-22", text="clip", text_pretrained="openai/clip-vit-base-patch32"
-    ),
-    "table1-htsat22-gpt2": dataclasses.replace(
-        PAPER, audio="htsat-22", text="gpt2-eot", text_pretrained="gpt2"
-    ),
-}
-DEMO = dataclasses.replace(
-    PAPER,
-    audio="cnn14",
-    text="gpt2-eot",
-    size="small",
-    projection="linear",
-    projection_dim=128,
-    projection_dropout=0.0,
-    init_temperature=0.07,
-    fsdd_root=str(REPO / "data" / "fsdd"),
-    prompt_template="a man says the digit {}",
-    clip_seconds=0.8,
-    shift_short_clips=True,
-    cache_audio=True,
-    num_workers=0,
-    epochs=10,
-    global_batch_size=16,
-    batch_size=16,
-    plateau_patience=3,
-    output_dir="runs/demo",
-    save_every_steps=10_000,
-    log_with="tensorboard",
-    torch_threads=2,
-)
-SMOKE = dataclasses.replace(
-    DEMO,
-    size="tiny",
-    projection_dim=32,
-    epochs=2,
-    fsdd_clips_per_digit=2,
-    batch_size=8,
-    global_batch_size=16,
-    output_dir="runs/smoke",
-    save_every_steps=2,
-    plateau_patience=1,
-)
-PRESETS: dict[str, Config] = {
-    **TABLE1,
-    # Table 2: the same pair and optimisation on 4.6M pairs of 20 sources, read as tar shards
-    # (python -m clapkit.data.make_shards); one epoch = one pass over the 4.6M pairs.
-    "table2-htsat22-gpt2": dataclasses.replace(
-        TABLE1["table1-htsat22-gpt2"],
-        train_shards="data/table2-shards",
-        samples_per_epoch=4_600_000,
-        output_dir="runs/table2-htsat22-gpt2",
-    ),
-    "demo": DEMO,
-    "smoke": SMOKE,
-}
-TABLE1_AVERAGE = {  # the paper's Table 1 average zero-shot score of each pair (16 tasks)
-    "table1-cnn14-bert": 0.428,
-    "table1-htsat-clip": 0.430,
-    "table1-htsat-roberta": 0.431,
-    "table1-htsat-gpt2": 0.435,
-    "table1-htsat22-roberta": 0.454,
-    "table1-htsat22-clip": 0.469,
-    "table1-htsat22-gpt2": 0.480,
-}
-NOTES = {
-    **{
-        name: f"Table 1 ({name[7:]}, 119k pairs): paper average {score:.3f} over 16 tasks"
-        for name, score in TABLE1_AVERAGE.items()
-    },
-    "table2-htsat22-gpt2": "Table 2 (4.6M pairs, --train-shards): paper ESC50 .939, "
-    "UrbanSound8K .823, FSD50K mAP .485, VocalSound .800 (--eval-task NAME=PATH)",
-    "demo": "FSDD digits: 3 speakers train, zero-shot on the 4th (chance 10%), CPU minutes",
-    "smoke": "the CI check: tiny encoders, 2 epochs of 2 clips per speaker and digit",
-}
+PRESETS = pretraining_presets(fsdd_root=str(REPO / "data" / "fsdd"))
 
 
 class PretrainClapRecipe:
@@ -292,12 +107,6 @@ class PretrainClapRecipe:
             batch_size=cfg.batch_size,
         )
         setup_logging(accelerator)
-        self.micro_steps = accelerator.gradient_accumulation_steps
-        # full-batch negatives: clapkit.core's step runs all micro-batches of an update itself,
-        # so accelerate must neither divide the losses nor count micro-steps
-        self.full_negatives = cfg.accumulate_negatives and self.micro_steps > 1
-        if self.full_negatives:
-            accelerator.gradient_accumulation_steps = 1
         identity = {**dataclasses.asdict(cfg), "num_processes": accelerator.num_processes}
         self.plan: RunPlan = plan_run(
             self.out,
@@ -314,10 +123,22 @@ class PretrainClapRecipe:
         accelerator.wait_for_everyone()
         set_seed(cfg.seed)
         self._setup_data_sources()
-        self._setup_model()
-        self._setup_data()
+        records = [] if self.train_manifest is None else read_manifest(self.train_manifest)
+        texts = [c for r in records for c in r.captions] + [cfg.prompt_template]
+        self.model = build_model(cfg, texts)
+        if cfg.grad_checkpointing:
+            logger.info("gradient checkpointing in %s", enable_grad_checkpointing(self.model))
+        self.loss_fn = ContrastiveLoss()
+        frontend = dataclasses.replace(
+            self.model.audio_encoder.frontend, clip_seconds=cfg.clip_seconds
+        )
+        data = build_train_data(
+            cfg, frontend, self.model.text_encoder.tokenize, manifest=self.train_manifest,
+            rank=accelerator.process_index, num_processes=accelerator.num_processes,
+        )  # fmt: skip
+        self.train_data = data.dataset
         self.tasks = load_zero_shot_tasks(
-            self.eval_manifests, cfg.eval_task, template=cfg.prompt_template
+            self.eval_manifests, self.eval_tasks, template=cfg.prompt_template
         )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -326,9 +147,22 @@ class PretrainClapRecipe:
             factor=cfg.plateau_factor,
             patience=cfg.plateau_patience,
         )
-        self.flops_per_sample = self._count_flops()
-        self.model, self.optimizer, self.train_loader = accelerator.prepare(
-            self.model, self.optimizer, self.train_loader
+        prompt = cfg.prompt_template.format("sound")
+        self.flops_per_sample = flops_per_sample(
+            self.model, self.loss_fn, clip_seconds=cfg.clip_seconds, prompt=prompt
+        )
+        self.model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
+        self.train_loader = prepare_train_loader(
+            accelerator, data.loader, splits_itself=data.splits_itself,
+            batches_per_epoch=data.batches_per_epoch,
+        )  # fmt: skip
+        self.updates = ContrastiveUpdates(
+            accelerator,
+            self.model,
+            self.optimizer,
+            self.loss_fn,
+            accumulate_negatives=cfg.accumulate_negatives,
+            max_grad_norm=cfg.max_grad_norm,
         )
         accelerator.register_for_checkpointing(self.scheduler, self.progress, self.skipped)
         if self.plan.resume_from is not None:
@@ -344,22 +178,18 @@ class PretrainClapRecipe:
             "preset": self.preset,
             "train_manifest": self.train_manifest,
             "eval_manifest": self.eval_manifests,
-            "eval_task": list(cfg.eval_task),
-            "gradient_accumulation_steps": self.micro_steps,
-            "accumulate_negatives": self.full_negatives,
+            "eval_task": self.eval_tasks,
+            "gradient_accumulation_steps": self.updates.micro_steps,
+            "accumulate_negatives": self.updates.full_negatives,
             "num_processes": accelerator.num_processes,
             "flops_per_sample": self.flops_per_sample,
         }
         if accelerator.is_main_process:
             (self.out / "config.json").write_text(self._config_json())
         if cfg.log_with != "none":
-            accelerator.init_trackers(
-                "pretrain_clap",
-                config={
-                    k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                    for k, v in dataclasses.asdict(cfg).items()
-                },
-            )
+            config = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                      for k, v in dataclasses.asdict(cfg).items()}  # fmt: skip
+            accelerator.init_trackers("pretrain_clap", config=config)
 
     def _config_json(self) -> str:
         return json.dumps(jsonable(self.resolved), indent=2)
@@ -367,6 +197,9 @@ class PretrainClapRecipe:
     def _setup_data_sources(self) -> None:
         cfg = self.cfg
         self.train_manifest, self.eval_manifests = cfg.train_manifest, list(cfg.eval_manifest)
+        self.eval_tasks = list(cfg.eval_task)
+        if cfg.eval_suite is not None:
+            self.eval_tasks += suite_task_specs(cfg.eval_suite, cfg.eval_root)
         if cfg.fsdd_root and self.train_manifest is None:
             self.train_manifest, heldout = fsdd_manifests(
                 cfg.fsdd_root, self.out / "data", cfg.heldout_speaker, cfg.fsdd_clips_per_digit
@@ -377,116 +210,46 @@ class PretrainClapRecipe:
                 "give --train-manifest or --train-shards (or --fsdd-root for the demo)"
             )
 
-    def _setup_model(self) -> None:
-        cfg = self.cfg
-        records = [] if self.train_manifest is None else read_manifest(self.train_manifest)
-        texts = [c for r in records for c in r.captions] + [cfg.prompt_template]
-        audio_encoder, text_encoder = build_encoders(cfg, texts)
-        self.model = build_clap(
-            audio=audio_encoder,
-            text=text_encoder,
-            projection=cfg.projection,
-            projection_dropout=cfg.projection_dropout,
-            projection_dim=cfg.projection_dim,
-            init_temperature=cfg.init_temperature,
-        )
-        if cfg.grad_checkpointing:
-            switched = enable_grad_checkpointing(self.model)
-            logger.info("gradient checkpointing in %s", switched)
-        self.loss_fn = ContrastiveLoss()
-
-    def _setup_data(self) -> None:
-        cfg, accelerator = self.cfg, self.accelerator
-        frontend = self.model.audio_encoder.frontend
-        train_frontend = dataclasses.replace(frontend, clip_seconds=cfg.clip_seconds)
-        collate = ClapCollator(self.model.text_encoder.tokenize)
-        if cfg.train_shards:
-            self.train_data: Any = ShardDataset(
-                cfg.train_shards,
-                train_frontend,
-                train=True,
-                seed=cfg.seed,
-                on_error=cfg.on_error,
-                samples_per_epoch=cfg.samples_per_epoch,
-                rank=accelerator.process_index,
-                world_size=accelerator.num_processes,
-            )
-            shuffle: dict[str, Any] = {}
-        else:
-            self.train_data = ManifestDataset(
-                self.train_manifest,
-                train_frontend,
-                train=True,
-                seed=cfg.seed,
-                on_error=cfg.on_error,
-                cache_audio=cfg.cache_audio,
-                shift_short_clips=cfg.shift_short_clips,
-            )
-            shuffle = {"shuffle": True, "generator": torch.Generator().manual_seed(cfg.seed)}
-        self.train_loader = DataLoader(
-            self.train_data,
-            batch_size=cfg.batch_size,
-            collate_fn=collate,
-            num_workers=cfg.num_workers,
-            drop_last=True,
-            **shuffle,
-        )
-
-    def _count_flops(self) -> float:
-        """Forward + backward FLOPs per sample on a stand-in batch of two (once, before prepare).
-
-        Counting leaves the model and the random generators as they were (see count_flops).
-        """
-        model, cfg = self.model, self.cfg
-        samples = int(model.audio_encoder.frontend.sample_rate * cfg.clip_seconds)
-        waveform = torch.randn(2, samples, generator=torch.Generator().manual_seed(0))
-        batch = model.text_encoder.tokenize([cfg.prompt_template.format("sound")] * 2)
-
-        def step() -> None:
-            output = model(
-                waveform, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            )
-            self.loss_fn(output.audio_embeds, output.text_embeds, output.logit_scale_exp).backward()
-
-        return count_flops(step, model) / 2
-
     # -- train ----------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Epochs of contrastive training, each followed by ``evaluate``; returns the outcome."""
-        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
-        model, optimizer = self.model, self.optimizer
-        steps_per_epoch = math.ceil(len(self.train_loader) / self.micro_steps)
-        bar = tqdm(
-            total=cfg.epochs * steps_per_epoch,
-            initial=progress.step,
-            unit="step",
-            disable=not accelerator.is_local_main_process,
-            dynamic_ncols=True,
+        cfg, accelerator, progress, updates = (
+            self.cfg,
+            self.accelerator,
+            self.progress,
+            self.updates,
         )
+        batches = self._batches_per_epoch()
+        steps_per_epoch = None if batches is None else -(-batches // updates.micro_steps)
+        bar = tqdm(
+            total=None if steps_per_epoch is None else cfg.epochs * steps_per_epoch,
+            initial=progress.step, unit="step", disable=not accelerator.is_local_main_process,
+            dynamic_ncols=True,
+        )  # fmt: skip
         started = time.perf_counter()
         meter = ThroughputMeter(self.flops_per_sample)
+        rank = accelerator.process_index
         while progress.epoch < cfg.epochs:
             epoch = progress.epoch
             self.train_data.set_epoch(epoch)
             self.train_loader.set_epoch(epoch)
-            loader = (
-                accelerator.skip_first_batches(self.train_loader, progress.batches_in_epoch)
-                if progress.batches_in_epoch
-                else self.train_loader
-            )
-            model.train()
+            self.skipped.set_epoch(epoch)
+            loader = skip_batches(accelerator, self.train_loader, progress.batches_in_epoch)
+            self.model.train()
             meter.reset()
             meter.start()
-            stop, pending, samples = False, [], 0
-            # None closes the epoch: a short last group still makes an update, as accelerate's
-            # accumulation steps on the end of the data loader
+            stop, samples = False, 0
+            # None closes the epoch: a short last group of micro-batches still makes an update
             for batch in itertools.chain(loader, [None]):
-                if batch is None and not pending:
-                    break
-                if batch is not None:
+                if batch is None:
+                    loss = updates.flush()
+                    if loss is None:
+                        break
+                else:
                     meter.batch_arrived()
                     progress.batches_in_epoch += 1
                     self.skipped.update(batch["skipped"])
+                    record_keys(batch, epoch=epoch, rank=rank)
                     sizes = accelerator.gather(
                         torch.tensor([batch["waveform"].shape[0]], device=accelerator.device)
                     )
@@ -495,55 +258,27 @@ class PretrainClapRecipe:
                         meter.micro_step_done()
                         continue
                     samples += int(sizes.sum())
-                    inputs = {
-                        "waveform": batch["waveform"],
-                        "input_ids": batch["input_ids"],
-                        "attention_mask": batch["attention_mask"],
-                    }
-                if self.full_negatives:
-                    if batch is not None:
-                        pending.append(inputs)
-                        if len(pending) < self.micro_steps:
-                            continue
-                    loss = accumulated_contrastive_step(
-                        model,
-                        pending,
-                        self.loss_fn,
-                        backward=accelerator.backward,  # accumulation 1 here: no division
-                        no_sync=lambda: accelerator.no_sync(model),
-                    )
-                    if cfg.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                    pending = []
-                else:
-                    with accelerator.accumulate(model):
-                        output = model(**inputs)
-                        loss = self.loss_fn(
-                            output.audio_embeds, output.text_embeds, output.logit_scale_exp
-                        )
-                        accelerator.backward(loss)
-                        if accelerator.sync_gradients and cfg.max_grad_norm:
-                            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                        optimizer.step()
-                        optimizer.zero_grad()
+                    keys = ("waveform", "input_ids", "attention_mask")
+                    loss = updates.feed({k: batch[k] for k in keys})
+                    if loss is None:  # gathered for a full-negatives update
+                        continue
                 # kept in Progress: a resumed epoch averages all its losses
                 progress.loss_sum += loss.item()
                 progress.loss_count += 1
-                if not self.full_negatives and not accelerator.sync_gradients:
+                if not updates.updated:
                     meter.micro_step_done()
                     continue
                 progress.step += 1
+                progress.step_losses.append(loss.item())
                 speed, samples = meter.step_done(samples), 0
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
                 accelerator.log(
                     {
                         "train/loss": loss.item(),
-                        "train/lr": optimizer.param_groups[0]["lr"],
+                        "train/lr": self.optimizer.param_groups[0]["lr"],
                         "train/logit_scale": self._logit_scale(),
-                        "train/skipped_files": self.skipped.count,
+                        "train/skipped_files": self.skipped.in_epoch(epoch),
                         **{f"train/{k}": v for k, v in speed.as_dict().items()},
                     },
                     step=progress.step,
@@ -554,7 +289,7 @@ class PretrainClapRecipe:
                 if cfg.max_steps is not None and progress.step >= cfg.max_steps:
                     stop = True
                     break
-            if stop and progress.batches_in_epoch < len(self.train_loader):
+            if stop and batches is not None and progress.batches_in_epoch < batches:
                 logger.info("stopping at step %d (max_steps)", progress.step)
                 break
             self._end_epoch(epoch, time.perf_counter() - started, meter.summary().as_dict())
@@ -566,6 +301,12 @@ class PretrainClapRecipe:
             "best": progress.best,
             "skipped": self.skipped.state_dict(),
         }
+
+    def _batches_per_epoch(self) -> int | None:
+        try:
+            return len(self.train_loader)
+        except TypeError:  # shards without --samples-per-epoch: one pass of unknown length
+            return None
 
     def _end_epoch(self, epoch: int, seconds: float, speed: dict[str, float]) -> None:
         accelerator, progress = self.accelerator, self.progress
@@ -579,11 +320,16 @@ class PretrainClapRecipe:
             "step": progress.step,
             "train_loss": train_loss,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "skipped_files": self.skipped.count,
+            "skipped_files": self.skipped.in_epoch(epoch),
+            "skipped_files_total": self.skipped.count,
             "seconds": seconds,
             **speed,
             **results,
+            "step_losses": list(progress.step_losses),
         }
+        if self.skipped.in_epoch(epoch):
+            logger.warning("epoch %d skipped %d bad clips (%d over the run)", epoch,
+                           self.skipped.in_epoch(epoch), self.skipped.count)  # fmt: skip
         self.scheduler.step(results["zero_shot_score"] if self.tasks else train_loss)
         progress.history.append(record)
         accelerator.log({f"epoch/{k}": v for k, v in flatten(record).items()}, step=progress.step)
@@ -593,7 +339,7 @@ class PretrainClapRecipe:
             self.save_best()
         logger.info("epoch %d: %s", epoch, json.dumps(flatten(record)))
         progress.epoch, progress.batches_in_epoch = epoch + 1, 0
-        progress.loss_sum, progress.loss_count = 0.0, 0
+        progress.loss_sum, progress.loss_count, progress.step_losses = 0.0, 0, []
         self.save_checkpoint(f"step_{progress.step:08d}_end")
         if accelerator.is_main_process:
             self.write_report()
@@ -616,29 +362,32 @@ class PretrainClapRecipe:
         )
 
     def save_best(self) -> None:
-        """The kept epoch's model in ``best/`` (save_pretrained + this run's card), atomically."""
-        self.accelerator.wait_for_everyone()
-        if not self.accelerator.is_main_process:
+        """The kept epoch's model in ``best/`` (save_pretrained + this run's card), atomically.
+
+        Under FSDP every process takes part in gathering the full state dict; the main process
+        writes it.
+        """
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        state = full_state_dict(accelerator, self.model)  # collective under FSDP
+        if not accelerator.is_main_process:
             return
         cfg, best = self.cfg, self.progress.best or {}
         staged = self.out / ".best.partial"
         if staged.exists():
-            import shutil
-
             shutil.rmtree(staged)
         data = [f"training: `{self.train_manifest or cfg.train_shards}`"]
         data += [f"zero-shot evaluation: `{t.task.name}`" for t in self.tasks]
         write_model_card(  # before save_pretrained, which keeps an existing README.md
-            staged,
-            recipe=RECIPE,
-            preset=self.preset,
+            staged, recipe=RECIPE, preset=self.preset,
             model=f"audio `{cfg.audio}` + text `{cfg.text}` (size {cfg.size}), "
             f"projection {cfg.projection} to {cfg.projection_dim}, seed {cfg.seed}",
-            data=data,
-            metrics=best,
+            data=data, metrics=best,
             command=f"accelerate launch {RECIPE} --preset {self.preset} ...",
-        )
-        self.accelerator.unwrap_model(self.model).save_pretrained(staged)
+        )  # fmt: skip
+        accelerator.unwrap_model(self.model).save_pretrained(staged)
+        if state is not None:  # FSDP: the gathered whole weights, not this rank's shards
+            save_file({k: v.contiguous() for k, v in state.items()}, staged / "model.safetensors")
         replace_folder(staged, self.out / "best")
 
     def write_report(self) -> None:
@@ -666,9 +415,7 @@ class PretrainClapRecipe:
         if not self.accelerator.is_main_process:
             return
         if self.skipped.count:
-            logger.warning(
-                "skipped %d bad clips: %s", self.skipped.count, sorted(self.skipped.reasons)
-            )
+            logger.warning("skipped bad clips: %s", " ".join(self.skipped.summary()))
         if (self.out / "report.md").is_file():
             print("\n" + (self.out / "report.md").read_text(), flush=True)
 

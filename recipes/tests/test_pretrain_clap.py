@@ -9,6 +9,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+import clapkit.train.presets.clap as pretrain_clap_presets
 from clapkit.train.checkpointing import SLOW_SAVE_ENV
 from clapkit.train.demo import fsdd_manifests
 
@@ -31,8 +32,15 @@ def test_presets_differ_where_the_paper_does() -> None:
         for f in dataclasses.fields(table1)
         if getattr(table1, f.name) != getattr(table2, f.name)
     }
-    assert changed == {"train_shards", "samples_per_epoch", "output_dir"}
+    # the paper's Table 2 changes the data (4.6M pairs of 20 sources) and the evaluation suite
+    assert changed == {"train_shards", "samples_per_epoch", "eval_suite", "output_dir"}
     assert table2.samples_per_epoch == 4_600_000
+    assert (table1.eval_suite, table2.eval_suite) == ("table1", "table2")
+    assert table2.train_shards == "data/table2-shards/*/*.tar"
+    assert len(pretrain_clap_presets.TABLE2_SOURCES) == 20
+    assert pretrain_clap_presets.TABLE2_SCORES["esc50"] == 0.939
+    assert ".939" in pretrain_clap.NOTES["table2-htsat22-gpt2"]
+    assert all(name in pretrain_clap.NOTES for name in presets)
     assert (table1.lr, table1.global_batch_size, table1.epochs) == (1e-3, 1536, 40)
     assert "0.480" in pretrain_clap.NOTES["table1-htsat22-gpt2"]
     preset, cfg = pretrain_clap.parse_config(
@@ -190,10 +198,21 @@ def test_corrupt_file_is_skipped_and_reported(tmp_path: Path) -> None:
         "--eval-manifest",
         heldout,
     )
-    skipped = metrics_of(out)["skipped_files"]
+    metrics = metrics_of(out)
+    skipped = metrics["skipped_files"]
     assert list(skipped["reasons"]) == [str(broken)]
-    assert skipped["count"] == 2  # once per epoch
-    assert "broken.flac" in (out / "report.md").read_text()
+    assert skipped["count"] == 2  # once per epoch, in total
+    assert skipped["per_epoch"] == {"0": 1, "1": 1}
+    assert skipped["times"] == {str(broken): 2}
+    assert [(e["skipped_files"], e["skipped_files_total"]) for e in metrics["epochs"]] == [
+        (1, 1),
+        (1, 2),
+    ]
+    report = (out / "report.md").read_text()
+    assert "2 skips over 2 epochs (epoch 0: 1, epoch 1: 1) of 1 file:" in report
+    assert f"- `{broken}`: " in report
+    assert "skipped 2 times" in report
+    assert "epoch 1 skipped 1 bad clips (2 over the run)" in done.stderr
     assert "skipping bad audio" in done.stderr
     assert "broken.flac" in done.stderr
 

@@ -33,6 +33,7 @@ __all__ = [
     "CheckpointError",
     "Progress",
     "find_checkpoint",
+    "full_state_dict",
     "replace_folder",
     "save_checkpoint",
     "verify_checkpoint",
@@ -241,6 +242,8 @@ class Progress:
         step: optimiser updates so far.
         loss_sum: running sum of this epoch's losses.
         loss_count: how many losses ``loss_sum`` holds.
+        step_losses: this epoch's loss of each optimizer update, in order (the per-step
+            trajectory a recipe writes into the epoch's record).
         history: one record per finished epoch.
         best: the best epoch's record, if any.
     """
@@ -250,6 +253,7 @@ class Progress:
     step: int = 0
     loss_sum: float = 0.0
     loss_count: int = 0
+    step_losses: list[float] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
 
@@ -261,3 +265,26 @@ class Progress:
         """Restore the fields saved by `state_dict`."""
         for name, value in state.items():
             setattr(self, name, value)
+
+
+def full_state_dict(accelerator: Any, model: Any) -> dict[str, Any] | None:
+    """The model's whole state dict, gathered from its shards under FSDP (call on every rank).
+
+    Under FSDP the parameters of the unwrapped model are shards (``DTensor``s); saving them
+    would write this rank's pieces. ``accelerator.get_state_dict`` gathers them (a collective)
+    into full CPU tensors on the main process.
+
+    Args:
+        accelerator: the run's accelerator.
+        model: the prepared model.
+
+    Returns:
+        Under FSDP, the full state dict on the main process (None elsewhere); without FSDP,
+        None: the unwrapped model's own weights are already whole.
+    """
+    from accelerate.utils import DistributedType  # type: ignore[import-untyped]
+
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return None
+    state: dict[str, Any] = accelerator.get_state_dict(model)
+    return state if accelerator.is_main_process else None

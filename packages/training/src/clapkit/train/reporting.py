@@ -88,6 +88,10 @@ def write_report(
     best: Mapping[str, Any] | None,
     skipped: Any = None,
     extra: Mapping[str, Any] | None = None,
+    score_column: str | None = "zero-shot score",
+    loss_title: str = "contrastive loss",
+    score_title: str = "zero-shot",
+    score_range: tuple[float, float] | None = (0.0, 1.0),
 ) -> None:
     """Write ``metrics.json``, ``report.md``, ``history.csv`` and ``curves.png`` into ``out``.
 
@@ -97,8 +101,14 @@ def write_report(
         summary: lines under the heading (model, data, seed, the command).
         history: the epoch rows (see the module docstring).
         best: the kept epoch's row plus its ``score``, or None.
-        skipped: a ``clapkit.data.SkippedFiles`` (``count``, ``reasons``, ``state_dict()``).
+        skipped: a ``clapkit.data.SkippedFiles`` (``count``, ``reasons``, ``state_dict()``;
+            ``summary()`` when it has one: skips per epoch and in total, times per file).
         extra: more top-level entries for ``metrics.json`` (e.g. ``flops_per_sample``).
+        score_column: the table's column of the rows' ``zero_shot_score`` (the mean over the
+            tasks), or None for a recipe without one (the captioner: its task is the score).
+        loss_title: the loss plot's title (``"captioning loss"``).
+        score_title: the score plot's title (``"SPIDEr (CIDEr-D without Java)"``).
+        score_range: the score axis (None: fit to the values, e.g. CIDEr-D above 1).
     """
     out = Path(out)
     skipped_state = skipped.state_dict() if skipped is not None else {"count": 0, "reasons": {}}
@@ -112,14 +122,15 @@ def write_report(
     tasks = task_names(history)
     shown = [c for c in THROUGHPUT_COLUMNS if any(c[0] in r for r in history)]
     lines = [f"# {title}", "", *summary, ""]
-    header = ["epoch", "train loss", *tasks, "zero-shot score", "lr", "s", *(c[1] for c in shown)]
+    mean = [score_column] if score_column else []
+    header = ["epoch", "train loss", *tasks, *mean, "lr", "s", *(c[1] for c in shown)]
     lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for r in history:
         cells = [
             str(r["epoch"]),
             _cell(r, "train_loss", "{:.4f}"),
             *(f"{r[t]['score']:.3f}" if t in r else "-" for t in tasks),
-            _cell(r, "zero_shot_score", "{:.3f}"),
+            *([_cell(r, "zero_shot_score", "{:.3f}")] if score_column else []),
             _cell(r, "lr", "{:.0e}"),
             _cell(r, "seconds", "{:.0f}"),
             *(_cell(r, key, fmt) for key, _, fmt in shown),
@@ -136,19 +147,39 @@ def write_report(
     if best is not None:
         lines += ["", f"Best epoch: {best['epoch']} (score {best['score']:.3f}), saved in `best/`."]
     if skipped is not None and skipped.count:
-        lines += ["", f"Skipped {skipped.count} bad clips:"]
-        lines += [f"- `{name}`: {reason}" for name, reason in sorted(skipped.reasons.items())]
+        if hasattr(skipped, "summary"):
+            head, *files = skipped.summary()
+            lines += ["", f"Skipped bad clips: {head}", *(f"- {line}" for line in files)]
+        else:
+            lines += ["", f"Skipped {skipped.count} bad clips:"]
+            lines += [f"- `{name}`: {reason}" for name, reason in sorted(skipped.reasons.items())]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     write_history_csv(out / "history.csv", history)
-    plot_curves(out / "curves.png", history)
+    plot_curves(
+        out / "curves.png",
+        history,
+        loss_title=loss_title,
+        score_title=score_title,
+        score_range=score_range,
+    )
 
 
-def plot_curves(path: str | Path, history: Sequence[Mapping[str, Any]]) -> None:
+def plot_curves(
+    path: str | Path,
+    history: Sequence[Mapping[str, Any]],
+    *,
+    loss_title: str = "contrastive loss",
+    score_title: str = "zero-shot",
+    score_range: tuple[float, float] | None = (0.0, 1.0),
+) -> None:
     """Training loss and every task's score per epoch, side by side, as a PNG.
 
     Args:
         path: the image file.
         history: the epoch rows.
+        loss_title: the left plot's title.
+        score_title: the right plot's title.
+        score_range: the score axis limits (None: fit to the values).
     """
     import matplotlib
 
@@ -159,11 +190,13 @@ def plot_curves(path: str | Path, history: Sequence[Mapping[str, Any]]) -> None:
     epochs = [r["epoch"] for r in history]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
     left.plot(epochs, [r.get("train_loss", math.nan) for r in history], marker="o")
-    left.set(xlabel="epoch", ylabel="train loss", title="contrastive loss")
+    left.set(xlabel="epoch", ylabel="train loss", title=loss_title)
     for task in tasks:
         scores = [r[task]["score"] if task in r else math.nan for r in history]
         right.plot(epochs, scores, marker="o", label=task)
-    right.set(xlabel="epoch", ylabel="score", title="zero-shot", ylim=(0, 1))
+    right.set(xlabel="epoch", ylabel="score", title=score_title)
+    if score_range is not None:
+        right.set_ylim(*score_range)
     if tasks:
         right.legend()
     figure.tight_layout()

@@ -1,0 +1,258 @@
+"""Training data loaders under accelerate: data accelerate splits, and data that splits itself.
+
+A map-style dataset (a manifest) goes through ``accelerator.prepare``: its seedable sampler
+gives each process every ``num_processes``-th batch of one shuffled order. Tar shards
+(``clapkit.data.ShardDataset``) already split themselves, by shard, per rank and per
+DataLoader worker; accelerate must not split them again, and it would in both of its modes:
+
+- ``dispatch_batches=True`` (its default for an ``IterableDataset``): only rank 0 iterates the
+  loader and sends slices of its batches to the others, so rank 0's share of the shards is
+  all that is read, and the other ranks' shards are never seen;
+- ``dispatch_batches=False``: each rank's loader is wrapped in ``IterableDatasetShard``, which
+  keeps one ``num_processes``-th of every rank's own stream: each rank sees a fraction of a
+  fraction, the rest is decoded and dropped.
+
+So :func:`prepare_train_loader` leaves a self-splitting loader unprepared
+(:class:`SelfSplitLoader`: batches moved to the device, a known length per epoch, resumable by
+skipping batches)::
+
+    data = build_train_data(cfg, frontend, tokenize, manifest=None, rank=0, num_processes=2)
+    loader = prepare_train_loader(accelerator, data.loader, splits_itself=data.splits_itself,
+                                  batches_per_epoch=data.batches_per_epoch)
+    for batch in skip_batches(accelerator, loader, progress.batches_in_epoch): ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "KEYS_ENV",
+    "SelfSplitLoader",
+    "TrainData",
+    "build_train_data",
+    "prepare_train_loader",
+    "record_keys",
+    "shard_batches_per_epoch",
+    "skip_batches",
+]
+
+KEYS_ENV = "CLAPKIT_TRAIN_TEST_KEYS"
+"""Test-only hook: a folder where each process appends the keys of the clips it trained on
+(``keys.rank<R>.tsv``: ``epoch<TAB>key`` per line), to count what an epoch saw."""
+
+
+def shard_batches_per_epoch(
+    samples_per_epoch: int, *, batch_size: int, num_workers: int, num_processes: int
+) -> int:
+    """Batches one process takes per epoch from a ``ShardDataset`` with ``samples_per_epoch``.
+
+    Every global worker (``num_processes x max(num_workers, 1)`` of them) yields
+    ``samples_per_epoch // workers_in_total`` clips and batches them alone (``drop_last``).
+
+    Args:
+        samples_per_epoch: clips per epoch over all processes and workers.
+        batch_size: clips per batch.
+        num_workers: DataLoader workers per process (0 = the main process reads).
+        num_processes: processes.
+
+    Returns:
+        The batches per process and epoch.
+
+    Raises:
+        SystemExit: an epoch too small for one batch per worker.
+    """
+    workers = max(num_workers, 1)
+    quota = samples_per_epoch // (workers * num_processes)
+    if quota < batch_size:
+        raise SystemExit(
+            f"--samples-per-epoch {samples_per_epoch} gives each of the {workers * num_processes}"
+            f" shard readers {quota} clips, less than one batch of {batch_size}"
+        )
+    return workers * (quota // batch_size)
+
+
+class SelfSplitLoader:
+    """A DataLoader whose dataset splits itself per rank, left unprepared by accelerate.
+
+    Args:
+        loader: the DataLoader (its dataset has ``set_epoch``).
+        device: where the batches' tensors go.
+        batches_per_epoch: this process's batches per epoch (see
+            :func:`shard_batches_per_epoch`), or None when unknown.
+    """
+
+    def __init__(self, loader: Any, device: Any, batches_per_epoch: int | None) -> None:
+        self.loader, self.device, self.batches_per_epoch = loader, device, batches_per_epoch
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The dataset's shard order, crops and captions of ``epoch``."""
+        self.loader.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        if self.batches_per_epoch is None:
+            raise TypeError("the number of batches per epoch is unknown (no samples_per_epoch)")
+        return self.batches_per_epoch
+
+    def __iter__(self) -> Iterator[Any]:
+        from accelerate.utils import send_to_device  # type: ignore[import-untyped]
+
+        skip, self.skip = self.skip, 0
+        for batch in itertools.islice(self.loader, skip, None):
+            yield send_to_device(batch, self.device)
+
+
+def prepare_train_loader(
+    accelerator: Any, loader: Any, *, splits_itself: bool, batches_per_epoch: int | None = None
+) -> Any:
+    """``accelerator.prepare(loader)``, or a :class:`SelfSplitLoader` for self-splitting data.
+
+    Args:
+        accelerator: the run's accelerator.
+        loader: the training DataLoader.
+        splits_itself: its dataset reads only this rank's share (tar shards).
+        batches_per_epoch: with ``splits_itself``: this process's batches per epoch.
+
+    Returns:
+        The loader to iterate.
+    """
+    if not splits_itself:
+        return accelerator.prepare(loader)
+    return SelfSplitLoader(loader, accelerator.device, batches_per_epoch)
+
+
+def skip_batches(accelerator: Any, loader: Any, batches: int) -> Any:
+    """The loader without its first ``batches`` batches of this epoch (a mid-epoch resume).
+
+    Args:
+        accelerator: the run's accelerator.
+        loader: what :func:`prepare_train_loader` returned.
+        batches: batches already consumed in this epoch.
+
+    Returns:
+        The loader to iterate for the rest of the epoch.
+    """
+    if not batches:
+        return loader
+    if isinstance(loader, SelfSplitLoader):
+        loader.skip = batches  # the stream is read again and its first batches dropped
+        return loader
+    return accelerator.skip_first_batches(loader, batches)
+
+
+def record_keys(batch: Mapping[str, Any], *, epoch: int, rank: int) -> None:
+    """With ``CLAPKIT_TRAIN_TEST_KEYS`` set: append this batch's clip keys to this rank's file.
+
+    Args:
+        batch: a collated batch (``keys``).
+        epoch: the epoch it belongs to.
+        rank: this process's index.
+    """
+    folder = os.environ.get(KEYS_ENV)
+    if not folder:
+        return
+    path = Path(folder) / f"keys.rank{rank}.tsv"
+    with path.open("a") as handle:
+        handle.writelines(f"{epoch}\t{key}\n" for key in batch["keys"])
+
+
+@dataclasses.dataclass
+class TrainData:
+    """A run's training data: the dataset, its (unprepared) loader, how it splits.
+
+    Attributes:
+        dataset: a ``ManifestDataset`` or a ``ShardDataset`` (``set_epoch``).
+        loader: its DataLoader, before :func:`prepare_train_loader`.
+        splits_itself: tar shards (read per rank), not split by accelerate.
+        batches_per_epoch: shards: this process's batches per epoch (None: one pass of unknown
+            length); a manifest: None (``len`` of the prepared loader).
+    """
+
+    dataset: Any
+    loader: Any
+    splits_itself: bool
+    batches_per_epoch: int | None = None
+
+
+def build_train_data(
+    cfg: Any,
+    frontend: Any,
+    tokenize: Callable[[list[str]], Any],
+    *,
+    manifest: str | None,
+    rank: int,
+    num_processes: int,
+) -> TrainData:
+    """The training data of a contrastive run: a manifest, or tar shards read per rank.
+
+    Args:
+        cfg: a config with ``train_shards``, ``samples_per_epoch``, ``seed``, ``on_error``,
+            ``cache_audio``, ``shift_short_clips``, ``batch_size`` and ``num_workers``.
+        frontend: the training front end (the encoder's, with the training crop).
+        tokenize: the text encoder's tokenizer (the collator tokenizes captions).
+        manifest: the training manifest when there are no shards.
+        rank: this process's index.
+        num_processes: how many processes train.
+
+    Returns:
+        The dataset and its loader (shuffled with its own seeded generator for a manifest).
+
+    Raises:
+        SystemExit: shards on several processes without ``samples_per_epoch`` (ranks would
+            take different numbers of steps and hang), or an epoch too small for a batch.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from clapkit.data import ClapCollator, ManifestDataset, ShardDataset
+
+    common = {"train": True, "seed": cfg.seed, "on_error": cfg.on_error}
+    batches: int | None = None
+    shuffle: dict[str, Any] = {}
+    if cfg.train_shards:
+        if cfg.samples_per_epoch is None and num_processes > 1:
+            raise SystemExit(
+                "--train-shards with several processes needs --samples-per-epoch "
+                "(every rank must take the same number of steps)"
+            )
+        dataset: Any = ShardDataset(
+            cfg.train_shards,
+            frontend,
+            samples_per_epoch=cfg.samples_per_epoch,
+            rank=rank,
+            world_size=num_processes,
+            **common,
+        )
+        if cfg.samples_per_epoch is not None:
+            batches = shard_batches_per_epoch(
+                cfg.samples_per_epoch,
+                batch_size=cfg.batch_size,
+                num_workers=cfg.num_workers,
+                num_processes=num_processes,
+            )
+    else:
+        if manifest is None:
+            raise SystemExit("give --train-manifest or --train-shards")
+        dataset = ManifestDataset(
+            manifest,
+            frontend,
+            cache_audio=cfg.cache_audio,
+            shift_short_clips=cfg.shift_short_clips,
+            **common,
+        )
+        shuffle = {"shuffle": True, "generator": torch.Generator().manual_seed(cfg.seed)}
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        collate_fn=ClapCollator(tokenize),
+        num_workers=cfg.num_workers,
+        drop_last=True,
+        **shuffle,
+    )
+    return TrainData(dataset, loader, cfg.train_shards is not None, batches)

@@ -1,0 +1,12 @@
+"""The recipes' settings: one frozen dataclass per recipe, its paper presets and their notes.
+
+- :mod:`clapkit.train.presets.clap`: contrastive pretraining (``recipes/pretrain_clap.py``),
+  Tables 1 and 2 of arXiv 2309.05767, ``demo`` and ``smoke``.
+- :mod:`clapkit.train.presets.captioning`: the captioner (``recipes/train_captioner.py``),
+  Table 2's AudioCaps and Clotho captioning rows, ``smoke``.
+
+Presets are plain instances of the dataclass (``dataclasses.replace`` of the paper's defaults);
+``clapkit.train.config.parse_config`` picks one and applies the command-line overrides.
+"""
+
+__all__: list[str] = []

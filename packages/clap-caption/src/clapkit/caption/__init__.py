@@ -22,6 +22,7 @@ from clapkit.caption.mappers import (
 )
 from clapkit.caption.metrics import CaptionScores, evaluate_captions
 from clapkit.caption.parts import CaptionerParts, clap_parts, clapcap_2023_parts
+from clapkit.caption.prefix_lm import PrefixLanguageModel
 from clapkit.caption.tokenizer import load_tokenizer
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "DecodingOutput",
     "MapperConfig",
     "MlpMapper",
+    "PrefixLanguageModel",
     "TransformerMapper",
     "beam_search",
     "build_language_model",

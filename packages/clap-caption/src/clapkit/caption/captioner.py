@@ -227,6 +227,7 @@ class ClapCaptioner(
         input_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
         audio_embedding: Tensor | None = None,
+        loss_mask: Tensor | None = None,
     ) -> CaptionerOutput:
         """Teacher-forced captioning loss (paper Eq. 5): cross-entropy on caption tokens only.
 
@@ -236,6 +237,8 @@ class ClapCaptioner(
             input_ids: caption token ids [b, s], EOS included, right-padded.
             attention_mask: [b, s], 1 on real tokens (default: all ones).
             audio_embedding: precomputed `encode_audio` output [b, d_a].
+            loss_mask: [b, s], 1 on the tokens scored (default: every real token); a task
+                prompt before the answer is read but not scored (`PrefixLanguageModel`).
 
         Returns:
             Loss, caption-position logits [b, s, vocab] and the prefix [b, p, d].
@@ -264,6 +267,8 @@ class ClapCaptioner(
             :, p - 1 : -1
         ]
         labels = input_ids.masked_fill(attention_mask == 0, -100)
+        if loss_mask is not None:
+            labels = labels.masked_fill(loss_mask == 0, -100)
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
         return CaptionerOutput(loss=loss, logits=logits, prefix=prefix)
 

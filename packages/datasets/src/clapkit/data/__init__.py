@@ -18,6 +18,19 @@ from clapkit.data.manifest import (
     records_from_folder,
     write_manifest,
 )
+from clapkit.data.multitask import (
+    MultiTaskCollator,
+    MultiTaskDataset,
+    MultiTaskExample,
+    MultiTaskRecord,
+    WeightedTaskSampler,
+    caption_records,
+    classification_records,
+    qa_records,
+    read_multitask_manifest,
+    task_records,
+    write_multitask_manifest,
+)
 from clapkit.data.shards import ShardDataset, resolve_shards, write_shards
 
 __all__ = [
@@ -27,13 +40,24 @@ __all__ = [
     "ManifestDataset",
     "ManifestError",
     "ManifestRecord",
+    "MultiTaskCollator",
+    "MultiTaskDataset",
+    "MultiTaskExample",
+    "MultiTaskRecord",
     "ShardDataset",
     "SkippedFiles",
     "SkippedItem",
+    "WeightedTaskSampler",
+    "caption_records",
+    "classification_records",
     "item_generator",
+    "qa_records",
     "read_manifest",
+    "read_multitask_manifest",
     "records_from_folder",
     "resolve_shards",
+    "task_records",
     "write_manifest",
+    "write_multitask_manifest",
     "write_shards",
 ]

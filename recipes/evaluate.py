@@ -17,13 +17,14 @@ plus ``n_clips``), ``report.md`` (task | metric | clapkit | paper | chance, then
 found or failed), ``report.png`` (clapkit against the paper), ``confusion/<task>.png`` for
 multiclass tasks, ``status.json`` (failed and missing tasks, dataset warnings) and ``cache/``:
 embeddings keyed on the weights' hash and the clip list, so an interrupted suite resumes.
-A broken dataset fails its task only; the command exits 1 after the others finish.
+A broken dataset fails its task only; the command exits 1 after the others finish. With
+``--on-error skip`` a clip that will not decode, or a manifest line without labels, is left out
+of its task's metrics instead and named in ``metrics.json`` (``"skipped": {clip: reason}``) and
+``report.md``; ``n_clips`` counts the clips scored.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -35,29 +36,29 @@ import torch
 import tyro
 from accelerate import Accelerator  # type: ignore[import-untyped]
 from accelerate.utils import gather_object  # type: ignore[import-untyped]
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from clapkit.core import ClapModel, ensemble_class_embeddings, format_prompts, zero_shot_scores
 from clapkit.core.metrics import accuracy, f1_score, mean_average_precision, retrieval_metrics
-from clapkit.data.tasks import TABLE1_TASKS, TABLE2_TASKS, Task, get_task, manifest_task
+from clapkit.train.evaluation import skip_bad_files
 from clapkit.train.plots import confusion_counts, plot_bars, plot_confusion
+from clapkit.train.suite import (
+    CAPTION_NAMES,
+    DIRECTIONS,
+    TaskRun,
+    cache_key,
+    clip_list,
+    paper_row,
+    report_markdown,
+    report_rows,
+    resolve_tasks,
+    weights_digest,
+)
 
 Append = tyro.conf.UseAppendAction
-SUITES = {"table1": TABLE1_TASKS, "table2": TABLE2_TASKS}
-TABLE2_ROW = "table2/CLAP 2023"
-# clapkit.core.metrics' retrieval names -> the paper's
-DIRECTIONS = {"audio_to_text": "a2t", "text_to_audio": "t2a"}
-CAPTION_NAMES = {
-    "cider_d": "CIDEr-D",
-    "spice": "SPICE",
-    "spider": "SPIDEr",
-    "bleu_4": "BLEU-4",
-    "rouge_l": "ROUGE-L",
-}
-AUDIO_NAMES = {"cnn14": "CNN14", "htsat": "HTSAT"}
-TEXT_NAMES = {"bert": "BERT", "roberta": "RoBERTa", "clip": "CLIP", "gpt2-eot": "GPT2"}
 
 
 @dataclass(frozen=True)
@@ -88,89 +89,9 @@ class Config:
     max_new_tokens: int = 67
     java: Literal["auto", "require", "skip"] = "auto"
     """SPICE (hence SPIDEr) needs Java; auto leaves them out, with the reason, when absent."""
-
-
-@dataclass(frozen=True)
-class TaskRun:
-    """One task to evaluate: its name in the outputs, the task and the dataset folder."""
-
-    name: str
-    task: Task
-    root: Path
-
-
-def resolve_tasks(cfg: Config) -> tuple[list[TaskRun], dict[str, str]]:
-    """The tasks to run, and the suite's tasks whose dataset was not found (with why).
-
-    Raises:
-        SystemExit: no task given, a bad ``--task``, or ``--suite`` without ``--data-root``.
-    """
-    runs: list[TaskRun] = []
-    not_found: dict[str, str] = {}
-    if cfg.suite is not None:
-        if cfg.data_root is None:
-            raise SystemExit("--suite needs --data-root (the folder holding <task>/ folders)")
-        for name in SUITES[cfg.suite]:
-            task = get_task(name)
-            # a captioning task reads the same folder as the retrieval task of its dataset
-            folders = [name, name.removesuffix("-caption")]
-            found = [Path(cfg.data_root) / f for f in folders if (Path(cfg.data_root) / f).is_dir()]
-            if not found:
-                not_found[name] = f"no folder {Path(cfg.data_root) / name} ({task.layout})"
-            elif task.kind == "captioning" and cfg.captioner is None:
-                not_found[name] = "captioning needs --captioner (a ClapCaptioner folder)"
-            else:
-                runs.append(TaskRun(name, task, found[0]))
-    for spec in cfg.task:
-        name, sep, path = spec.partition("=")
-        if not sep or not path:
-            raise SystemExit(f"--task {spec!r}: expected NAME=PATH")
-        try:
-            runs.append(TaskRun(name, get_task(name), Path(path)))
-        except KeyError as error:
-            raise SystemExit(str(error)) from None
-    for manifest in map(Path, cfg.manifest):
-        runs.append(TaskRun(manifest.stem, manifest_task(manifest, cfg.template), manifest.parent))
-    if not runs and not not_found:
-        raise SystemExit("nothing to evaluate: give --suite with --data-root, --task or --manifest")
-    if cfg.template:
-        runs = [
-            dataclasses.replace(r, task=dataclasses.replace(r.task, templates=cfg.template))
-            if r.task.kind in ("multiclass", "multilabel")
-            else r
-            for r in runs
-        ]
-    return runs, not_found
-
-
-def weights_digest(folder: str) -> str:
-    """SHA-256 of a ``save_pretrained`` folder's ``model.safetensors`` (the folder name if none)."""
-    weights = Path(folder) / "model.safetensors"
-    if not weights.is_file():
-        return hashlib.sha256(folder.encode()).hexdigest()
-    digest = hashlib.sha256()
-    with weights.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def cache_key(*parts: Any) -> str:
-    """A short hash of JSON-able parts (weights digest, clip list with sizes, texts, settings)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def clip_list(paths: Sequence[Path]) -> list[tuple[str, int, int]]:
-    """``(path, size, mtime_ns)`` of each clip: a replaced file changes the cache key."""
-    return [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-
-
-def headline_value(task: Task, metric: str, row: str) -> float | None:
-    """The paper's number of ``metric`` in ``row`` (``table1/...`` or ``table2/...``), if any."""
-    paper = dict(task.paper)
-    if metric == task.metrics[0] and row in paper:
-        return paper[row]
-    return paper.get(f"{row} {metric}")
+    on_error: Literal["raise", "skip"] = "raise"
+    """A clip that will not decode or a manifest line without labels: fatal to its task, or
+    left out of the metrics and listed (metrics.json "skipped", report.md)."""
 
 
 class EvaluateRecipe:
@@ -183,7 +104,8 @@ class EvaluateRecipe:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        self.results: dict[str, dict[str, float]] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+        self.skipped: dict[str, dict[str, str]] = {}
         self.failed: dict[str, str] = {}
         self.warnings: dict[str, list[str]] = {}
         self.confusions: dict[str, tuple[Tensor, list[str]]] = {}
@@ -191,32 +113,29 @@ class EvaluateRecipe:
 
     def setup(self) -> None:
         """Start the accelerator, load the model (and captioner), resolve the tasks."""
+        cfg = self.cfg
         self.accelerator = Accelerator()
-        self.runs, self.not_found = resolve_tasks(self.cfg)
+        self.runs, self.not_found = resolve_tasks(
+            suite=cfg.suite,
+            data_root=cfg.data_root,
+            task_specs=cfg.task,
+            manifests=cfg.manifest,
+            templates=cfg.template,
+            captioner=cfg.captioner is not None,
+            on_error=cfg.on_error,
+        )
         device = self.accelerator.device
-        self.model = ClapModel.from_pretrained(self.cfg.checkpoint).to(device).eval()
-        self.model_digest = weights_digest(self.cfg.checkpoint)
+        self.model = ClapModel.from_pretrained(cfg.checkpoint).to(device).eval()
+        self.model_digest = weights_digest(cfg.checkpoint)
         self.captioner: Any = None
-        if self.cfg.captioner is not None:
+        if cfg.captioner is not None:
             from clapkit.caption import ClapCaptioner
 
-            self.captioner = ClapCaptioner.from_pretrained(self.cfg.captioner).to(device).eval()
-            self.captioner_digest = weights_digest(self.cfg.captioner)
-        self.paper_row = self._paper_row()
+            self.captioner = ClapCaptioner.from_pretrained(cfg.captioner).to(device).eval()
+            self.captioner_digest = weights_digest(cfg.captioner)
+        model_config = self.model.config
+        self.paper_row = paper_row(model_config.audio, model_config.text, cfg.paper_table)
         (self.out / "cache").mkdir(parents=True, exist_ok=True)
-
-    def _paper_row(self) -> str:
-        """``table1/<AUDIO>+<TEXT>`` for the checkpoint's encoders, or Table 2's row."""
-        if self.cfg.paper_table == "table2":
-            return TABLE2_ROW
-        audio, text = self.model.config.audio, self.model.config.text
-        name = AUDIO_NAMES.get(audio.get("architecture", ""), "?")
-        # HTSAT-22 is HTS-AT's architecture with other weights, on the paper's 44.1 kHz front end
-        if name == "HTSAT" and audio.get("frontend", {}).get("sample_rate") == 44100:
-            name = "HTSAT-22"
-        pair = f"table1/{name}+{TEXT_NAMES.get(text.get('architecture', ''), '?')}"
-        known = {row for task in TABLE1_TASKS for row, _ in get_task(task).paper}
-        return pair if self.cfg.paper_table == "table1" or pair in known else TABLE2_ROW
 
     def sharded(self, items: Sequence[Any], compute: Callable[[list[Any]], Any]) -> list[Any]:
         """``compute`` on this process's contiguous share of ``items``; every share, in order.
@@ -235,52 +154,88 @@ class EvaluateRecipe:
             raise RuntimeError(errors[0])
         return [payload for ok, payload in parts if payload is not None]
 
-    def cached_embeddings(
-        self, what: str, key: str, items: Sequence[Any], embed: Callable[[list[Any]], Tensor]
-    ) -> Tensor:
-        """Embeddings of ``items`` from ``cache/<what>-<key>.safetensors``, else computed."""
-        path = self.out / "cache" / f"{what}-{key}.safetensors"
-        if path.is_file():
-            self.accelerator.print(f"{what}: embeddings from cache {path.name}")
-            return load_file(path)["embeddings"]
-        embeds = torch.cat([e.cpu() for e in self.sharded(items, embed)])
-        if self.accelerator.is_main_process:
-            save_file({"embeddings": embeds.contiguous()}, path)
-        return embeds
+    def per_file(
+        self, run: TaskRun, paths: list[Path], compute: Callable[[list[Path]], Any], unit: str
+    ) -> tuple[list[Any], list[int], dict[str, str]]:
+        """``compute`` over every process's share of the files, bad files skipped if told.
 
-    def embed_audio(self, run: TaskRun, paths: list[Path]) -> Tensor:
-        """The task's clips, embedded (normalised) with a progress bar, cached."""
-        chunk = self.cfg.batch_size * 4
+        Returns:
+            Every share's chunk results in order, the kept files' indices and the skipped
+            files with why (``--on-error skip``; else the first bad file fails the task).
+        """
 
-        def embed(share: list[Path]) -> Tensor:
-            parts = []
-            bar = tqdm(total=len(share), desc=f"{run.name} audio", unit="clip",
+        def share_results(share: list[tuple[int, Path]]) -> tuple[list[Any], list[int], Any]:
+            bar = tqdm(total=len(share), desc=f"{run.name} {unit}", unit="clip",
                        disable=not self.accelerator.is_local_main_process)  # fmt: skip
             with bar:
-                for start in range(0, len(share), chunk):
-                    parts.append(
-                        self.model.embed_audio(
-                            share[start : start + chunk],
-                            batch_size=self.cfg.batch_size,
-                            long_audio=self.cfg.long_audio,
-                            num_workers=self.cfg.num_workers,
-                            progress=False,
-                        ).cpu()
-                    )
-                    bar.update(len(parts[-1]))
-            return torch.cat(parts)
+                found = skip_bad_files(compute, [path for _, path in share],
+                                       on_error=self.cfg.on_error, chunk=self.cfg.batch_size * 4,
+                                       done=bar.update)  # fmt: skip
+            return found.parts, [share[i][0] for i in found.kept], found.skipped
 
-        key = cache_key(self.model_digest, self.cfg.long_audio, clip_list(paths))
-        return self.cached_embeddings(f"{run.name}-audio", key, paths, embed)
+        parts, kept, skipped = [], [], {}
+        for share_parts, share_kept, share_skipped in self.sharded(
+            list(enumerate(paths)), share_results
+        ):
+            parts += share_parts
+            kept += share_kept
+            skipped.update(share_skipped)
+        return parts, kept, skipped
+
+    def embed_audio(self, run: TaskRun, paths: list[Path]) -> tuple[Tensor, list[int]]:
+        """The task's clips embedded (normalised), cached; and the indices of those kept.
+
+        With ``--on-error skip`` a clip that will not decode is left out and listed in
+        ``self.skipped[run.name]``; the cache keeps what was left out.
+        """
+        cfg = self.cfg
+        key = cache_key(self.model_digest, cfg.long_audio, cfg.on_error, clip_list(paths))
+        path = self.out / "cache" / f"{run.name}-audio-{key}.safetensors"
+        if path.is_file():
+            self.accelerator.print(f"{run.name}: audio embeddings from cache {path.name}")
+            with safe_open(path, "pt") as cached:
+                embeds, kept = cached.get_tensor("embeddings"), cached.get_tensor("kept")
+                skipped = json.loads((cached.metadata() or {}).get("skipped", "{}"))
+        else:
+
+            def embed(files: list[Path]) -> Tensor:
+                return self.model.embed_audio(
+                    files,
+                    batch_size=cfg.batch_size,
+                    long_audio=cfg.long_audio,
+                    num_workers=cfg.num_workers,
+                    progress=False,
+                ).cpu()
+
+            parts, kept_list, skipped = self.per_file(run, paths, embed, "audio")
+            if not parts:
+                raise ValueError(f"no clip could be decoded (e.g. {list(skipped.items())[:3]})")
+            embeds, kept = torch.cat(parts), torch.tensor(kept_list, dtype=torch.long)
+            if self.accelerator.is_main_process:
+                tensors = {"embeddings": embeds.contiguous(), "kept": kept}
+                save_file(tensors, path, metadata={"skipped": json.dumps(skipped)})
+        self.skipped.setdefault(run.name, {}).update(skipped)
+        return embeds, kept.tolist()
 
     def embed_text(self, run: TaskRun, texts: list[str]) -> Tensor:
         """Normalised embeddings of texts (prompts or captions), cached."""
-        key = cache_key(self.model_digest, texts)
+        path = (
+            self.out
+            / "cache"
+            / f"{run.name}-text-{cache_key(self.model_digest, texts)}.safetensors"
+        )
+        if path.is_file():
+            self.accelerator.print(f"{run.name}: text embeddings from cache {path.name}")
+            with safe_open(path, "pt") as cached:
+                return cached.get_tensor("embeddings")
 
         def embed(share: list[str]) -> Tensor:
             return self.model.embed_text(share, progress=False).cpu()
 
-        return self.cached_embeddings(f"{run.name}-text", key, texts, embed)
+        embeds = torch.cat(self.sharded(texts, embed))
+        if self.accelerator.is_main_process:
+            save_file({"embeddings": embeds.contiguous()}, path)
+        return embeds
 
     def evaluate(self) -> int:
         """Run every task (a failure is recorded, the others go on), write the outputs.
@@ -292,19 +247,22 @@ class EvaluateRecipe:
             try:
                 data = run.task.load(run.root)
                 self.warnings[run.name] = list(data.warnings)
+                self.skipped[run.name] = dict(data.skipped)
                 kind = run.task.kind
                 if kind in ("multiclass", "multilabel"):
-                    metrics = self.classify(run, data)
+                    metrics, n_clips = self.classify(run, data)
                 elif kind == "retrieval":
-                    metrics = self.retrieve(run, data)
+                    metrics, n_clips = self.retrieve(run, data)
                 else:
-                    metrics = self.caption(run, data)
+                    metrics, n_clips = self.caption(run, data)
             # a broken dataset fails its task only; the suite goes on
             except Exception as error:
                 self.failed[run.name] = f"{type(error).__name__}: {error}"
                 self.accelerator.print(f"{run.name}: FAILED: {self.failed[run.name]}")
                 continue
-            self.results[run.name] = {**metrics, "n_clips": len(data)}
+            self.results[run.name] = {**metrics, "n_clips": n_clips}
+            if self.skipped[run.name]:
+                self.results[run.name]["skipped"] = self.skipped[run.name]
             self.accelerator.print(f"{run.name}: {json.dumps(self.results[run.name])}")
             self.write_outputs()
         self.write_outputs()
@@ -312,131 +270,98 @@ class EvaluateRecipe:
             self.accelerator.print(f"{name}: not evaluated: {why}")
         return 1 if self.failed else 0
 
-    def classify(self, run: TaskRun, data: Any) -> dict[str, float]:
+    def classify(self, run: TaskRun, data: Any) -> tuple[dict[str, float], int]:
         """Zero-shot classification: prompt-ensembled classes, softmax or sigmoid, the metric."""
         names = list(data.class_names)
         templates = run.task.templates
         prompts = format_prompts([run.task.label_text(name) for name in names], templates)
-        audio = self.embed_audio(run, [r.audio for r in data.records])
+        audio, kept = self.embed_audio(run, [r.audio for r in data.records])
         texts = self.embed_text(run, [p for per_template in prompts for p in per_template])
         # core's one prompt-ensembling rule, on the (cached) prompt embeddings
         classes = ensemble_class_embeddings(texts.reshape(len(templates), len(names), -1))
         multilabel = run.task.kind == "multilabel"
         scale = self.model.logit_scale_exp.detach().cpu()
         scores = zero_shot_scores(audio, classes, scale, multilabel)
-        targets = data.targets()
+        targets = data.targets()[kept]
         chance = run.task.chance_level
         self.chance[run.name] = chance if chance or multilabel else 1.0 / len(names)
         if not multilabel:
             self.confusions[run.name] = (confusion_counts(scores, targets, len(names)), names)
-            return {"accuracy": accuracy(scores, targets)}
-        metric = run.task.metrics[0]
-        if metric == "F1":
-            return {"F1": f1_score(scores, targets)}
-        return {"mAP": mean_average_precision(scores, targets)}
+            return {"accuracy": accuracy(scores, targets)}, len(kept)
+        if run.task.metrics[0] == "F1":
+            return {"F1": f1_score(scores, targets)}, len(kept)
+        return {"mAP": mean_average_precision(scores, targets)}, len(kept)
 
-    def retrieve(self, run: TaskRun, data: Any) -> dict[str, float]:
+    def retrieve(self, run: TaskRun, data: Any) -> tuple[dict[str, float], int]:
         """Text-audio retrieval with every caption of a clip relevant (5-caption protocol)."""
-        captions = [c for r in data.records for c in r.captions]
-        owner = torch.tensor([i for i, r in enumerate(data.records) for _ in r.captions])
-        audio = self.embed_audio(run, [r.audio for r in data.records])
-        texts = self.embed_text(run, captions)
+        audio, kept = self.embed_audio(run, [r.audio for r in data.records])
+        records = [data.records[i] for i in kept]
+        owner = torch.tensor([i for i, r in enumerate(records) for _ in r.captions])
+        texts = self.embed_text(run, [c for r in records for c in r.captions])
         found = retrieval_metrics(audio @ texts.T, owner)
-        return {
+        metrics = {
             f"{DIRECTIONS[direction]}/{metric}": value
             for key, value in found.items()
             for direction, metric in [key.split("/")]
             if metric != "MRR@10"
         }
+        return metrics, len(kept)
 
-    def caption(self, run: TaskRun, data: Any) -> dict[str, float]:
+    def caption(self, run: TaskRun, data: Any) -> tuple[dict[str, float], int]:
         """Captions from ``--captioner`` (cached), scored with the COCO caption metrics."""
         from clapkit.caption import evaluate_captions
 
         cfg = self.cfg
         paths = [r.audio for r in data.records]
-        settings = (cfg.beam_size, cfg.max_new_tokens, cfg.long_audio)
+        settings = (cfg.beam_size, cfg.max_new_tokens, cfg.long_audio, cfg.on_error)
         key = cache_key(self.captioner_digest, settings, clip_list(paths))
         path = self.out / "cache" / f"{run.name}-captions-{key}.json"
         if path.is_file():
             self.accelerator.print(f"{run.name}: captions from cache {path.name}")
-            predictions = json.loads(path.read_text())
+            cached = json.loads(path.read_text())
         else:
 
-            def generate(share: list[Path]) -> list[str]:
-                return list(
-                    self.captioner.generate(
-                        share,
-                        beam_size=cfg.beam_size,
-                        max_new_tokens=cfg.max_new_tokens,
-                        long_audio=cfg.long_audio,
-                    )
-                )
+            def generate(files: list[Path]) -> list[str]:
+                return list(self.captioner.generate(files, beam_size=cfg.beam_size,
+                    max_new_tokens=cfg.max_new_tokens, long_audio=cfg.long_audio))  # fmt: skip
 
-            predictions = [c for part in self.sharded(paths, generate) for c in part]
+            parts, kept, skipped = self.per_file(run, paths, generate, "captions")
+            predictions = [c for part in parts for c in part]
+            cached = {"predictions": predictions, "kept": kept, "skipped": skipped}
             if self.accelerator.is_main_process:
-                path.write_text(json.dumps(predictions))
-        references = [list(r.captions) for r in data.records]
-        scores = evaluate_captions(predictions, references, java=cfg.java)
+                path.write_text(json.dumps(cached))
+        self.skipped[run.name].update(cached["skipped"])
+        references = [list(data.records[i].captions) for i in cached["kept"]]
+        scores = evaluate_captions(cached["predictions"], references, java=cfg.java)
         for metric, why in scores.missing.items():
             self.warnings[run.name].append(f"{metric} left out: {why}")
-        return {CAPTION_NAMES[k]: v for k, v in scores.corpus.items() if k in CAPTION_NAMES}
+        metrics = {CAPTION_NAMES[k]: v for k, v in scores.corpus.items() if k in CAPTION_NAMES}
+        return metrics, len(cached["kept"])
 
     def write_outputs(self) -> None:
         """``metrics.json``, ``status.json``, ``report.md``, the plots (main process only)."""
         if not self.accelerator.is_main_process:
             return
         (self.out / "metrics.json").write_text(json.dumps(self.results, indent=2))
-        status = {"paper_row": self.paper_row, "failed": self.failed,
-                  "not_found": self.not_found, "warnings": self.warnings}  # fmt: skip
+        status = {"paper_row": self.paper_row, "failed": self.failed, "not_found":
+                  self.not_found, "warnings": self.warnings, "skipped": self.skipped}  # fmt: skip
         (self.out / "status.json").write_text(json.dumps(status, indent=2))
-        rows = self.report_rows()
-        (self.out / "report.md").write_text(self.report_markdown(rows))
+        tasks = {run.name: run.task for run in self.runs}
+        rows = report_rows(self.results, tasks, self.chance, self.paper_row)
+        failed = {k: f"FAILED: {v}" for k, v in self.failed.items()}
+        report = report_markdown(
+            rows,
+            title=Path(self.cfg.checkpoint).name,
+            paper_column=self.paper_row,
+            command=f"accelerate launch recipes/evaluate.py {' '.join(sys.argv[1:])}",
+            not_evaluated={**self.not_found, **failed},
+            skipped=self.skipped,
+            warnings=self.warnings,
+        )
+        (self.out / "report.md").write_text(report)
         plot_bars(self.out / "report.png", rows)
         for name, (counts, labels) in self.confusions.items():
             plot_confusion(self.out / "confusion" / f"{name}.png", counts, labels, name)
-
-    def report_rows(self) -> list[tuple[str, str, float, float | None, float | None]]:
-        """``(task, metric, clapkit, paper, chance)`` for every metric measured."""
-        tasks = {run.name: run.task for run in self.runs}
-        rows = []
-        for name, metrics in self.results.items():
-            task = tasks[name]
-            for metric, value in metrics.items():
-                if metric == "n_clips":
-                    continue
-                paper = headline_value(task, metric, self.paper_row)
-                if paper is None:  # Table 2 holds every task; Table 1 only the zero-shot ones
-                    paper = headline_value(task, metric, TABLE2_ROW)
-                chance = self.chance.get(name) if metric == task.metrics[0] else None
-                rows.append((name, metric, value, paper, chance))
-        return rows
-
-    def report_markdown(
-        self, rows: list[tuple[str, str, float, float | None, float | None]]
-    ) -> str:
-        """The report: the metric table beside the paper, then what was not evaluated."""
-
-        def cell(value: float | None) -> str:
-            return "-" if value is None else f"{value:.3f}"
-
-        lines = [
-            f"# Evaluation of `{Path(self.cfg.checkpoint).name}`",
-            "",
-            f"Paper column: `{self.paper_row}` where the task has it, else `{TABLE2_ROW}`.",
-            f"Command: `accelerate launch recipes/evaluate.py {' '.join(sys.argv[1:])}`",
-            "",
-            "| task | metric | clapkit | paper | chance |",
-            "|---|---|---|---|---|",
-            *(f"| {t} | {m} | {v:.3f} | {cell(p)} | {cell(c)} |" for t, m, v, p, c in rows),
-        ]
-        skipped = {**self.not_found, **{k: f"FAILED: {v}" for k, v in self.failed.items()}}
-        if skipped:
-            lines += ["", "## Not evaluated", ""] + [f"- {k}: {v}" for k, v in skipped.items()]
-        notes = [f"- {k}: {w}" for k, ws in self.warnings.items() for w in ws]
-        if notes:
-            lines += ["", "## Dataset warnings", "", *notes]
-        return "\n".join(lines) + "\n"
 
     def cleanup(self) -> None:
         """Wait for every process and end the distributed group."""

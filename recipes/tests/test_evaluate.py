@@ -133,7 +133,7 @@ def evaluate(*args: str, processes: int = 0) -> subprocess.CompletedProcess[str]
                           timeout=300, check=False)  # fmt: skip
 
 
-def metrics_of(out: Path) -> dict[str, dict[str, float]]:
+def metrics_of(out: Path) -> dict[str, dict[str, Any]]:
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -226,10 +226,10 @@ def test_second_run_reuses_the_cache(
     done = evaluate(*args, "--template", template)
     assert done.returncode == 1
     for name in ("esc50", "esc50-actions", "clotho"):
-        assert f"{name}-audio: embeddings from cache" in done.stdout
-    assert "clotho-text: embeddings from cache" in done.stdout  # captions keep their key
+        assert f"{name}: audio embeddings from cache" in done.stdout
+    assert "clotho: text embeddings from cache" in done.stdout  # captions keep their key
     assert "clotho-caption: captions from cache" in done.stdout
-    assert "esc50-text: embeddings from cache" not in done.stdout  # new prompts
+    assert "esc50: text embeddings from cache" not in done.stdout  # new prompts
     assert all(p.stat().st_mtime_ns == mtime for p, mtime in cache.items())
     metrics, before = metrics_of(out), metrics_of(first)
     assert metrics["clotho"] == before["clotho"]
@@ -242,6 +242,47 @@ def test_second_run_reuses_the_cache(
     scores = model.zero_shot(paths, ["one", "two", "zero"], template=template)
     truth = torch.tensor([2, 0, 1, 2, 0, 1])
     assert metrics["digits"]["accuracy"] == pytest.approx(accuracy(scores, truth), abs=1e-6)
+
+
+def test_on_error_skip_scores_the_rest_and_names_what_it_left_out(
+    layout: Path, models: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A corrupt clip and an unlabelled line: fatal to the task, or left out and listed."""
+    lines = (layout / "digits.jsonl").read_text().splitlines()
+    good = [json.loads(line) for line in lines]
+    for record in good:
+        record["audio"] = str(layout / record["audio"])
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVE not really")
+    unlabelled = str(layout / "digits" / "0.flac")
+    manifest = tmp_path / "broken.jsonl"
+    rows = [*good[:3], {"audio": str(corrupt), "labels": ["one"]},
+            {"audio": unlabelled, "key": "no-label"}, *good[3:]]  # fmt: skip
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--checkpoint", str(models[0]), "--manifest", str(manifest), "--num-workers", "0"]
+
+    done = evaluate(*args, "--output-dir", str(tmp_path / "strict"))
+    assert done.returncode == 1
+    # the file and the problem, and what to do, without a traceback
+    assert f"--manifest: {manifest}: 1 clips have no labels" in done.stderr
+    assert "on_error='skip' leaves them out" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    out = tmp_path / "skip"
+    done = evaluate(*args, "--output-dir", str(out), "--on-error", "skip")
+    assert done.returncode == 0, done.stderr
+    metrics = metrics_of(out)["broken"]
+    assert metrics["n_clips"] == 6
+    assert set(metrics["skipped"]) == {str(corrupt), unlabelled}
+    assert "unreadable or corrupt audio" in metrics["skipped"][str(corrupt)]
+    assert metrics["skipped"][unlabelled] == f"{manifest}: no labels"
+    model = ClapModel.from_pretrained(str(models[0]))
+    scores = model.zero_shot([r["audio"] for r in good], ["one", "two", "zero"])
+    truth = torch.tensor([2, 0, 1, 2, 0, 1])
+    assert metrics["accuracy"] == pytest.approx(accuracy(scores, truth), abs=1e-6)
+    report = (out / "report.md").read_text()
+    assert "## Clips left out of the metrics (2)" in report
+    assert f"- broken: `{corrupt}`: unreadable or corrupt audio" in report
 
 
 def test_cache_key_follows_the_weights(models: tuple[Path, Path], tmp_path: Path) -> None:

@@ -11,13 +11,10 @@ Reproduces: Elizalde, Deshmukh, Wang, "Natural Language Supervision for General-
 Representations" (arXiv 2309.05767), Table 1 (seven encoder pairs on 119k pairs, 16 zero-shot
 tasks) and Table 2 (HTSAT-22 + GPT2 on 4.6M pairs). Paper settings (the defaults of `Config`):
 Adam, lr 1e-3, reduce-on-plateau x0.1 with patience 15, batch 1536, random 7 s crops, both
-encoders trainable, 40 epochs, the epoch with the best average zero-shot score is kept.
-
-| preset | paper result to reproduce |
-|---|---|
-| table1-{cnn14-bert, htsat-clip, htsat-roberta, htsat-gpt2} | Table 1 avg .428 .430 .431 .435 |
-| table1-{htsat22-roberta, htsat22-clip, htsat22-gpt2} | Table 1 avg .454 .469 .480 |
-| table2-htsat22-gpt2 (4.6M pairs as shards) | Table 2: ESC50 .939, US8K .823, FSD50K .485 |
+encoders trainable, 40 epochs, the epoch with the best average zero-shot score is kept. The
+presets, with the paper's numbers each reproduces, live in ``clapkit.train.presets.clap``
+(``--help`` lists them): Table 1's seven pairs (average .428 to .480), Table 2 (4.6M pairs of
+20 sources as tar shards: ESC50 .939, US8K .823, FSD50K .485), ``demo`` and ``smoke``.
 
 Any `Config` field is a command-line override (``--epochs 3 --seed 1``); ``--preset NAME``
 picks the starting values. Multi-GPU/multi-node: ``accelerate launch --config_file ...`` (DDP by
@@ -100,23 +97,15 @@ class PretrainClapRecipe:
             torch.set_num_threads(cfg.torch_threads)
         torch.set_flush_denormal(True)  # near-silent padding makes denormals that slow CPU kernels
         self.accelerator = accelerator = make_accelerator(
-            self.out,
-            mixed_precision=cfg.mixed_precision,
-            log_with=cfg.log_with,
-            global_batch_size=cfg.global_batch_size,
-            batch_size=cfg.batch_size,
-        )
+            self.out, mixed_precision=cfg.mixed_precision, log_with=cfg.log_with,
+            global_batch_size=cfg.global_batch_size, batch_size=cfg.batch_size,
+        )  # fmt: skip
         setup_logging(accelerator)
         identity = {**dataclasses.asdict(cfg), "num_processes": accelerator.num_processes}
         self.plan: RunPlan = plan_run(
-            self.out,
-            identity,
-            seed=cfg.seed,
-            resume=cfg.resume,
-            overwrite=cfg.overwrite,
-            force=cfg.resume_force,
-            ignore=NOT_IDENTITY,
-        )
+            self.out, identity, seed=cfg.seed, resume=cfg.resume, overwrite=cfg.overwrite,
+            force=cfg.resume_force, ignore=NOT_IDENTITY,
+        )  # fmt: skip
         accelerator.wait_for_everyone()  # every rank has read the folder before it changes
         if accelerator.is_main_process:
             self.plan.apply()
@@ -129,11 +118,10 @@ class PretrainClapRecipe:
         if cfg.grad_checkpointing:
             logger.info("gradient checkpointing in %s", enable_grad_checkpointing(self.model))
         self.loss_fn = ContrastiveLoss()
-        frontend = dataclasses.replace(
-            self.model.audio_encoder.frontend, clip_seconds=cfg.clip_seconds
-        )
+        frontend = self.model.audio_encoder.frontend
         data = build_train_data(
-            cfg, frontend, self.model.text_encoder.tokenize, manifest=self.train_manifest,
+            cfg, dataclasses.replace(frontend, clip_seconds=cfg.clip_seconds),
+            self.model.text_encoder.tokenize, manifest=self.train_manifest,
             rank=accelerator.process_index, num_processes=accelerator.num_processes,
         )  # fmt: skip
         self.train_data = data.dataset
@@ -142,11 +130,9 @@ class PretrainClapRecipe:
         )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer,
-            mode="max" if self.tasks else "min",
-            factor=cfg.plateau_factor,
+            self.optimizer, mode="max" if self.tasks else "min", factor=cfg.plateau_factor,
             patience=cfg.plateau_patience,
-        )
+        )  # fmt: skip
         prompt = cfg.prompt_template.format("sound")
         self.flops_per_sample = flops_per_sample(
             self.model, self.loss_fn, clip_seconds=cfg.clip_seconds, prompt=prompt
@@ -157,22 +143,14 @@ class PretrainClapRecipe:
             batches_per_epoch=data.batches_per_epoch,
         )  # fmt: skip
         self.updates = ContrastiveUpdates(
-            accelerator,
-            self.model,
-            self.optimizer,
-            self.loss_fn,
-            accumulate_negatives=cfg.accumulate_negatives,
-            max_grad_norm=cfg.max_grad_norm,
-        )
+            accelerator, self.model, self.optimizer, self.loss_fn,
+            accumulate_negatives=cfg.accumulate_negatives, max_grad_norm=cfg.max_grad_norm,
+        )  # fmt: skip
         accelerator.register_for_checkpointing(self.scheduler, self.progress, self.skipped)
         if self.plan.resume_from is not None:
             accelerator.load_state(str(self.plan.resume_from))
-            logger.info(
-                "resumed from %s at epoch %d, step %d",
-                self.plan.resume_from,
-                self.progress.epoch,
-                self.progress.step,
-            )
+            logger.info("resumed from %s at epoch %d, step %d", self.plan.resume_from,
+                        self.progress.epoch, self.progress.step)  # fmt: skip
         self.resolved = {
             **dataclasses.asdict(cfg),
             "preset": self.preset,
@@ -273,16 +251,10 @@ class PretrainClapRecipe:
                 speed, samples = meter.step_done(samples), 0
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-                accelerator.log(
-                    {
-                        "train/loss": loss.item(),
-                        "train/lr": self.optimizer.param_groups[0]["lr"],
-                        "train/logit_scale": self._logit_scale(),
-                        "train/skipped_files": self.skipped.in_epoch(epoch),
-                        **{f"train/{k}": v for k, v in speed.as_dict().items()},
-                    },
-                    step=progress.step,
-                )
+                scalars = {"loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"],
+                           "logit_scale": self._logit_scale(), **speed.as_dict(),
+                           "skipped_files": self.skipped.in_epoch(epoch)}  # fmt: skip
+                accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=progress.step)
                 if progress.step % cfg.save_every_steps == 0:
                     self.save_checkpoint(f"step_{progress.step:08d}")
                     meter.start()  # the save is neither data wait nor training compute
@@ -296,11 +268,8 @@ class PretrainClapRecipe:
             if stop:
                 break
         bar.close()
-        return {
-            "history": progress.history,
-            "best": progress.best,
-            "skipped": self.skipped.state_dict(),
-        }
+        return {"history": progress.history, "best": progress.best,
+                "skipped": self.skipped.state_dict()}  # fmt: skip
 
     def _batches_per_epoch(self) -> int | None:
         try:
@@ -310,23 +279,17 @@ class PretrainClapRecipe:
 
     def _end_epoch(self, epoch: int, seconds: float, speed: dict[str, float]) -> None:
         accelerator, progress = self.accelerator, self.progress
-        mean_loss = torch.tensor(
-            progress.loss_sum / max(progress.loss_count, 1), device=accelerator.device
-        )
+        mean_loss = torch.tensor(progress.loss_sum / max(progress.loss_count, 1),
+                                 device=accelerator.device)  # fmt: skip
         train_loss = float(accelerator.reduce(mean_loss, "mean"))
         results = self.evaluate()
         record = {
-            "epoch": epoch,
-            "step": progress.step,
-            "train_loss": train_loss,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch": epoch, "step": progress.step, "train_loss": train_loss,
+            "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
             "skipped_files": self.skipped.in_epoch(epoch),
-            "skipped_files_total": self.skipped.count,
-            "seconds": seconds,
-            **speed,
-            **results,
+            "skipped_files_total": self.skipped.count, **speed, **results,
             "step_losses": list(progress.step_losses),
-        }
+        }  # fmt: skip
         if self.skipped.in_epoch(epoch):
             logger.warning("epoch %d skipped %d bad clips (%d over the run)", epoch,
                            self.skipped.in_epoch(epoch), self.skipped.count)  # fmt: skip
@@ -355,11 +318,8 @@ class PretrainClapRecipe:
     # -- checkpoints and outputs ----------------------------------------------------------------
     def save_checkpoint(self, name: str) -> Path:
         """Atomic ``accelerator.save_state`` into ``checkpoints/NAME`` with run.json and config."""
-        return save_checkpoint(
-            self.accelerator,
-            self.out / "checkpoints" / name,
-            files={"run.json": self.plan.run_json, "config.json": self._config_json()},
-        )
+        files = {"run.json": self.plan.run_json, "config.json": self._config_json()}
+        return save_checkpoint(self.accelerator, self.out / "checkpoints" / name, files=files)
 
     def save_best(self) -> None:
         """The kept epoch's model in ``best/`` (save_pretrained + this run's card), atomically.
@@ -400,14 +360,10 @@ class PretrainClapRecipe:
             f"FLOPs per sample (forward + backward): {self.flops_per_sample:.3e}",
         ]
         write_report(
-            self.out,
-            title="pretrain_clap report",
-            summary=summary,
-            history=self.progress.history,
-            best=self.progress.best,
-            skipped=self.skipped,
+            self.out, title="pretrain_clap report", summary=summary,
+            history=self.progress.history, best=self.progress.best, skipped=self.skipped,
             extra={"flops_per_sample": self.flops_per_sample},
-        )
+        )  # fmt: skip
 
     def cleanup(self) -> None:
         """End the trackers; report skipped files and print the report."""

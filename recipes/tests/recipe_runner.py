@@ -37,8 +37,15 @@ def run(
     return done
 
 
-def launch(recipe: str, *args: str, processes: int = 1) -> subprocess.CompletedProcess[str]:
+def launch(
+    recipe: str,
+    *args: str,
+    processes: int = 1,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """``accelerate launch`` on the CPU with ``processes`` processes.
+
+    ``extra_env`` adds environment variables (e.g. test hooks).
 
     One process: ``--cpu``. Several: accelerate's ``--cpu`` spawns extra processes only through
     mpirun, so they are started by torchrun (``--multi_gpu``) with no GPU visible and
@@ -70,7 +77,7 @@ def launch(recipe: str, *args: str, processes: int = 1) -> subprocess.CompletedP
             str(RECIPES / recipe),
             *args,
         ],
-        extra_env={"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true"},
+        extra_env={"CUDA_VISIBLE_DEVICES": "", "ACCELERATE_USE_CPU": "true", **(extra_env or {})},
     )
 
 

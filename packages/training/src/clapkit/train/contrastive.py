@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["ContrastiveUpdates", "build_model", "flops_per_sample"]
+__all__ = ["ContrastiveUpdates", "build_model", "disable_dropout", "flops_per_sample"]
 
 
 def build_model(cfg: Any, texts: Sequence[str]) -> Any:
@@ -42,7 +42,7 @@ def build_model(cfg: Any, texts: Sequence[str]) -> Any:
     from clapkit.train.demo import build_encoders
 
     audio_encoder, text_encoder = build_encoders(cfg, texts)
-    return build_clap(
+    model = build_clap(
         audio=audio_encoder,
         text=text_encoder,
         projection=cfg.projection,
@@ -50,6 +50,33 @@ def build_model(cfg: Any, texts: Sequence[str]) -> Any:
         projection_dim=cfg.projection_dim,
         init_temperature=cfg.init_temperature,
     )
+    if not getattr(cfg, "dropout", True):
+        disable_dropout(model)
+    return model
+
+
+def disable_dropout(model: torch.nn.Module) -> list[str]:
+    """Set every dropout rate of ``model`` to 0: ``nn.Dropout`` modules, the float attributes
+    named ``*dropout`` that functional dropout reads (CNN14's ``block_dropout``,
+    ``embed_dropout``) and stochastic depth's ``drop_prob``.
+
+    Args:
+        model: the model, changed in place.
+
+    Returns:
+        The names of the rates set to 0 (``"audio_encoder.block_dropout"``, ...).
+    """
+    switched = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p:
+            module.p = 0.0
+            switched.append(f"{name}.p")
+        for attribute, value in list(vars(module).items()):
+            rate = attribute.endswith("dropout") or attribute == "drop_prob"
+            if rate and isinstance(value, float) and value:
+                setattr(module, attribute, 0.0)
+                switched.append(f"{name}.{attribute}".lstrip("."))
+    return switched
 
 
 def flops_per_sample(model: Any, loss_fn: Any, *, clip_seconds: float, prompt: str) -> float:

@@ -70,6 +70,9 @@ class Config:
     init_temperature: float = 0.007
     """Initial temperature, logits = cosine / T (paper: 0.007, which starts the multiplier at its
     clamp of 100; msclap's code: 0.07)."""
+    dropout: bool = True
+    """False: no dropout anywhere in the model (every rate set to 0), so that a run's numbers do
+    not depend on how its batch is split into processes and micro-steps (equivalence tests)."""
     # Data
     train_manifest: str | None = None
     """JSON Lines manifest of audio-caption pairs."""

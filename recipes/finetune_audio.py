@@ -5,10 +5,11 @@ Launch:
         --preset esc50 --data esc50=data/ESC-50-master --clap runs/table2-htsat22-gpt2/best \
         --output-dir runs/finetune-esc50
     accelerate launch recipes/finetune_audio.py --preset esc50 --data esc50=data/ESC-50-master \
-        --audio htsat-22 --audio-weights runs/pretrain-htsat22/htsat22.safetensors --mode linear-probe
+        --audio htsat-22 --audio-weights runs/pretrain-htsat22/htsat22.safetensors \
+        --mode linear-probe --output-dir runs/probe-esc50
     accelerate launch --cpu recipes/finetune_audio.py --preset smoke   # the CI check (FSDD)
 
-Reproduces: Elizalde, Deshmukh, Wang (arXiv 2309.05767), section 4: the audio encoder fine-tuned
+Reproduces: Elizalde, Deshmukh, Wang (arXiv 2309.05767): the audio encoder fine-tuned
 on ESC-50 goes from 96.70% to 98.25% accuracy (5-fold cross-validation: train on four folds,
 test on the fifth, every fold in turn). The paper gives only the data, the encoder (HTSAT-22,
 44.1 kHz, 7 s clips: ESC-50's 5 s clips are padded) and those two numbers; everything else
@@ -53,15 +54,24 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from clapkit.data import ClapCollator, ManifestDataset, SkippedFiles, read_manifest, write_manifest
-from clapkit.train.augment import AugmentConfig, augment_batch, batch_generator
-from clapkit.train.augment import configure_spec_augment
+from clapkit.train.augment import (
+    AugmentConfig,
+    augment_batch,
+    batch_generator,
+    configure_spec_augment,
+)
 from clapkit.train.checkpointing import Progress, replace_folder, save_checkpoint
 from clapkit.train.config import jsonable, parse_config
-from clapkit.train.finetuning import (
-    AudioClassifier, CrossValidation, build_encoder, classification_scores,
-    cross_validation_folds, load_classification_data, target_tensor,
-)  # fmt: skip
 from clapkit.train.finetune_report import write_finetune_report
+from clapkit.train.finetuning import (
+    AudioClassifier,
+    CrossValidation,
+    build_encoder,
+    classification_scores,
+    cross_validation_folds,
+    load_classification_data,
+    target_tensor,
+)  # fmt: skip
 from clapkit.train.runs import plan_run
 from clapkit.train.setup import make_accelerator, setup_logging
 
@@ -148,7 +158,7 @@ class Config:
 
 
 ESC50 = Config(data="esc50=data/ESC-50-master", output_dir="runs/finetune-esc50")
-TINY_AUDIO = {
+TINY_AUDIO: dict[str, Any] = {
     "channels": (8, 16, 32), "out_dim": 64, "num_classes": 0, "block_dropout": 0.0,
     "embed_dropout": 0.0,
 }  # fmt: skip
@@ -162,7 +172,8 @@ SMOKE = dataclasses.replace(
     output_dir="runs/finetune-smoke", torch_threads=1,
 )  # fmt: skip
 """FSDD digits, 30 clips per speaker and digit, every speaker held out in turn (900 training
-clips, 300 test clips per fold), a tiny random CNN14 trained 3 epochs (336 updates): CPU, about 15 s a fold."""
+clips, 300 test clips per fold), a tiny random CNN14 trained 3 epochs (336 updates): CPU,
+about 15 s a fold."""
 PRESETS = {"esc50": ESC50, "smoke": SMOKE}
 NOTES = {
     "esc50": "ESC-50, 5 folds: the paper's 96.70% -> 98.25% (HTSAT-22 fine-tuned)",
@@ -282,7 +293,9 @@ class FinetuneAudioRecipe:
 
         path = self.out / "data" / "fsdd.jsonl"
         if self.accelerator.is_main_process:
-            parts = fsdd_manifests(cfg.fsdd_root, self.out / "data", "theo", cfg.fsdd_clips_per_digit)
+            parts = fsdd_manifests(
+                cfg.fsdd_root, self.out / "data", "theo", cfg.fsdd_clips_per_digit
+            )
             write_manifest([r for p in parts for r in read_manifest(p)], path)
         self.accelerator.wait_for_everyone()
         return str(path)
@@ -421,7 +434,9 @@ class FinetuneAudioRecipe:
     def _end_epoch(self, fold: str) -> None:
         """The epoch's record (train loss, test score), the fold's kept model, a checkpoint."""
         cfg, accelerator, progress, cv = self.cfg, self.accelerator, self.progress, self.cv
-        mean = torch.tensor(progress.loss_sum / max(progress.loss_count, 1), device=accelerator.device)
+        mean = torch.tensor(
+            progress.loss_sum / max(progress.loss_count, 1), device=accelerator.device
+        )
         record: dict[str, Any] = {
             "fold": fold, "epoch": progress.epoch, "step": progress.step,
             "train_loss": float(accelerator.reduce(mean, "mean")),
@@ -512,12 +527,20 @@ class FinetuneAudioRecipe:
 
     def metrics(self) -> dict[str, Any]:
         """What metrics.json holds (see ``write_finetune_report``)."""
-        return {"folds": self.cv.results, "epochs": self.progress.history, "best": self.progress.best}
+        return {
+            "folds": self.cv.results,
+            "epochs": self.progress.history,
+            "best": self.progress.best,
+        }
 
     def write_report(self) -> None:
         """metrics.json, report.md, history.csv and curves.png."""
         cfg = self.cfg
-        start = cfg.clap or cfg.audio_weights or ("random tiny CNN14" if cfg.size == "tiny" else "random")
+        start = (
+            cfg.clap
+            or cfg.audio_weights
+            or ("random tiny CNN14" if cfg.size == "tiny" else "random")
+        )
         summary = [
             f"Preset `{self.preset}`: `{cfg.audio if not cfg.clap else 'ClapModel audio tower'}` "
             f"from {start}, mode `{cfg.mode}`, task `{self.data.task.name}` ({len(self.data)} "

@@ -35,45 +35,31 @@ SMALL = (
 
 
 def metrics_of(out: Path) -> dict[str, Any]:
-    return json.loads((out / "metrics.json").read_text())  # type: ignore[no-any-return]
+    metrics: dict[str, Any] = json.loads((out / "metrics.json").read_text())
+    return metrics
 
 
-def train_tiny_clap(out: Path) -> Path:
-    """A tiny ClapModel (the recipe's tiny CNN14 + a 1-layer GPT2) after one contrastive epoch
-    on three FSDD speakers (theo never heard), saved with ``save_pretrained``."""
-    from torch.utils.data import DataLoader
+def tiny_clap(out: Path) -> Path:
+    """A tiny ClapModel at random init (the recipe's tiny CNN14 + a 1-layer GPT2 on the FSDD
+    words), saved with ``save_pretrained``: its zero-shot is chance, its audio tower is what
+    both the linear probe and full fine-tuning start from."""
+    from clapkit.core import build_clap
+    from clapkit.train.demo import CAPTION_TEMPLATES, build_encoders
 
-    from clapkit.core import ContrastiveLoss, build_clap
-    from clapkit.data import ClapCollator, ManifestDataset, read_manifest
-    from clapkit.train.demo import build_encoders, fsdd_manifests
-
-    train, _ = fsdd_manifests(FSDD, out / "data", "theo", clips_per_digit=10)
-    records = read_manifest(train)
     torch.manual_seed(0)
     cfg = SimpleNamespace(size="tiny", audio="cnn14", text="gpt2-eot", clip_seconds=0.8)
-    texts = [c for r in records for c in r.captions]
-    _, text = build_encoders(cfg, texts)
-    audio = finetune_audio.tiny_encoder()
-    clap = build_clap(audio=audio, text=text, projection="linear", projection_dim=32,
-                      projection_dropout=0.0, init_temperature=0.07)  # fmt: skip
-    data = ManifestDataset(records, audio.frontend, train=True, seed=0)
-    loader = DataLoader(data, batch_size=16, shuffle=True, collate_fn=ClapCollator(text.tokenize),
-                        generator=torch.Generator().manual_seed(0), drop_last=True)  # fmt: skip
-    optimizer, loss_fn = torch.optim.Adam(clap.parameters(), lr=1e-3), ContrastiveLoss()
-    clap.train()
-    for batch in loader:
-        output = clap(batch["waveform"], input_ids=batch["input_ids"],
-                      attention_mask=batch["attention_mask"])  # fmt: skip
-        loss_fn(output.audio_embeds, output.text_embeds, output.logit_scale_exp).backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    _, text = build_encoders(cfg, [t.format(d) for t in CAPTION_TEMPLATES for d in DIGITS])
+    clap = build_clap(
+        audio=finetune_audio.tiny_encoder(), text=text, projection="linear", projection_dim=32,
+        projection_dropout=0.0, init_temperature=0.07,
+    )  # fmt: skip
     clap.save_pretrained(out / "clap")
     return out / "clap"
 
 
 @pytest.fixture(scope="module")
 def clap_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_clap(tmp_path_factory.mktemp("clap"))
+    return tiny_clap(tmp_path_factory.mktemp("clap"))
 
 
 @pytest.fixture(scope="module")
@@ -87,19 +73,27 @@ def full_run(clap_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 def test_presets_say_what_the_paper_does() -> None:
-    esc50, smoke = finetune_audio.PRESETS["esc50"], finetune_audio.PRESETS["smoke"]
+    esc50 = finetune_audio.PRESETS["esc50"]
     assert (esc50.audio, esc50.data, esc50.fold_field) == ("htsat-22", "esc50=data/ESC-50-master",
                                                          "fold")  # fmt: skip
-    assert (esc50.lr, esc50.global_batch_size, esc50.epochs, esc50.test_folds) == (1e-3, 128, 100, ())
+    assert (esc50.lr, esc50.global_batch_size, esc50.epochs, esc50.test_folds) == (
+        1e-3,
+        128,
+        100,
+        (),
+    )
     assert finetune_audio.PAPER_ESC50 == {"before fine-tuning": 96.70, "after fine-tuning": 98.25}
     preset, cfg = finetune_audio.parse_config(
         finetune_audio.Config, finetune_audio.PRESETS,
-        ["--preset", "smoke", "--mode", "linear-probe", "--mixup-alpha", "0.4", "--test-folds", "theo"],
+        [*QUIET, "--mode", "linear-probe", "--mixup-alpha", "0.4", "--test-folds", "theo"],
         default="esc50",
     )  # fmt: skip
     assert preset == "smoke"
     assert (cfg.mode, cfg.mixup_alpha, cfg.test_folds, cfg.fold_field) == (
-        "linear-probe", 0.4, ("theo",), "speaker"
+        "linear-probe",
+        0.4,
+        ("theo",),
+        "speaker",
     )
 
 
@@ -118,7 +112,9 @@ def test_smoke_preset_under_accelerate_launch(full_run: Path) -> None:
     assert (full_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     report = (full_run / "report.md").read_text()
     assert "| fold | epoch kept | test clips | zero-shot accuracy % | full accuracy % |" in report
-    assert f"| theo | 2 | 300 | {100 * fold['zero_shot']:.2f} | {100 * fold['score']:.2f} |" in report
+    assert (
+        f"| theo | 2 | 300 | {100 * fold['zero_shot']:.2f} | {100 * fold['score']:.2f} |" in report
+    )
     assert "| mean +- std |" in report
     assert any((full_run / "logs").rglob("events.out.tfevents.*"))
     assert json.loads((full_run / "config.json").read_text())["classes"][0] == "eight"
@@ -145,10 +141,10 @@ def test_full_fine_tuning_beats_zero_shot_and_the_linear_probe(
                          "--mode", "linear-probe", "--output-dir", str(probe)])  # fmt: skip
     (full,), (linear,) = metrics_of(full_run)["folds"], metrics_of(probe)["folds"]
     assert linear["zero_shot"] == full["zero_shot"]  # the same starting model
-    # measured (seed 0, CPU fp32): full 0.43, linear probe 0.14, zero-shot 0.12; chance 0.10
-    assert full["score"] >= linear["score"] + 0.15, (full, linear)
-    assert full["score"] >= full["zero_shot"] + 0.15, full
-    assert full["score"] >= 0.30
+    # measured (seed 0, CPU fp32): full 0.270, linear probe 0.113, zero-shot 0.090; chance 0.10
+    assert full["score"] >= linear["score"] + 0.10, (full, linear)
+    assert full["score"] >= full["zero_shot"] + 0.10, full
+    assert full["score"] >= 0.20
 
 
 def test_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> None:
@@ -156,7 +152,13 @@ def test_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> No
     finetune_audio.main([*SMALL, "--output-dir", str(whole)])
     # SIGKILL in the second fold (updates 9-16), mid-epoch, while update 11's checkpoint is
     # being written (every update saved, each save held open before its completion marker)
-    command = [sys.executable, str(RECIPES / "finetune_audio.py"), *SMALL, "--output-dir", str(parts)]
+    command = [
+        sys.executable,
+        str(RECIPES / "finetune_audio.py"),
+        *SMALL,
+        "--output-dir",
+        str(parts),
+    ]
     kill_when(
         [*command, "--save-every-steps", "1"],
         parts / "checkpoints" / ".step_00000011.partial" / "model.safetensors",

@@ -100,8 +100,8 @@ def write_finetune_report(
             f"{_percent(stats['mean'])} +- {100 * std:.2f} |"
         )
     if paper:
-        lines += ["", "The paper (arXiv 2309.05767, ESC-50, 5 folds): "
-                  + ", ".join(f"{name} {value:.2f}%" for name, value in paper.items()) + "."]  # fmt: skip
+        figures = ", ".join(f"{name} {value:.2f}%" for name, value in paper.items())
+        lines += ["", f"The paper (arXiv 2309.05767, ESC-50, 5 folds): {figures}."]
     if skipped is not None and skipped.count:
         lines += ["", f"Skipped {skipped.count} bad clips:"]
         lines += [f"- `{name}`: {reason}" for name, reason in sorted(skipped.reasons.items())]

@@ -125,14 +125,17 @@ class EvaluateRecipe:
             on_error=cfg.on_error,
         )
         device = self.accelerator.device
-        self.model = ClapModel.from_pretrained(cfg.checkpoint).to(device).eval()
-        self.model_digest = weights_digest(cfg.checkpoint)
         self.captioner: Any = None
-        if cfg.captioner is not None:
-            from clapkit.caption import ClapCaptioner
+        try:  # a missing or broken folder: its message names it; no traceback
+            self.model = ClapModel.from_pretrained(cfg.checkpoint).to(device).eval()
+            if cfg.captioner is not None:
+                from clapkit.caption import ClapCaptioner
 
-            self.captioner = ClapCaptioner.from_pretrained(cfg.captioner).to(device).eval()
-            self.captioner_digest = weights_digest(cfg.captioner)
+                self.captioner = ClapCaptioner.from_pretrained(cfg.captioner).to(device).eval()
+                self.captioner_digest = weights_digest(cfg.captioner)
+        except (OSError, ValueError) as error:  # CheckpointError is a ValueError
+            raise SystemExit(f"error: {error}") from None
+        self.model_digest = weights_digest(cfg.checkpoint)
         model_config = self.model.config
         self.paper_row = paper_row(model_config.audio, model_config.text, cfg.paper_table)
         (self.out / "cache").mkdir(parents=True, exist_ok=True)

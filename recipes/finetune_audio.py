@@ -394,8 +394,9 @@ class FinetuneAudioRecipe:
                 continue
             targets = target_tensor(batch["labels"], self.class_index, multilabel=self.multilabel)
             generator = batch_generator(
-                cfg.seed, cv.fold, epoch, progress.batches_in_epoch, accelerator.process_index
-            )
+                cfg.seed, self.folds[cv.fold].name, epoch, progress.batches_in_epoch,
+                accelerator.process_index,
+            )  # fmt: skip
             waveform, targets = augment_batch(
                 batch["waveform"], targets.to(accelerator.device), self.augment, generator,
                 encoder=self.encoder,

@@ -136,3 +136,18 @@ def test_config_checks() -> None:
         AugmentConfig(time_shift=1.5)
     with pytest.raises(ValueError, match="spec_stripes"):
         AugmentConfig(spec_stripes=0)
+
+
+def test_augment_batch_applies_what_is_on_in_order() -> None:
+    waveform, targets = torch.randn(4, 80), one_hot([0, 1, 2, 0], 3)
+    config = AugmentConfig(time_shift=0.5, mixup_alpha=1.0)
+    out, out_targets = augment_batch(waveform, targets, config, batch_generator(9))
+    generator = batch_generator(9)
+    expected = mixup(time_shift(waveform, 0.5, generator), targets, 1.0, generator)
+    assert out.equal(expected[0])
+    assert out_targets.equal(expected[1])
+    shifted, same = augment_batch(
+        waveform, targets, AugmentConfig(time_shift=0.5), batch_generator(9)
+    )
+    assert same is targets
+    assert not shifted.equal(waveform)

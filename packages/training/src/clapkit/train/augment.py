@@ -71,16 +71,17 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
-def batch_generator(*keys: int) -> torch.Generator:
-    """A CPU generator seeded from integers (seed, fold, epoch, batch, process ...).
+def batch_generator(*keys: int | str) -> torch.Generator:
+    """A CPU generator seeded from the batch's coordinates (seed, fold, epoch, batch, process).
 
     Args:
-        *keys: the batch's coordinates; equal keys give equal numbers in any process.
+        *keys: integers or names (a fold's name: a fold then draws the same numbers whichever
+            folds ran before it); equal keys give equal numbers in any process.
 
     Returns:
         A seeded ``torch.Generator``.
     """
-    digest = hashlib.sha256(",".join(str(int(k)) for k in keys).encode()).digest()
+    digest = hashlib.sha256(repr(tuple(keys)).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 

@@ -188,15 +188,16 @@ def test_report_has_the_per_fold_table_and_the_paper(tmp_path: Path) -> None:
         for f in ("1", "2")
         for e in range(2)
     ]
-    paper = {"before fine-tuning": 96.70, "after fine-tuning": 98.25}
+    paper = (96.70, 98.25)
     write_finetune_report(
         tmp_path, title="t", summary=["s"], folds=folds, history=history, paper=paper
     )
     report = (tmp_path / "report.md").read_text()
     assert "| 1 | 9 | 400 | 80.00 | 90.00 |" in report
     assert "| mean +- std | | | 75.00 | 85.00 +- 7.07 |" in report
-    assert "before fine-tuning 96.70%, after fine-tuning 98.25%" in report
+    assert "on ESC-50 (5 folds): accuracy 96.70% -> 98.25%." in report
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["paper"] == [96.70, 98.25]
     assert metrics["summary"]["mean"] == pytest.approx(0.85)
     assert metrics["summary"]["std"] == pytest.approx(0.0707, abs=1e-4)
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

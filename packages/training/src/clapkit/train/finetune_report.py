@@ -3,7 +3,7 @@
 ::
 
     write_finetune_report(out, title="finetune_audio report", summary=[...], folds=results,
-                          history=history, paper={"before fine-tuning": 96.70, ...})
+                          history=history, paper=(96.70, 98.25))
 
 writes ``metrics.json``, ``report.md``, ``history.csv`` and ``curves.png`` into ``out``. A fold
 result is ``{"fold", "epoch", "accuracy" | "mAP", "score", "n_clips", "zero_shot"}``; a history
@@ -56,7 +56,7 @@ def write_finetune_report(
     summary: Sequence[str],
     folds: Sequence[Mapping[str, Any]],
     history: Sequence[Mapping[str, Any]],
-    paper: Mapping[str, float] | None = None,
+    paper: tuple[float, float] | None = None,
     skipped: Any = None,
     metric: str = "accuracy",
     mode: str = "full",
@@ -69,7 +69,8 @@ def write_finetune_report(
         summary: lines under the heading (model, data, the command).
         folds: the finished folds' results.
         history: every epoch row of every fold.
-        paper: the paper's figures in percent, shown beside the mean (ESC-50: 96.70, 98.25).
+        paper: the paper's two figures in percent, ``(from, to)``, shown under the table
+            (ESC-50 fine-tuning: 96.70 -> 98.25).
         skipped: a ``clapkit.data.SkippedFiles``.
         metric: the headline metric's name (``accuracy`` or ``mAP``).
         mode: ``full`` or ``linear-probe`` (the column's name).
@@ -80,7 +81,7 @@ def write_finetune_report(
     metrics = {
         "folds": list(folds),
         "summary": {**stats, "metric": metric, "mode": mode},
-        "paper": dict(paper or {}),
+        "paper": list(paper) if paper else None,
         "epochs": list(history),
         "skipped_files": skipped_state,
     }
@@ -100,8 +101,11 @@ def write_finetune_report(
             f"{_percent(stats['mean'])} +- {100 * std:.2f} |"
         )
     if paper:
-        figures = ", ".join(f"{name} {value:.2f}%" for name, value in paper.items())
-        lines += ["", f"The paper (arXiv 2309.05767, ESC-50, 5 folds): {figures}."]
+        lines += [
+            "",
+            f"The paper (arXiv 2309.05767), fine-tuning the audio encoder on ESC-50 (5 folds): "
+            f"accuracy {paper[0]:.2f}% -> {paper[1]:.2f}%.",
+        ]
     if skipped is not None and skipped.count:
         lines += ["", f"Skipped {skipped.count} bad clips:"]
         lines += [f"- `{name}`: {reason}" for name, reason in sorted(skipped.reasons.items())]

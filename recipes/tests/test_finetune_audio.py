@@ -2,6 +2,7 @@
 
 Runs are shared through module fixtures and, where no new process is needed, run in this
 process (``finetune_audio.main``): a process start costs ~10 s of imports on a loaded CI core.
+The ``accelerate launch`` run is the two-process one (``ddp_run``).
 """
 
 from __future__ import annotations
@@ -64,11 +65,21 @@ def clap_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def full_run(clap_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The smoke preset under ``accelerate launch``: full fine-tuning of the CLAP's audio tower
-    on three speakers, tested on theo."""
+    """The smoke preset (in this process): full fine-tuning of the CLAP's audio tower on three
+    speakers, tested on theo."""
     out = tmp_path_factory.mktemp("full") / "run"
-    launch("finetune_audio.py", "--preset", "smoke", "--clap", str(clap_folder), "--test-folds",
-           "theo", "--output-dir", str(out))  # fmt: skip
+    finetune_audio.main([*QUIET, "--clap", str(clap_folder), "--test-folds", "theo",
+                         "--output-dir", str(out)])  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def ddp_run(clap_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke preset under ``accelerate launch`` with two CPU processes (DDP over gloo),
+    small: two held-out speakers, one epoch each, TensorBoard on."""
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    launch("finetune_audio.py", *SMALL, "--epochs", "1", "--clap", str(clap_folder),
+           "--log-with", "tensorboard", "--output-dir", str(out), processes=2)  # fmt: skip
     return out
 
 
@@ -97,7 +108,30 @@ def test_presets_say_what_the_paper_does() -> None:
     )
 
 
-def test_smoke_preset_under_accelerate_launch(full_run: Path) -> None:
+def test_smoke_preset_under_accelerate_launch_on_two_processes(ddp_run: Path) -> None:
+    config = json.loads((ddp_run / "config.json").read_text())
+    assert (config["num_processes"], config["gradient_accumulation_steps"]) == (2, 1)
+    assert config["classes"][0] == "eight"
+    metrics = metrics_of(ddp_run)
+    folds = metrics["folds"]
+    kept = [(f["fold"], f["epoch"], f["n_clips"]) for f in folds]
+    assert kept == [("theo", 0, 20), ("jackson", 0, 20)]
+    assert [(e["fold"], e["epoch"]) for e in metrics["epochs"]] == [("theo", 0), ("jackson", 0)]
+    assert metrics["summary"]["folds"] == 2
+    for name in ("run.json", "history.csv", "best/config.json", "best/model.safetensors",
+                 "folds/theo/model.safetensors", "folds/jackson/model.safetensors"):  # fmt: skip
+        assert (ddp_run / name).is_file(), name
+    assert (ddp_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    report = (ddp_run / "report.md").read_text()
+    assert "| fold | epoch kept | test clips | zero-shot accuracy % | full accuracy % |" in report
+    for f in folds:  # the zero-shot score, too, was computed by both processes
+        row = f"| {f['fold']} | 0 | 20 | {100 * f['zero_shot']:.2f} | {100 * f['score']:.2f} |"
+        assert row in report
+    assert "| mean +- std |" in report
+    assert any((ddp_run / "logs").rglob("events.out.tfevents.*"))
+
+
+def test_best_folder_loads_strictly_and_scores_what_the_report_says(full_run: Path) -> None:
     from clapkit.train.finetuning import AudioClassifier
 
     metrics = metrics_of(full_run)
@@ -106,19 +140,6 @@ def test_smoke_preset_under_accelerate_launch(full_run: Path) -> None:
     assert [e["epoch"] for e in metrics["epochs"]] == [0, 1, 2]
     assert metrics["epochs"][-1]["train_loss"] < metrics["epochs"][0]["train_loss"]
     assert metrics["summary"]["mean"] == fold["score"]
-    for name in ("run.json", "config.json", "history.csv", "best/config.json",
-                 "best/model.safetensors", "folds/theo/model.safetensors"):  # fmt: skip
-        assert (full_run / name).is_file(), name
-    assert (full_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    report = (full_run / "report.md").read_text()
-    assert "| fold | epoch kept | test clips | zero-shot accuracy % | full accuracy % |" in report
-    assert (
-        f"| theo | 2 | 300 | {100 * fold['zero_shot']:.2f} | {100 * fold['score']:.2f} |" in report
-    )
-    assert "| mean +- std |" in report
-    assert any((full_run / "logs").rglob("events.out.tfevents.*"))
-    assert json.loads((full_run / "config.json").read_text())["classes"][0] == "eight"
-    # best/ is a classifier folder that loads strictly and scores what the report says
     model = AudioClassifier.from_pretrained(full_run / "best")
     assert model.class_names == tuple(sorted(DIGITS))
     test = ManifestDataset(read_manifest(full_run / "data" / "heldout_theo.jsonl"),
@@ -187,16 +208,6 @@ def test_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> No
     weights = load_file(alone / "checkpoints/step_00000008_end/model.safetensors")
     assert all(weights[name].equal(tensor) for name, tensor in expected.items())
     assert metrics_of(alone)["folds"] == metrics_of(whole)["folds"][1:]
-
-
-def test_two_processes_on_cpu(tmp_path: Path) -> None:
-    out = tmp_path / "ddp"
-    launch("finetune_audio.py", *SMALL, "--epochs", "1", "--output-dir", str(out), processes=2)
-    config = json.loads((out / "config.json").read_text())
-    assert (config["num_processes"], config["gradient_accumulation_steps"]) == (2, 1)
-    folds = metrics_of(out)["folds"]
-    assert [(f["fold"], f["n_clips"]) for f in folds] == [("theo", 20), ("jackson", 20)]
-    assert (out / "best" / "model.safetensors").is_file()
 
 
 def fake_esc50(root: Path, clips_per_fold: int = 4) -> Path:

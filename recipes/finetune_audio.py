@@ -12,12 +12,13 @@ Launch:
 Reproduces: Elizalde, Deshmukh, Wang (arXiv 2309.05767): the audio encoder fine-tuned
 on ESC-50 goes from 96.70% to 98.25% accuracy (5-fold cross-validation: train on four folds,
 test on the fifth, every fold in turn). The paper gives only the data, the encoder (HTSAT-22,
-44.1 kHz, 7 s clips: ESC-50's 5 s clips are padded) and those two numbers; everything else
-follows HTS-AT's own ESC-50 fine-tuning (Chen et al., ICASSP 2022, its ``esc_config``): batch
-128, lr 1e-3, 100 epochs, SpecAugment and a random circular time shift, no mixup (PANNs'
-fine-tuning mixes, ``--mixup-alpha 1.0``). Ours: AdamW, the encoder at a tenth of the head's
-rate, a 3-epoch linear warm-up then cosine decay, and the last epoch of each fold is the one
-reported (``--select best`` picks the best test epoch, as HTS-AT does: optimistic).
+44.1 kHz, 7 s clips: ESC-50's 5 s clips are padded) and those two numbers. Where it is silent
+we follow HTS-AT's ESC-50 fine-tuning (Chen et al., ICASSP 2022; its ``esc_config``: batch
+128 = 32 x 4 GPUs, lr 1e-3, 100 epochs; its model's SpecAugment and its ESC-50 loader's random
+circular time shift; mixup, which its code applies on AudioSet, is off: ``--mixup-alpha 1.0``
+as PANNs' fine-tuning does). Ours: AdamW, the encoder at a tenth of the head's rate, a 3-epoch
+linear warm-up then cosine decay, and each fold's last epoch is the one reported
+(``--select best`` takes the best epoch on the test fold itself, which flatters the result).
 
 Start from any registered audio encoder (``--audio cnn14|htsat|htsat-22|...``) and its weights
 file (``--audio-weights``: PANNs, HTS-AT or HTSAT-22, loaded strictly), the audio tower of a

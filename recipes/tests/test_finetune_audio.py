@@ -162,7 +162,8 @@ def test_full_fine_tuning_beats_zero_shot_and_the_linear_probe(
                          "--mode", "linear-probe", "--output-dir", str(probe)])  # fmt: skip
     (full,), (linear,) = metrics_of(full_run)["folds"], metrics_of(probe)["folds"]
     assert linear["zero_shot"] == full["zero_shot"]  # the same starting model
-    # measured (seed 0, CPU fp32): full 0.270, linear probe 0.113, zero-shot 0.090; chance 0.10
+    # measured in this test (seed 0, CPU fp32, 300 clips of theo): full 0.260, linear probe
+    # 0.107, zero-shot 0.090 (chance 0.10); run alone in a fresh process: 0.270, 0.113, 0.090
     assert full["score"] >= linear["score"] + 0.10, (full, linear)
     assert full["score"] >= full["zero_shot"] + 0.10, full
     assert full["score"] >= 0.20

@@ -45,12 +45,17 @@ from typing import Any
 
 import torch
 from accelerate.utils import set_seed  # type: ignore[import-untyped]
-from safetensors.torch import save_file
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from clapkit.core import ContrastiveLoss
 from clapkit.data import SkippedFiles, read_manifest
-from clapkit.train.checkpointing import Progress, full_state_dict, replace_folder, save_checkpoint
+from clapkit.train.checkpointing import (
+    Progress,
+    full_state_dict,
+    replace_folder,
+    save_checkpoint,
+    save_whole_pretrained,
+)
 from clapkit.train.config import jsonable, parse_config
 from clapkit.train.contrastive import ContrastiveUpdates, build_model, flops_per_sample
 from clapkit.train.demo import fsdd_manifests
@@ -345,9 +350,8 @@ class PretrainClapRecipe:
             data=data, metrics=best,
             command=f"accelerate launch {RECIPE} --preset {self.preset} ...",
         )  # fmt: skip
-        accelerator.unwrap_model(self.model).save_pretrained(staged)
-        if state is not None:  # FSDP: the gathered whole weights, not this rank's shards
-            save_file({k: v.contiguous() for k, v in state.items()}, staged / "model.safetensors")
+        model = accelerator.unwrap_model(self.model)
+        save_whole_pretrained(model, staged, state, tokenizer=model.text_encoder.tokenizer)
         replace_folder(staged, self.out / "best")
 
     def write_report(self) -> None:

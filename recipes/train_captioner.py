@@ -27,16 +27,14 @@ mid-epoch included), TensorBoard logs.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from accelerate.utils import gather_object, set_seed  # type: ignore[import-untyped]
@@ -44,191 +42,25 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from clapkit.caption import ClapCaptioner, evaluate_captions
-from clapkit.data import ClapCollator, ManifestDataset, ManifestRecord, SkippedFiles, read_manifest
-from clapkit.train.checkpointing import Progress, replace_folder, save_checkpoint
+from clapkit.data import ClapCollator, ManifestDataset, SkippedFiles, read_manifest
+from clapkit.train.captioning import build_captioner, one_caption_each
+from clapkit.train.checkpointing import (
+    Progress,
+    full_state_dict,
+    replace_folder,
+    save_checkpoint,
+    save_whole_pretrained,
+)
 from clapkit.train.config import jsonable, parse_config
-from clapkit.train.demo import fsdd_manifests, speech_frontend
+from clapkit.train.demo import fsdd_manifests
+from clapkit.train.presets.captioning import NOT_IDENTITY, PRESET_NOTES, Config, captioning_presets
 from clapkit.train.reporting import flatten, write_report
 from clapkit.train.runs import plan_run
 from clapkit.train.setup import make_accelerator, setup_logging
 
 logger = logging.getLogger("train_captioner")
 REPO = Path(__file__).resolve().parent.parent
-# fields that may change when a run is resumed: where it writes, how it logs, when it stops
-NOT_IDENTITY = (
-    "output_dir", "resume", "resume_force", "overwrite", "log_with", "torch_threads", "num_workers",
-    "epochs", "eval_every", "examples", "save_every_steps",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Config:
-    """Every setting of a run; defaults are the paper's captioner (the ``audiocaps`` preset)."""
-
-    # Model
-    clap: str | None = None
-    """ClapModel folder or msclap CLAP_weights_2023.pth whose audio side is used (frozen)."""
-    size: Literal["full", "tiny"] = "full"
-    """tiny = smoke model: clapkit.train.demo's 8 kHz tiny CNN14, a 1-layer GPT2, word tokens."""
-    language_model: str = "gpt2"
-    """Hub id or folder of the pretrained GPT2 (frozen)."""
-    tokenizer: str | None = None
-    """Tokenizer hub id or folder (default: the language model's)."""
-    prefix_length: int = 40
-    mapper_depth: int = 8
-    mapper_heads: int = 8
-    freeze_language_model: bool = True
-    # Data
-    train_manifest: str | None = None
-    """JSON Lines manifest of (audio, caption or captions) pairs."""
-    test_manifest: str | None = None
-    """Test clips with their reference captions (AudioCaps/Clotho: 5 each)."""
-    references_per_item: int | None = 5
-    """Enforce the 5-reference protocol (None = any number)."""
-    captions_per_clip: Literal["sample", "all"] = "sample"
-    """sample = one of a clip's captions per epoch; all = every caption its own training pair."""
-    max_caption_tokens: int | None = 67
-    """Training captions are cut to this many tokens, EOS included (None = no cut)."""
-    long_audio: Literal["mean", "center"] = "mean"
-    """Test clips longer than the encoder's window: mean of window embeddings, or the centre."""
-    fsdd_root: str | None = None
-    """Smoke data: manifests built from this Free Spoken Digit Dataset folder."""
-    heldout_speaker: str = "theo"
-    fsdd_clips_per_digit: int | None = None
-    num_workers: int = 4
-    # Optimisation
-    epochs: int = 10
-    lr: float = 2e-5
-    warmup_steps: int = 5000
-    global_batch_size: int = 40
-    batch_size: int = 40
-    """Per-process micro-batch; accumulation = global / (batch_size * processes)."""
-    max_grad_norm: float | None = 1.0
-    # Evaluation
-    beam_size: int = 5
-    max_new_tokens: int = 67
-    eval_every: int = 1
-    """Caption the test set every N epochs (and after the last)."""
-    examples: int = 20
-    # Runtime
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
-    seed: int = 0
-    output_dir: str = "runs/train_captioner"
-    save_every_steps: int = 1000
-    """Checkpoint every N optimizer updates (and at every epoch end)."""
-    resume: str | None = None
-    """'latest' (the newest complete checkpoint) or a checkpoint folder of this run."""
-    resume_force: bool = False
-    """Resume although the config differs from the checkpoint's run."""
-    overwrite: bool = False
-    """Move a previous run in --output-dir aside instead of refusing to start."""
-    log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
-    torch_threads: int | None = None
-
-
-AUDIOCAPS = Config(output_dir="runs/captioner-audiocaps")
-"""AudioCaps (Kim et al., NAACL 2019): 10 s AudioSet clips, one caption per training clip and
-five per test clip. ClipCap's optimiser (Mokady et al. 2021: AdamW, lr 2e-5, 5000 warm-up steps,
-batch 40, 10 epochs) and msclap's decoding (beam 5, up to 67 tokens; captions cut to the same
-length in training). A 10 s clip is longer than the 7 s window of the 2023 encoder: training
-takes a random window, the test embeds the whole clip as the mean of its windows."""
-CLOTHO = dataclasses.replace(
-    AUDIOCAPS, captions_per_clip="all", max_caption_tokens=40, warmup_steps=2000,
-    output_dir="runs/captioner-clotho",
-)  # fmt: skip
-"""Clotho (Drossos et al., ICASSP 2020; v2.1: 3839 development clips): 15-30 s clips, five
-captions each of 8-20 words. Every caption is a training pair (ClipCap trains on each of COCO's
-five captions); 40 tokens keep a 20-word caption whole with GPT2's BPE. 5000 warm-up steps would
-outlast ten epochs of the development split at batch 40 (3839 x 5 captions / 40 = 480 updates
-per epoch), so the warm-up keeps AudioCaps' share of the run instead (5000 of ~12,500 updates,
-40% -> 2000 of 4800). The clips are 2-4 encoder windows long: training crops one at random, the
-test takes the mean of the windows (``long_audio="mean"``)."""
-SMOKE = dataclasses.replace(
-    AUDIOCAPS, size="tiny", fsdd_root=str(REPO / "data" / "fsdd"), fsdd_clips_per_digit=2,
-    references_per_item=None, prefix_length=4, mapper_depth=1, mapper_heads=2,
-    freeze_language_model=False,  # a random tiny LM knows no language: train it too
-    max_caption_tokens=16, epochs=3, lr=1e-2, warmup_steps=0, batch_size=4, global_batch_size=8,
-    num_workers=0, beam_size=2, max_new_tokens=10, examples=4, mixed_precision="no",
-    output_dir="runs/captioner-smoke", save_every_steps=3, torch_threads=1,
-)  # fmt: skip
-"""FSDD digits (60 training clips, 20 test clips of a held-out speaker), a tiny random model,
-3 epochs of 8 updates (accumulation 2), a checkpoint every 3 updates: the CI check."""
-PRESETS = {"audiocaps": AUDIOCAPS, "clotho": CLOTHO, "smoke": SMOKE}
-PRESET_NOTES = {
-    "audiocaps": "Table 2 AudioCaps captioning (SPIDEr .455)",
-    "clotho": "Table 2 Clotho captioning (SPIDEr .271)",
-    "smoke": "FSDD, tiny model, CPU, seconds",
-}
-
-
-def build_captioner(cfg: Config, captions: list[str]) -> ClapCaptioner:
-    """The captioner: a trained CLAP's audio side (full) or a tiny random model (smoke).
-
-    Args:
-        cfg: the settings.
-        captions: every training and test caption (the tiny model's word vocabulary).
-
-    Returns:
-        The captioner, its frozen parts frozen.
-
-    Raises:
-        SystemExit: a full model without ``--clap``.
-    """
-    from clapkit.caption import CaptionerConfig, transformer_mapper
-
-    if cfg.size == "tiny":
-        from transformers import GPT2Config
-
-        from clapkit.audio import cnn14_encoder
-        from clapkit.train.demo import SMALL_AUDIO, SMALL_TEXT, build_word_tokenizer
-
-        encoder = cnn14_encoder(frontend=speech_frontend(0.8), **SMALL_AUDIO["cnn14"]["tiny"])
-        tokenizer = build_word_tokenizer(captions)
-        lm = GPT2Config(
-            vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id, **SMALL_TEXT["tiny"],
-        )  # fmt: skip
-        width = lm.n_embd
-        mapper = transformer_mapper(
-            embed_dim=width, prefix_length=cfg.prefix_length, width=width, depth=cfg.mapper_depth,
-            num_heads=cfg.mapper_heads,
-        )  # fmt: skip
-        config = CaptionerConfig(
-            audio=encoder.get_config(), mapper=mapper.get_config(), language_model=lm.to_dict(),
-            projection="linear", projection_dim=width,
-            freeze_language_model=cfg.freeze_language_model,
-        )  # fmt: skip
-        return ClapCaptioner(config, tokenizer=tokenizer, audio_encoder=encoder, mapper=mapper)
-    if cfg.clap is None:
-        raise SystemExit("--clap is required: a ClapModel folder or msclap CLAP_weights_2023.pth")
-    from transformers import AutoModelForCausalLM
-
-    from clapkit.core import ClapModel
-
-    tokenizer_source = cfg.tokenizer or cfg.language_model
-    if Path(cfg.clap).is_dir():
-        clap = ClapModel.from_pretrained(cfg.clap)
-    else:
-        clap = ClapModel.from_msclap(cfg.clap, version="2023", tokenizer=tokenizer_source)
-    language_model = AutoModelForCausalLM.from_pretrained(cfg.language_model)
-    mapper = transformer_mapper(
-        embed_dim=clap.config.projection_dim, prefix_length=cfg.prefix_length,
-        width=int(language_model.config.hidden_size), depth=cfg.mapper_depth,
-        num_heads=cfg.mapper_heads,
-    )  # fmt: skip
-    return ClapCaptioner.from_clap(
-        clap, tokenizer=tokenizer_source, language_model=language_model, mapper=mapper,
-        freeze_language_model=cfg.freeze_language_model,
-    )  # fmt: skip
-
-
-def one_caption_each(records: list[ManifestRecord]) -> list[ManifestRecord]:
-    """Every (clip, caption) pair as its own record (``--captions-per-clip all``)."""
-    return [
-        dataclasses.replace(r, captions=(c,), key=f"{r.key}#{j}")
-        for r in records
-        for j, c in enumerate(r.captions)
-    ]
+PRESETS = captioning_presets(fsdd_root=str(REPO / "data" / "fsdd"))
 
 
 class TrainCaptionerRecipe:
@@ -334,6 +166,7 @@ class TrainCaptionerRecipe:
             epoch, started = progress.epoch, time.perf_counter()
             self.train_set.set_epoch(epoch)
             self.train_loader.set_epoch(epoch)  # the seedable sampler's order of this epoch
+            self.skipped.set_epoch(epoch)
             loader = self.train_loader
             if progress.batches_in_epoch:  # resumed mid-epoch: the rest of the same order
                 loader = accelerator.skip_first_batches(loader, progress.batches_in_epoch)
@@ -359,6 +192,7 @@ class TrainCaptionerRecipe:
                     continue
                 self.scheduler.step()
                 progress.step += 1
+                progress.step_losses.append(loss.item())
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
                 accelerator.log(
@@ -379,25 +213,32 @@ class TrainCaptionerRecipe:
         )
         record: dict[str, Any] = {"epoch": epoch, "step": progress.step,
                                   "train_loss": float(accelerator.reduce(mean, "mean")),
-                                  "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
+                                  "lr": self.scheduler.get_last_lr()[0],
+                                  "skipped_files": self.skipped.in_epoch(epoch),
+                                  "skipped_files_total": self.skipped.count}  # fmt: skip
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             scores, missing, examples = self.evaluate()
             record[self.task], record["missing_metrics"] = scores, missing
             if progress.best is None or scores["score"] > progress.best["score"]:
                 progress.best = {**record, "score": scores["score"]}
-                if accelerator.is_main_process:
-                    self.save_best(examples)
+                self.save_best(examples)
         record["seconds"] = time.perf_counter() - started
+        record["step_losses"] = list(progress.step_losses)
+        if self.skipped.in_epoch(epoch):
+            logger.warning("epoch %d skipped %d bad clips (%d over the run)", epoch,
+                           self.skipped.in_epoch(epoch), self.skipped.count)  # fmt: skip
         progress.history.append(record)
         accelerator.log({f"epoch/{k}": v for k, v in flatten(record).items()}, step=progress.step)
         logger.info("epoch %d: %s", epoch, json.dumps(flatten(record)))
         progress.epoch, progress.batches_in_epoch = epoch + 1, 0
-        progress.loss_sum, progress.loss_count = 0.0, 0
+        progress.loss_sum, progress.loss_count, progress.step_losses = 0.0, 0, []
         self.save_checkpoint(f"step_{progress.step:08d}_end")
         if accelerator.is_main_process:
             history, best = progress.history, progress.best
             write_report(self.out, title="train_captioner report", summary=self.summary(),
-                         history=history, best=best, skipped=self.skipped)  # fmt: skip
+                         history=history, best=best, skipped=self.skipped, score_column=None,
+                         loss_title="captioning loss", score_title=f"{self.task}: SPIDEr "
+                         "(CIDEr-D without Java)", score_range=None)  # fmt: skip
 
     def evaluate(self) -> tuple[dict[str, float], dict[str, str], list[dict[str, Any]]]:
         """Caption the test clips (whole files, long ones as the mean of their windows, each
@@ -431,11 +272,15 @@ class TrainCaptionerRecipe:
         return corpus, dict(scores.missing), examples[: cfg.examples]
 
     def save_best(self, examples: list[dict[str, Any]]) -> None:
-        """``best/`` (written aside, then swapped in) and ``examples.jsonl``."""
+        """``best/`` (written aside, then swapped in) and ``examples.jsonl``; call on every
+        process (under FSDP they gather the whole weights), the main one writes."""
+        state = full_state_dict(self.accelerator, self.model)
+        if not self.accelerator.is_main_process:
+            return
         staged = self.out / ".best.partial"
         if staged.exists():
             shutil.rmtree(staged)
-        self.captioner.save_pretrained(staged)
+        save_whole_pretrained(self.captioner, staged, state, tokenizer=self.captioner.tokenizer)
         replace_folder(staged, self.out / "best")
         (self.out / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
 

@@ -36,6 +36,7 @@ __all__ = [
     "full_state_dict",
     "replace_folder",
     "save_checkpoint",
+    "save_whole_pretrained",
     "verify_checkpoint",
 ]
 
@@ -288,3 +289,27 @@ def full_state_dict(accelerator: Any, model: Any) -> dict[str, Any] | None:
         return None
     state: dict[str, Any] = accelerator.get_state_dict(model)
     return state if accelerator.is_main_process else None
+
+
+def save_whole_pretrained(
+    model: Any, folder: Path, state: Mapping[str, Any] | None, *, tokenizer: Any
+) -> None:
+    """``model.save_pretrained(folder)``, or, under FSDP, a plain copy holding ``state``.
+
+    A sharded model cannot save itself (its parameters are shards; safetensors fails on them),
+    so on the main process a plain model is rebuilt from ``model.config`` (``type(model)(config,
+    tokenizer=...)``, as ``from_pretrained`` does), loaded strictly with the gathered
+    ``state`` and saved: the folder loads back into a plain ``ClapModel`` / ``ClapCaptioner``.
+
+    Args:
+        model: the unwrapped model (``ClapModel``, ``ClapCaptioner``).
+        folder: where to save.
+        state: :func:`full_state_dict`'s result (None: the model's own weights are whole).
+        tokenizer: the model's tokenizer (for the rebuilt copy).
+    """
+    if state is None:
+        model.save_pretrained(folder)
+        return
+    plain = type(model)(model.config, tokenizer=tokenizer)
+    plain.load_state_dict(dict(state), strict=True)
+    plain.save_pretrained(folder)

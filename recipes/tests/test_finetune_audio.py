@@ -28,10 +28,10 @@ from recipe_runner import RECIPES, kill_when, launch, run_failing  # noqa: E402
 FSDD = RECIPES.parent / "data" / "fsdd"
 QUIET = ("--preset", "smoke", "--log-with", "none")
 # resume and DDP runs: 2 clips per speaker and digit (60 training clips), two held-out
-# speakers, 2 epochs of 4 updates each (accumulation 2 in one process)
+# speakers, 2 epochs of 4 updates each (accumulation 2 in one process); every augmentation on
 SMALL = (
     *QUIET, "--fsdd-clips-per-digit", "2", "--test-folds", "theo", "jackson", "--epochs", "2",
-    "--global-batch-size", "16", "--batch-size", "8",
+    "--global-batch-size", "16", "--batch-size", "8", "--mixup-alpha", "0.4",
 )  # fmt: skip
 
 
@@ -112,6 +112,12 @@ def test_smoke_preset_under_accelerate_launch_on_two_processes(ddp_run: Path) ->
     config = json.loads((ddp_run / "config.json").read_text())
     assert (config["num_processes"], config["gradient_accumulation_steps"]) == (2, 1)
     assert config["classes"][0] == "eight"
+    augment = config["augment"]
+    assert (augment["mixup_alpha"], augment["time_shift"], augment["spec_augment"]) == (
+        0.4,
+        0.1,
+        True,
+    )
     metrics = metrics_of(ddp_run)
     folds = metrics["folds"]
     kept = [(f["fold"], f["epoch"], f["n_clips"]) for f in folds]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -15,10 +16,33 @@ from safetensors.torch import load_file
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 from recipe_runner import RECIPES, launch, python  # noqa: E402
 
+import clapkit.train.presets.captioning as presets  # noqa: E402
 from clapkit.caption import ClapCaptioner  # noqa: E402
 
 SMOKE = [sys.executable, str(RECIPES / "train_captioner.py"), "--preset", "smoke", "--output-dir"]
 TASK = "heldout_theo"  # the smoke test set: FSDD's held-out speaker
+
+
+def test_presets_carry_their_own_settings() -> None:
+    audiocaps, clotho = presets.AUDIOCAPS, presets.CLOTHO
+    changed = {
+        f.name
+        for f in dataclasses.fields(audiocaps)
+        if getattr(audiocaps, f.name) != getattr(clotho, f.name)
+    }
+    # Clotho: five captions per clip, each a training pair, shorter, with a shorter warm-up
+    assert changed == {"captions_per_clip", "max_caption_tokens", "warmup_steps", "output_dir"}
+    assert (clotho.captions_per_clip, clotho.max_caption_tokens, clotho.warmup_steps) == (
+        "all", 40, 2000,
+    )  # fmt: skip
+    assert (audiocaps.lr, audiocaps.warmup_steps, audiocaps.global_batch_size) == (2e-5, 5000, 40)
+    assert "SPIDEr .455" in presets.PRESET_NOTES["audiocaps"]
+    assert "SPIDEr .271" in presets.PRESET_NOTES["clotho"]
+    assert presets.__doc__ is not None
+    assert ".455" in presets.__doc__
+    assert ".271" in presets.__doc__
+    smoke = presets.captioning_presets(fsdd_root="somewhere/fsdd")["smoke"]
+    assert (smoke.fsdd_root, smoke.size) == ("somewhere/fsdd", "tiny")
 
 
 def test_smoke_preset_trains_evaluates_and_saves(tmp_path: Path) -> None:
@@ -41,7 +65,9 @@ def test_smoke_preset_trains_evaluates_and_saves(tmp_path: Path) -> None:
     assert examples[0]["references"] == ["a man says the digit zero"]
     captioner = ClapCaptioner.from_pretrained(out / "best")
     assert len(captioner.generate([examples[0]["audio"]], beam_size=2, max_new_tokens=5)) == 1
-    assert f"| epoch | train loss | {TASK} |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert f"| epoch | train loss | {TASK} | lr | s |" in report  # no zero-shot column
+    assert all(len(e["step_losses"]) == 8 for e in epochs)
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert any((out / "logs").rglob("events.out.tfevents.*"))
     assert "checkpoint saved: step_00000024_end" in done.stderr

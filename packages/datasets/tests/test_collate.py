@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from clapkit.data import SkippedFiles
-from clapkit.data.dataset import SkippedItem
+from clapkit.data import SkippedFiles, SkippedItem
 
 BAD = SkippedItem(key="bad", source="data/bad.flac", reason="not an audio file")
 WORSE = SkippedItem(key="worse", source="data/worse.wav", reason="cut short")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 
-from clapkit.data import SkippedFiles
+from clapkit.data import SkippedFiles, SkippedItem
 from clapkit.train.reporting import flatten, write_model_card, write_report
 
 HISTORY = [
@@ -96,3 +96,31 @@ def test_model_card_describes_the_run_and_survives_save_pretrained(tmp_path: Pat
     assert "| esc50/accuracy | 0.75 |" in card
     assert "- training: `train.jsonl`" in card
     assert "Hub" not in card
+
+
+def test_report_of_a_recipe_without_a_zero_shot_score(tmp_path: Path) -> None:
+    """The captioner's report: its task's SPIDEr is the score; no zero-shot column, per-epoch
+    and total skips counted as such."""
+    history = [
+        {"epoch": 0, "step": 8, "train_loss": 5.1, "lr": 1e-2, "seconds": 3.0,
+         "clotho": {"cider_d": 1.4, "score": 1.4}},
+        {"epoch": 1, "step": 16, "train_loss": 4.0, "lr": 1e-2, "seconds": 3.0,
+         "clotho": {"cider_d": 2.1, "score": 2.1}},
+    ]  # fmt: skip
+    skipped = SkippedFiles()
+    for epoch in (0, 1):
+        skipped.set_epoch(epoch)
+        skipped.update([SkippedItem(key="bad", source="bad.flac", reason="not audio")])
+    write_report(
+        tmp_path, title="train_captioner report", summary=["s"], history=history,
+        best={**history[1], "score": 2.1}, skipped=skipped, score_column=None,
+        loss_title="captioning loss", score_title="clotho: SPIDEr", score_range=None,
+    )  # fmt: skip
+    report = (tmp_path / "report.md").read_text()
+    assert "| epoch | train loss | clotho | lr | s |" in report
+    assert "zero-shot" not in report
+    assert "| 1 | 4.0000 | 2.100 | 1e-02 | 3 |" in report
+    assert "2 skips over 2 epochs (epoch 0: 1, epoch 1: 1) of 1 file:" in report
+    assert "- `bad.flac`: not audio, skipped 2 times" in report
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["skipped_files"]["per_epoch"] == {"0": 1, "1": 1}

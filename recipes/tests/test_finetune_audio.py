@@ -253,3 +253,27 @@ def test_esc50_layout_five_folds_and_the_paper_in_the_report(tmp_path: Path) -> 
     report = (out / "report.md").read_text()
     assert "on ESC-50 (5 folds): accuracy 96.70% -> 98.25%." in report
     assert "| mean +- std |" in report
+
+
+def test_multilabel_manifest_trains_with_bce_and_reports_map(tmp_path: Path) -> None:
+    """A manifest with two labels a clip (the digit and its parity) is a multilabel task."""
+    lines = []
+    for clip in sorted((FSDD / "recordings").glob("*_*_[01].flac")):
+        digit, speaker, _ = clip.stem.split("_")
+        parity = "even" if int(digit) % 2 == 0 else "odd"
+        lines.append(json.dumps({"audio": str(clip), "labels": [DIGITS[int(digit)], parity],
+                                 "speaker": speaker}))  # fmt: skip
+    manifest = tmp_path / "digits.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    finetune_audio.main([*QUIET, "--data", str(manifest), "--test-folds", "theo", "--epochs", "1",
+                         "--output-dir", str(out)])  # fmt: skip
+    metrics = metrics_of(out)
+    (fold,) = metrics["folds"]
+    assert set(fold) >= {"mAP", "score"}
+    assert 0.0 < fold["mAP"] <= 1.0
+    assert metrics["summary"]["metric"] == "mAP"
+    assert (
+        "| fold | epoch kept | test clips | zero-shot mAP % | full mAP % |"
+        in (out / "report.md").read_text()
+    )

@@ -65,7 +65,13 @@ from clapkit.data import (
 )
 from clapkit.train.checkpointing import Progress, replace_folder, save_checkpoint
 from clapkit.train.config import jsonable, parse_config
-from clapkit.train.demo import SMALL_TEXT, build_word_tokenizer, fsdd_manifests, speech_frontend
+from clapkit.train.demo import (
+    SMALL_AUDIO,
+    SMALL_TEXT,
+    build_word_tokenizer,
+    fsdd_manifests,
+    speech_frontend,
+)
 from clapkit.train.reporting import flatten, write_report
 from clapkit.train.runs import plan_run
 from clapkit.train.setup import enable_grad_checkpointing, make_accelerator, setup_logging
@@ -189,20 +195,21 @@ PENGI_22: tuple[tuple[str, str, str, str], ...] = (
 
 PENGI22 = Config(output_dir="runs/htsat22")
 SMOKE = dataclasses.replace(
-    PENGI22, size="tiny", language_model="tiny", fsdd_root=str(REPO / "data" / "fsdd"),
+    PENGI22, size="tiny", language_model="small", fsdd_root=str(REPO / "data" / "fsdd"),
     fsdd_clips_per_digit=8,
     projection_dim=32, projection_dropout=0.0, mapper="mlp", prefix_length=4,
     freeze_language_model=False,  # a random tiny LM knows no language: train it too
-    task_weights=("digit=3", "speaker=1"), samples_per_epoch=384, clip_seconds=0.8,
-    max_answer_tokens=4, cache_audio=True, num_workers=0, epochs=10, lr=3e-3, warmup_steps=0,
+    task_weights=("digit=3", "speaker=1"), samples_per_epoch=320, clip_seconds=0.8,
+    max_answer_tokens=4, cache_audio=True, num_workers=0, epochs=6, lr=3e-3, warmup_steps=0,
     global_batch_size=32, batch_size=16, max_new_tokens=3, mixed_precision="no",
     output_dir="runs/htsat22-smoke", save_every_steps=4, torch_threads=1,
 )  # fmt: skip
 """FSDD (3 speakers x 10 digits x 8 clips, two tasks: which digit, weight 3; which speaker,
-weight 1), a 2-stage HTSAT at 8 kHz, a 1-layer GPT2 with word tokens, 10 epochs of 12 updates
-(accumulation 2). ClipCap's MLP mapper instead of Pengi's transformer: from a random start the
-transformer mapper's prefix hardly depends on the audio for the first ~100 updates (the loss
-sits at the answers' prior), longer than a CI run."""
+weight 1), a 2-stage HTSAT at 8 kHz (``--audio cnn14``: clapkit.train.demo's small CNN14),
+clapkit.train.demo's small GPT2 (2 layers, width 64, word tokens, trained too), 6 epochs of 10
+updates (accumulation 2). ClipCap's MLP mapper instead of Pengi's transformer: from a random
+start the transformer mapper's prefix hardly depends on the audio for the first ~100 updates
+(the loss sits at the answers' prior), longer than a CI run."""
 PRESETS = {"pengi-22": PENGI22, "smoke": SMOKE}
 NOTES = {
     "pengi-22": f"HTSAT-22 pretraining on the {len(PENGI_22)} Pengi task families (a multi-task "
@@ -255,15 +262,21 @@ def build_model(cfg: Config, texts: list[str]) -> PrefixLanguageModel:
     """
     from transformers import AutoModelForCausalLM, GPT2Config
 
-    from clapkit.audio import htsat_encoder
+    from clapkit.audio import cnn14_encoder, htsat_encoder
     from clapkit.caption import mlp_mapper, transformer_mapper
     from clapkit.core import create_audio_encoder
 
     if cfg.size == "tiny":
-        encoder: Any = htsat_encoder(
-            frontend=speech_frontend(cfg.clip_seconds), spec_size=80, embed_dim=32,
-            depths=(1, 1), num_heads=(2, 4), window_size=5, num_classes=0,
-            spec_augment=cfg.spec_augment, drop_path_rate=0.0,
+        encoder: Any = (
+            cnn14_encoder(
+                frontend=speech_frontend(cfg.clip_seconds), **SMALL_AUDIO["cnn14"]["small"]
+            )
+            if cfg.audio == "cnn14"
+            else htsat_encoder(
+                frontend=speech_frontend(cfg.clip_seconds), spec_size=80, embed_dim=32,
+                depths=(1, 1), num_heads=(2, 4), window_size=5, num_classes=0,
+                spec_augment=cfg.spec_augment, drop_path_rate=0.0,
+            )
         )  # fmt: skip
         tokenizer: Any = build_word_tokenizer(texts)
         lm: Any = GPT2Config(
@@ -278,9 +291,6 @@ def build_model(cfg: Config, texts: list[str]) -> PrefixLanguageModel:
         tokenizer = cfg.tokenizer or cfg.language_model
         lm = AutoModelForCausalLM.from_pretrained(cfg.language_model)
         width = int(lm.config.hidden_size)
-    head = getattr(encoder, "head", None)
-    if isinstance(head, torch.nn.Module):
-        head.requires_grad_(False)
     mapper: Any = (
         mlp_mapper(embed_dim=cfg.projection_dim, prefix_length=cfg.prefix_length, width=width)
         if cfg.mapper == "mlp"
@@ -289,12 +299,16 @@ def build_model(cfg: Config, texts: list[str]) -> PrefixLanguageModel:
             depth=cfg.mapper_depth, num_heads=cfg.mapper_heads,
         )
     )  # fmt: skip
-    return PrefixLanguageModel.build(
+    model = PrefixLanguageModel.build(
         audio_encoder=encoder, mapper=mapper, language_model=lm, tokenizer=tokenizer,
         projection=cfg.projection, projection_dim=cfg.projection_dim,
         projection_dropout=cfg.projection_dropout, normalize_embedding=cfg.normalize_prefix,
         freeze_language_model=cfg.freeze_language_model,
     )  # fmt: skip
+    head = getattr(model.audio_encoder, "head", None)
+    if isinstance(head, torch.nn.Module):  # after build: set_frozen switches the encoder on
+        head.requires_grad_(False)
+    return model
 
 
 class PretrainHtsat22Recipe:

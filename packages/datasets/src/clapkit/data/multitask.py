@@ -158,7 +158,8 @@ def write_multitask_manifest(
 
 # -- builders ----------------------------------------------------------------------------------
 def _key(task: str, record: ManifestRecord, suffix: str = "") -> str:
-    return f"{task}/{record.key or record.audio.with_suffix('').as_posix()}{suffix}"
+    name = record.key or record.audio.with_suffix("").as_posix()
+    return f"{task}/{name.lstrip('/')}{suffix}"  # a manifest of absolute paths: "task/abs/path"
 
 
 def classification_records(

@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import set_seed  # type: ignore[import-untyped]
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from clapkit.core import ContrastiveLoss
@@ -69,8 +68,7 @@ from clapkit.train.presets.clap import (
     suite_task_specs,
 )
 from clapkit.train.reporting import flatten, write_model_card, write_report
-from clapkit.train.runs import RunPlan, plan_run
-from clapkit.train.setup import enable_grad_checkpointing, make_accelerator, setup_logging
+from clapkit.train.setup import enable_grad_checkpointing, start_run
 from clapkit.train.throughput import ThroughputMeter
 
 __all__ = ["NOTES", "PRESETS", "Config", "PretrainClapRecipe", "main", "parse_config"]
@@ -98,24 +96,8 @@ class PretrainClapRecipe:
     def setup(self) -> None:
         """Accelerator, run folder, seed, data manifests, model, optimiser, loaders, resume."""
         cfg = self.cfg
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        torch.set_flush_denormal(True)  # near-silent padding makes denormals that slow CPU kernels
-        self.accelerator = accelerator = make_accelerator(
-            self.out, mixed_precision=cfg.mixed_precision, log_with=cfg.log_with,
-            global_batch_size=cfg.global_batch_size, batch_size=cfg.batch_size,
-        )  # fmt: skip
-        setup_logging(accelerator)
-        identity = {**dataclasses.asdict(cfg), "num_processes": accelerator.num_processes}
-        self.plan: RunPlan = plan_run(
-            self.out, identity, seed=cfg.seed, resume=cfg.resume, overwrite=cfg.overwrite,
-            force=cfg.resume_force, ignore=NOT_IDENTITY,
-        )  # fmt: skip
-        accelerator.wait_for_everyone()  # every rank has read the folder before it changes
-        if accelerator.is_main_process:
-            self.plan.apply()
-        accelerator.wait_for_everyone()
-        set_seed(cfg.seed)
+        accelerator, self.plan = start_run(cfg, ignore=NOT_IDENTITY, flush_denormal=True)
+        self.accelerator = accelerator
         self._setup_data_sources()
         records = [] if self.train_manifest is None else read_manifest(self.train_manifest)
         texts = [c for r in records for c in r.captions] + [cfg.prompt_template]

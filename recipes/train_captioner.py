@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import gather_object, set_seed  # type: ignore[import-untyped]
+from accelerate.utils import gather_object  # type: ignore[import-untyped]
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
@@ -55,8 +55,7 @@ from clapkit.train.config import jsonable, parse_config
 from clapkit.train.demo import fsdd_manifests
 from clapkit.train.presets.captioning import NOT_IDENTITY, PRESET_NOTES, Config, captioning_presets
 from clapkit.train.reporting import flatten, write_report
-from clapkit.train.runs import plan_run
-from clapkit.train.setup import make_accelerator, setup_logging
+from clapkit.train.setup import start_run
 
 logger = logging.getLogger("train_captioner")
 REPO = Path(__file__).resolve().parent.parent
@@ -80,23 +79,9 @@ class TrainCaptionerRecipe:
     def setup(self) -> None:
         """Accelerator, run folder, data, model, optimiser and schedule; then the resume."""
         cfg = self.cfg
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        self.accelerator = accelerator = make_accelerator(
-            self.out, mixed_precision=cfg.mixed_precision, log_with=cfg.log_with,
-            global_batch_size=cfg.global_batch_size, batch_size=cfg.batch_size,
-        )  # fmt: skip
-        setup_logging(accelerator)
-        plan = plan_run(
-            self.out, cfg, seed=cfg.seed, resume=cfg.resume, overwrite=cfg.overwrite,
-            force=cfg.resume_force, ignore=NOT_IDENTITY,
-        )  # fmt: skip
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            plan.apply()
-        accelerator.wait_for_everyone()
+        accelerator, plan = start_run(cfg, ignore=NOT_IDENTITY)
+        self.accelerator = accelerator
         self.run_json = plan.run_json
-        set_seed(cfg.seed)
         train_manifest, test_manifest = cfg.train_manifest, cfg.test_manifest
         if cfg.fsdd_root is not None:
             train_manifest, test_manifest = fsdd_manifests(

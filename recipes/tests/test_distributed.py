@@ -114,9 +114,9 @@ def test_shards_on_two_processes_and_two_workers_are_read_once_per_epoch(
     by_rank: dict[tuple[int, int], set[str]] = {}
     for rank in (0, 1):
         for line in (keys / f"keys.rank{rank}.tsv").read_text().splitlines():
-            epoch, key = line.split("\t")
-            seen[int(epoch)][key] += 1
-            by_rank.setdefault((int(epoch), rank), set()).add(key)
+            epoch_text, key = line.split("\t")
+            seen[int(epoch_text)][key] += 1
+            by_rank.setdefault((int(epoch_text), rank), set()).add(key)
     clips_in_manifest = {record.key for record in read_manifest(train)}
     for epoch in (0, 1):
         assert sum(seen[epoch].values()) == 48, f"epoch {epoch}: {sum(seen[epoch].values())} seen"

@@ -11,11 +11,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-__all__ = ["accumulation_steps", "enable_grad_checkpointing", "make_accelerator", "setup_logging"]
+__all__ = [
+    "accumulation_steps",
+    "enable_grad_checkpointing",
+    "make_accelerator",
+    "setup_logging",
+    "start_run",
+]
 
 
 def accumulation_steps(global_batch_size: int, batch_size: int, num_processes: int) -> int:
@@ -125,3 +133,60 @@ def enable_grad_checkpointing(model: Any) -> list[str]:
             module.gradient_checkpointing_enable()
             switched.append(name)
     return switched
+
+
+def start_run(
+    cfg: Any, *, ignore: Collection[str] = (), flush_denormal: bool = False
+) -> tuple[Any, Any]:
+    """A recipe run's start: threads, the accelerator, logging, the run folder, the seed.
+
+    The run folder is decided on every rank (``clapkit.train.runs.plan_run``, read-only), then
+    changed by the main process alone while the others wait. The run's identity (``run.json``,
+    compared on resume) is the config plus ``num_processes`` (another process count changes
+    the data order and the accumulation).
+
+    Args:
+        cfg: a recipe config with ``output_dir``, ``torch_threads``, ``mixed_precision``,
+            ``log_with``, ``global_batch_size``, ``batch_size``, ``seed``, ``resume``,
+            ``overwrite`` and ``resume_force``.
+        ignore: fields that may change when the run is resumed.
+        flush_denormal: ``torch.set_flush_denormal(True)`` (near-silent padding makes denormals
+            that slow CPU kernels).
+
+    Returns:
+        ``(accelerator, plan)``: the plan's ``resume_from`` and ``run_json`` are the recipe's.
+    """
+    import torch
+    from accelerate.utils import set_seed
+
+    from clapkit.train.runs import plan_run
+
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    if flush_denormal:
+        torch.set_flush_denormal(True)
+    out = Path(cfg.output_dir)
+    accelerator = make_accelerator(
+        out,
+        mixed_precision=cfg.mixed_precision,
+        log_with=cfg.log_with,
+        global_batch_size=cfg.global_batch_size,
+        batch_size=cfg.batch_size,
+    )
+    setup_logging(accelerator)
+    identity = {**dataclasses.asdict(cfg), "num_processes": accelerator.num_processes}
+    plan = plan_run(
+        out,
+        identity,
+        seed=cfg.seed,
+        resume=cfg.resume,
+        overwrite=cfg.overwrite,
+        force=cfg.resume_force,
+        ignore=ignore,
+    )
+    accelerator.wait_for_everyone()  # every rank has read the folder before it changes
+    if accelerator.is_main_process:
+        plan.apply()
+    accelerator.wait_for_everyone()
+    set_seed(cfg.seed)
+    return accelerator, plan

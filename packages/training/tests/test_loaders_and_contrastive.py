@@ -18,7 +18,7 @@ def test_batches_per_epoch_of_shards() -> None:
         shard_batches_per_epoch(8, batch_size=4, num_workers=2, num_processes=2)
 
 
-class Counting(IterableDataset):  # type: ignore[type-arg]
+class Counting(IterableDataset):
     def __init__(self) -> None:
         self.epoch = 0
 

@@ -372,6 +372,9 @@ class PretrainHtsat22Recipe:
         loader = DataLoader(
             self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
             collate_fn=MultiTaskCollator(), num_workers=cfg.num_workers,
+            # its own generator: creating the epoch's iterator draws no number from the global
+            # RNG, so dropout after a mid-epoch resume sees the numbers of an unbroken run
+            generator=torch.Generator().manual_seed(cfg.seed),
         )  # fmt: skip
         self.flops_per_sample = self._count_flops(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
@@ -427,10 +430,13 @@ class PretrainHtsat22Recipe:
         while progress.epoch < cfg.epochs:
             epoch, started = progress.epoch, time.perf_counter()
             self.train_set.set_epoch(epoch)
-            self.sampler.set_epoch(epoch)  # the epoch's task draws (the same in every process)
+            # the epoch's task draws (the same in every process); accelerate's loader sets its
+            # sampler's epoch from its own counter at each iteration, so that counter is set too
+            self.train_loader.set_epoch(epoch)
             loader = self.train_loader
             if progress.batches_in_epoch:  # resumed mid-epoch: the rest of the same order
                 loader = accelerator.skip_first_batches(loader, progress.batches_in_epoch)
+                loader.set_epoch(epoch)  # a new loader, its counter at 0
             self.model.train()
             meter.reset()
             meter.start()

@@ -28,7 +28,7 @@ from clapkit.train.demo import DIGITS
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import pretrain_htsat22  # noqa: E402
-from recipe_runner import ACCELERATE, CPU_LAUNCH, RECIPES, kill_when, launch  # noqa: E402
+from recipe_runner import RECIPES, kill_when, launch  # noqa: E402
 
 FSDD = RECIPES.parent / "data" / "fsdd" / "recordings"
 TRAIN_SPEAKERS, HELDOUT = ("jackson", "nicolas", "yweweler"), "theo"
@@ -185,15 +185,18 @@ def test_paper_size_encoder_file_loads_strictly_in_both_loaders(tmp_path: Path) 
 # -- resume and processes -----------------------------------------------------------------
 def test_run_killed_mid_epoch_resumes_to_identical_weights(smoke: Path, tmp_path: Path) -> None:
     parts = tmp_path / "parts"
-    command = [
-        *ACCELERATE, *CPU_LAUNCH, "--num_processes", "1", "--num_cpu_threads_per_process", "1",
-        str(RECIPES / "pretrain_htsat22.py"), *QUIET, "--output-dir", str(parts),
-    ]  # fmt: skip
+    # the recipe itself, not `accelerate launch`: SIGKILL on the launcher would leave its child
+    # training on (CPU only, as the launcher's runs)
+    command = [sys.executable, str(RECIPES / "pretrain_htsat22.py"), *QUIET, "--output-dir",
+               str(parts)]  # fmt: skip
     # step 24 is update 4 of epoch 2's 10: SIGKILL as soon as its checkpoint is complete
     kill_when(command, parts / "checkpoints" / "step_00000024", extra_env=LAUNCH_ENV)
     assert not (parts / "checkpoints" / "step_00000030_end").exists()
+    kept = (parts / "checkpoints" / "step_00000020" / "COMPLETE").read_text()
     done = launch("pretrain_htsat22.py", *QUIET, "--output-dir", str(parts), "--resume", "latest")
-    assert "resumed from" in done.stderr
+    assert "step_00000024: epoch 2, step 24, batch 8 of the epoch" in done.stderr
+    # it continued from step 24: a run started over would have rewritten step 20's checkpoint
+    assert (parts / "checkpoints" / "step_00000020" / "COMPLETE").read_text() == kept
     expected, resumed = load_file(smoke / LAST), load_file(parts / LAST)
     assert expected.keys() == resumed.keys()
     for name, tensor in expected.items():

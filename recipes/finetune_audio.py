@@ -9,29 +9,17 @@ Launch:
         --mode linear-probe --output-dir runs/probe-esc50
     accelerate launch --cpu recipes/finetune_audio.py --preset smoke   # the CI check (FSDD)
 
-Reproduces: Elizalde, Deshmukh, Wang (arXiv 2309.05767): the audio encoder fine-tuned
-on ESC-50 goes from 96.70% to 98.25% accuracy (5-fold cross-validation: train on four folds,
-test on the fifth, every fold in turn). The paper gives only the data, the encoder (HTSAT-22,
-44.1 kHz, 7 s clips: ESC-50's 5 s clips are padded) and those two numbers. Where it is silent
-we follow HTS-AT's ESC-50 fine-tuning (Chen et al., ICASSP 2022; its ``esc_config``: batch
-128 = 32 x 4 GPUs, lr 1e-3, 100 epochs; its model's SpecAugment and its ESC-50 loader's random
-circular time shift; mixup, which its code applies on AudioSet, is off: ``--mixup-alpha 1.0``
-as PANNs' fine-tuning does). Ours: AdamW, the encoder at a tenth of the head's rate, a 3-epoch
-linear warm-up then cosine decay, and each fold's last epoch is the one reported
-(``--select best`` takes the best epoch on the test fold itself, which flatters the result).
+Reproduces: Elizalde, Deshmukh, Wang (arXiv 2309.05767): the audio encoder fine-tuned on ESC-50,
+96.70% -> 98.25% accuracy, 5-fold cross-validation (train on four folds, test on the fifth,
+every fold in turn). Settings and where each comes from: ``clapkit.train.presets.finetune``.
 
-Start from any registered audio encoder (``--audio cnn14|htsat|htsat-22|...``) and its weights
-file (``--audio-weights``: PANNs, HTS-AT or HTSAT-22, loaded strictly), the audio tower of a
-``ClapModel`` folder (``--clap``; then the report also gives its zero-shot accuracy per fold),
-or random weights. ``--mode linear-probe`` freezes the encoder (BatchNorm statistics included)
-and trains a linear head; ``--mode full`` trains everything. ``--data`` is a classification
-task as ``NAME=PATH`` (:mod:`clapkit.data.tasks`) or a labelled manifest; ``--fold-field`` names
-the field that splits it (ESC-50: ``fold``; the smoke preset: ``speaker``).
-
-Outputs (the other recipes' layout): ``run.json``, ``config.json``, ``metrics.json`` (per fold
-and epoch, the folds' accuracy, mean and std), ``report.md`` (per-fold table beside the paper),
-``history.csv``, ``curves.png``, ``folds/FOLD/`` and ``best/`` (``AudioClassifier.
-save_pretrained``: the best fold's encoder + head), atomic ``checkpoints/`` for ``--resume``.
+Start from a registered audio encoder and its weights (``--audio``, ``--audio-weights``), the
+audio tower of a ``ClapModel`` folder (``--clap``: its zero-shot score per fold is reported too)
+or random weights; ``--mode linear-probe`` (frozen encoder, BatchNorm statistics included) or
+``full``; ``--data NAME=PATH`` (:mod:`clapkit.data.tasks`) or a labelled manifest, split by
+``--fold-field``. Outputs (the other recipes' layout): ``run.json``, ``config.json``,
+``metrics.json``, ``report.md`` (per fold, mean +- std, beside the paper), ``history.csv``,
+``curves.png``, ``folds/FOLD/`` and ``best/`` (``AudioClassifier``), ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -44,13 +32,12 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from accelerate.utils import gather_object, set_seed  # type: ignore[import-untyped]
+from accelerate.utils import set_seed  # type: ignore[import-untyped]
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
@@ -64,133 +51,29 @@ from clapkit.train.augment import (
 from clapkit.train.checkpointing import Progress, replace_folder, save_checkpoint
 from clapkit.train.config import jsonable, parse_config
 from clapkit.train.finetune_report import write_finetune_report
-from clapkit.train.finetuning import (
-    AudioClassifier,
+from clapkit.train.finetuning import AudioClassifier, build_encoder, classifier_logits
+from clapkit.train.folds import (
     CrossValidation,
-    build_encoder,
     classification_scores,
     cross_validation_folds,
     load_classification_data,
     target_tensor,
-)  # fmt: skip
+)
+from clapkit.train.presets.finetune import (
+    NOT_IDENTITY,
+    NOTES,
+    PAPER_ESC50,
+    Config,
+    finetune_presets,
+    tiny_encoder,
+)
 from clapkit.train.runs import plan_run
 from clapkit.train.setup import make_accelerator, setup_logging
 
 logger = logging.getLogger("finetune_audio")
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = "recipes/finetune_audio.py"
-PAPER_ESC50 = (96.70, 98.25)
-"""The paper's ESC-50 fine-tuning figures: accuracy 96.70% -> 98.25%."""
-NOT_IDENTITY = (
-    "output_dir", "resume", "resume_force", "overwrite", "log_with", "torch_threads",
-    "num_workers", "save_every_steps", "max_steps",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Config:
-    """Every setting of a run; defaults are the ``esc50`` preset (HTSAT-22 on ESC-50)."""
-
-    # Model
-    audio: str = "htsat-22"
-    """Registered audio encoder (cnn14, htsat, htsat-22, ...) when --clap is not given."""
-    audio_weights: str | None = None
-    """Its weights file (PANNs .pth, HTS-AT .ckpt, clapkit safetensors); None = random."""
-    clap: str | None = None
-    """A ClapModel folder whose audio tower is fine-tuned (its zero-shot score is reported)."""
-    size: Literal["full", "tiny"] = "full"
-    """tiny = clapkit.train.demo's tiny CNN14 on the 8 kHz speech front end (smoke)."""
-    mode: Literal["linear-probe", "full"] = "full"
-    head_dropout: float = 0.0
-    # Data
-    data: str | None = None
-    """NAME=PATH of a classification task (esc50=data/ESC-50-master) or a labelled manifest."""
-    fold_field: str = "fold"
-    test_folds: tuple[str, ...] = ()
-    """Folds held out in turn; empty = every fold (ESC-50: 1..5)."""
-    clip_seconds: float | None = None
-    """Clip length fed to the encoder; None = its front end's (HTSAT-22: 7 s)."""
-    prompt_template: str | None = None
-    """Zero-shot prompt of a manifest task (a task reader's own templates otherwise)."""
-    fsdd_root: str | None = None
-    """Smoke data: the FSDD folder; folds = its four speakers."""
-    fsdd_clips_per_digit: int | None = None
-    num_workers: int = 4
-    cache_audio: bool = False
-    on_error: Literal["skip", "raise"] = "skip"
-    # Augmentation (training only)
-    mixup_alpha: float = 0.0
-    """Beta(alpha, alpha) mixup of waveforms and targets; 0 = off (PANNs: 1.0)."""
-    time_shift: float = 1.0
-    """Random circular shift, up to this fraction of the clip; 0 = off (HTS-AT: any)."""
-    spec_augment: bool = True
-    """The front end's SpecAugment (full mode: the frozen encoder of a probe never augments)."""
-    spec_time_width: int = 64
-    spec_freq_width: int = 8
-    spec_stripes: int = 2
-    # Optimisation
-    epochs: int = 100
-    lr: float = 1e-3
-    """The head's learning rate."""
-    encoder_lr_ratio: float = 0.1
-    """Full mode: the encoder's learning rate as a fraction of the head's."""
-    weight_decay: float = 0.0
-    warmup_epochs: int = 3
-    global_batch_size: int = 128
-    batch_size: int = 32
-    """Per-process micro-batch; accumulation = global / (batch_size * processes)."""
-    max_grad_norm: float | None = None
-    eval_every: int = 1
-    select: Literal["last", "best"] = "last"
-    """Which epoch of a fold is reported and saved: the last, or the best on the test fold."""
-    # Runtime
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
-    seed: int = 0
-    output_dir: str = "runs/finetune_audio"
-    save_every_steps: int = 500
-    """Checkpoint every N optimizer updates (and at every epoch end)."""
-    resume: str | None = None
-    """'latest' (the newest complete checkpoint) or a checkpoint folder of this run."""
-    resume_force: bool = False
-    overwrite: bool = False
-    log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
-    max_steps: int | None = None
-    """Stop after this many optimizer updates in total (interruption tests)."""
-    torch_threads: int | None = None
-
-
-ESC50 = Config(data="esc50=data/ESC-50-master", output_dir="runs/finetune-esc50")
-TINY_AUDIO: dict[str, Any] = {
-    "channels": (8, 16, 32), "out_dim": 64, "num_classes": 0, "block_dropout": 0.0,
-    "embed_dropout": 0.0,
-}  # fmt: skip
-"""The smoke preset's CNN14 (``--size tiny``), on clapkit.train.demo's 8 kHz speech front end."""
-SMOKE = dataclasses.replace(
-    ESC50, size="tiny", audio="cnn14", data=None, fsdd_root=str(REPO / "data" / "fsdd"),
-    fsdd_clips_per_digit=30, fold_field="speaker", prompt_template="a man says the digit {}",
-    clip_seconds=0.8, time_shift=0.1, spec_time_width=8, spec_freq_width=4, epochs=3, lr=3e-3,
-    encoder_lr_ratio=1.0, warmup_epochs=0, global_batch_size=8, batch_size=8, num_workers=0,
-    cache_audio=True, mixed_precision="no", save_every_steps=10_000,
-    output_dir="runs/finetune-smoke", torch_threads=1,
-)  # fmt: skip
-"""FSDD digits, 30 clips per speaker and digit, every speaker held out in turn (900 training
-clips, 300 test clips per fold), a tiny random CNN14 trained 3 epochs (336 updates): CPU,
-about 15 s a fold."""
-PRESETS = {"esc50": ESC50, "smoke": SMOKE}
-NOTES = {
-    "esc50": "ESC-50, 5 folds, HTSAT-22: the paper's fine-tuning gives 96.70% -> 98.25%",
-    "smoke": "FSDD digits, folds = 4 speakers, tiny CNN14, CPU seconds",
-}
-
-
-def tiny_encoder(clip_seconds: float = 0.8) -> Any:
-    """The smoke preset's random CNN14 (``TINY_AUDIO``) on an 8 kHz speech front end: the
-    demo's (clapkit.train.demo.speech_frontend) with a 20 ms hop and 32 mels, half its cost."""
-    from clapkit.audio import cnn14_encoder
-    from clapkit.train.demo import speech_frontend
-
-    frontend = dataclasses.replace(speech_frontend(clip_seconds), hop_length=160, n_mels=32)
-    return cnn14_encoder(frontend=frontend, **TINY_AUDIO)
+PRESETS = finetune_presets(fsdd_root=str(REPO / "data" / "fsdd"))
 
 
 class FinetuneAudioRecipe:
@@ -489,25 +372,11 @@ class FinetuneAudioRecipe:
     # -- evaluate -------------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         """The test fold's accuracy (mAP if multilabel); each process scores a share."""
-        cfg, accelerator, classifier = self.cfg, self.accelerator, self.classifier
-        was_training = classifier.training
-        classifier.eval()
-        indices = list(range(len(self.test_set)))
-        rows: list[tuple[int, torch.Tensor]] = []
-        with accelerator.split_between_processes(indices) as share, torch.no_grad():
-            for start in range(0, len(share), cfg.batch_size):
-                chunk = share[start : start + cfg.batch_size]
-                waveform = torch.stack([self.test_set[i]["waveform"] for i in chunk])  # type: ignore[index]
-                with accelerator.autocast():
-                    logits = classifier(waveform.to(accelerator.device)).float().cpu()
-                rows += list(zip(chunk, logits, strict=True))
-        if accelerator.num_processes > 1:
-            rows = gather_object(rows)
-        by_index = dict(rows)
-        logits = torch.stack([by_index[i] for i in indices])
+        logits = classifier_logits(
+            self.accelerator, self.classifier, self.test_set, batch_size=self.cfg.batch_size
+        )
         labels = [r.labels for r in self.test_set.records]
         targets = target_tensor(labels, self.class_index, multilabel=self.multilabel)
-        classifier.train(was_training)
         return classification_scores(logits, targets, multilabel=self.multilabel)
 
     # -- checkpoints and outputs ----------------------------------------------------------------

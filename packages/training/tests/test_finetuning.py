@@ -13,10 +13,9 @@ from safetensors.torch import load_file, save_file
 from clapkit.audio import FrontendConfig, cnn14_encoder
 from clapkit.data import ManifestRecord
 from clapkit.train.finetune_report import fold_summary, write_finetune_report
-from clapkit.train.finetuning import (
-    AudioClassifier,
+from clapkit.train.finetuning import AudioClassifier, build_encoder
+from clapkit.train.folds import (
     CrossValidation,
-    build_encoder,
     classification_scores,
     cross_validation_folds,
     fold_of,

@@ -2,8 +2,9 @@
 
 Setup, all tiny and on the CPU: (1) a small CNN audio encoder trained briefly as a digit
 classifier on three speakers (standing in for a pretrained CLAP audio encoder); (2) a 2-layer
-GPT2 trained briefly as a language model on the ten caption texts alone (standing in for
-pretrained GPT2, which knows English); (3) both frozen, only the mapper is trained on
+GPT2 trained briefly as a language model on the ten caption texts alone, after a prefix that
+holds the digit word's embedding (standing in for pretrained GPT2, which knows English and reads
+its context); (3) both frozen, only the mapper is trained on
 (clip, "a man says the digit seven") pairs. The held-out speaker's clips are then captioned by
 beam search and a caption counts as right when it names the clip's digit. Chance is 10 %.
 
@@ -34,11 +35,11 @@ DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 TRAIN_SPEAKERS, TEST_SPEAKER = ("jackson", "nicolas", "theo"), "yweweler"
 
 
-def _clips(speakers: tuple[str, ...], per_digit: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _clips(speakers: tuple[str, ...], takes: range) -> tuple[torch.Tensor, torch.Tensor]:
     waves, labels = [], []
     for speaker in speakers:
         for digit in range(10):
-            for index in range(per_digit):
+            for index in takes:
                 wave = load_audio(FSDD / f"{digit}_{speaker}_{index}.flac", 8000)
                 waves.append(fit_length(wave, TINY_FRONTEND.clip_samples, "pad"))
                 labels.append(digit)
@@ -63,8 +64,8 @@ def test_mapper_learns_to_name_the_digit_of_an_unseen_speaker() -> None:
     started = time.perf_counter()
     torch.manual_seed(0)
     random.seed(0)
-    train_waves, train_labels = _clips(TRAIN_SPEAKERS, 16)
-    test_waves, test_labels = _clips((TEST_SPEAKER,), 6)
+    train_waves, train_labels = _clips(TRAIN_SPEAKERS, range(16))
+    test_waves, test_labels = _clips((TEST_SPEAKER,), range(6))
 
     # (1) audio encoder: briefly trained digit classifier
     encoder = cnn14_encoder(
@@ -78,7 +79,7 @@ def test_mapper_learns_to_name_the_digit_of_an_unseen_speaker() -> None:
     )
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=3e-3)
     encoder.train()
-    for _ in range(8):
+    for _ in range(20):
         order = torch.randperm(len(train_labels))
         for batch in order.split(32):
             logits = encoder(train_waves[batch]).clipwise_logits
@@ -89,9 +90,8 @@ def test_mapper_learns_to_name_the_digit_of_an_unseen_speaker() -> None:
     encoder.eval()
     print(f"\nencoder trained at {time.perf_counter() - started:.0f} s")
     with torch.no_grad():
-        encoder_accuracy = (
-            (encoder(test_waves).clipwise_logits.argmax(-1) == test_labels).float().mean().item()
-        )
+        encoder_digits = encoder(test_waves).clipwise_logits.argmax(-1)
+    encoder_accuracy = (encoder_digits == test_labels).float().mean().item()
 
     # (2) language model: briefly trained on the caption texts only
     tokenizer = _word_tokenizer()
@@ -121,9 +121,13 @@ def test_mapper_learns_to_name_the_digit_of_an_unseen_speaker() -> None:
     lm_optimizer = torch.optim.AdamW(lm.parameters(), lr=1e-2)
     lm.train()
     ids = texts["input_ids"]
-    for _ in range(100):
-        # after an arbitrary 2-vector context, as a pretrained LM has seen every kind of context
-        context = torch.randn(len(ids), 2, 32)
+    digit_ids = torch.tensor(tokenizer.convert_tokens_to_ids(DIGITS))
+    for _ in range(300):
+        # after a 2-vector context that holds the digit word's embedding and noise: as a
+        # pretrained LM reads the words of its context, this one learns to read a prefix, and
+        # the mapper must learn to write the digit there
+        context = 0.02 * torch.randn(len(ids), 2, 32)  # the scale of GPT2 word embeddings
+        context[:, 0] += lm.transformer.wte(digit_ids)
         embeds = torch.cat((context, lm.transformer.wte(ids)), dim=1)
         labels = torch.cat((torch.full((len(ids), 2), -100), ids), dim=1)
         loss = lm(inputs_embeds=embeds, labels=labels).loss
@@ -139,7 +143,7 @@ def test_mapper_learns_to_name_the_digit_of_an_unseen_speaker() -> None:
     with torch.no_grad():
         train_embeddings = captioner.encode_audio(train_waves)
     mapper_optimizer = torch.optim.AdamW(captioner.mapper.parameters(), lr=1e-2)
-    for _ in range(80):
+    for _ in range(40):
         for batch in torch.randperm(len(train_labels)).split(32):
             out = captioner(
                 audio_embedding=train_embeddings[batch],
@@ -162,7 +166,9 @@ def test_mapper_learns_to_name_the_digit_of_an_unseen_speaker() -> None:
         f"{well_formed:.0%}; {time.perf_counter() - started:.0f} s; e.g. {captions[:3]}"
     )
     assert well_formed >= 0.9
-    assert accuracy >= 0.25, captions[:10]  # measured 32 % (encoder 58 %), chance 10 %
+    # measured 55 % and 57 % with 1 and 2 threads (encoder 55 % and 40 %: how well the briefly
+    # trained encoder hears an unseen speaker varies with the thread count); chance 10 %
+    assert accuracy >= 0.35, captions[:10]
     # the captions follow the audio: held-out clips of different digits, each decoded on its
     # own, get different captions, each naming its clip's digit
     first_right: dict[str, int] = {}

@@ -26,30 +26,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import shutil
-import sys
 import time
-from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from accelerate.utils import set_seed  # type: ignore[import-untyped]
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-from clapkit.data import ClapCollator, ManifestDataset, SkippedFiles, read_manifest, write_manifest
+from clapkit.data import ClapCollator, ManifestDataset, read_manifest, write_manifest
 from clapkit.train.augment import (
     AugmentConfig,
     augment_batch,
     batch_generator,
     configure_spec_augment,
 )
-from clapkit.train.checkpointing import Progress, replace_folder, save_checkpoint
-from clapkit.train.config import jsonable, parse_config
+from clapkit.train.checkpointing import replace_folder
+from clapkit.train.config import jsonable
 from clapkit.train.finetune_report import write_finetune_report
 from clapkit.train.finetuning import AudioClassifier, build_encoder, classifier_logits
 from clapkit.train.folds import (
@@ -67,28 +63,29 @@ from clapkit.train.presets.finetune import (
     finetune_presets,
     tiny_encoder,
 )
-from clapkit.train.runs import plan_run
-from clapkit.train.setup import make_accelerator, setup_logging
+from clapkit.train.recipe import TrainingRecipe
 
-logger = logging.getLogger("finetune_audio")
-REPO = Path(__file__).resolve().parent.parent
-RECIPE = "recipes/finetune_audio.py"
-PRESETS = finetune_presets(fsdd_root=str(REPO / "data" / "fsdd"))
+PRESETS = finetune_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
 
 
-class FinetuneAudioRecipe:
+class FinetuneAudioRecipe(TrainingRecipe):
     """One cross-validated run: ``setup``, ``train`` (every fold: epochs, ``evaluate``,
-    ``save_checkpoint``), ``cleanup``; ``setup`` resumes when ``--resume`` is given.
+    ``save_checkpoint``), ``cleanup`` (``clapkit.train.recipe.TrainingRecipe``); ``setup``
+    resumes when ``--resume`` is given.
 
     Args:
         cfg: the resolved settings.
         preset: the preset's name (for the report).
     """
 
+    name, script = "finetune_audio", "recipes/finetune_audio.py"
+    not_identity, flush_denormal = NOT_IDENTITY, True
+    config_class, presets, default_preset, notes = Config, PRESETS, "esc50", NOTES
+    cfg: Config
+
     def __init__(self, cfg: Config, preset: str = "esc50") -> None:
-        self.cfg, self.preset = cfg, preset
-        self.out = Path(cfg.output_dir)
-        self.progress, self.cv, self.skipped = Progress(), CrossValidation(), SkippedFiles()
+        super().__init__(cfg, preset)
+        self.cv = CrossValidation()
         self.augment = AugmentConfig(
             mixup_alpha=cfg.mixup_alpha, time_shift=cfg.time_shift,
             spec_augment=cfg.spec_augment and cfg.mode == "full",
@@ -100,24 +97,7 @@ class FinetuneAudioRecipe:
     def setup(self) -> None:
         """Accelerator, run folder, data and folds, model, zero-shot baseline, optimiser, resume."""
         cfg = self.cfg
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        torch.set_flush_denormal(True)
-        self.accelerator = accelerator = make_accelerator(
-            self.out, mixed_precision=cfg.mixed_precision, log_with=cfg.log_with,
-            global_batch_size=cfg.global_batch_size, batch_size=cfg.batch_size,
-        )  # fmt: skip
-        setup_logging(accelerator)
-        plan = plan_run(
-            self.out, cfg, seed=cfg.seed, resume=cfg.resume, overwrite=cfg.overwrite,
-            force=cfg.resume_force, ignore=NOT_IDENTITY,
-        )  # fmt: skip
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            plan.apply()
-        accelerator.wait_for_everyone()
-        self.run_json = plan.run_json
-        set_seed(cfg.seed)
+        accelerator = self.start()
         self.data = load_classification_data(self._data_source(), self._templates())
         self.multilabel = self.data.task.kind == "multilabel"
         self.class_index = {name: i for i, name in enumerate(self.data.class_names)}
@@ -146,26 +126,13 @@ class FinetuneAudioRecipe:
         self.model, self.optimizer, self.train_loader = accelerator.prepare(
             self.classifier, optimizer, loader
         )
-        accelerator.register_for_checkpointing(self.progress, self.cv, self.skipped)
-        if plan.resume_from is not None:
-            accelerator.load_state(str(plan.resume_from))
-            p = self.progress
-            logger.info(
-                "resumed from %s: fold %d, epoch %d, step %d, batch %d of the epoch",
-                plan.resume_from, self.cv.fold, p.epoch, p.step, p.batches_in_epoch,
-            )  # fmt: skip
-        self.resolved = {
-            **jsonable(cfg), "preset": self.preset, "folds": [f.name for f in self.folds],
-            "classes": list(self.data.class_names), "task": self.data.task.name,
-            "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
-            "num_processes": accelerator.num_processes, "augment": jsonable(self.augment),
-        }  # fmt: skip
-        if accelerator.is_main_process:
-            (self.out / "config.json").write_text(json.dumps(self.resolved, indent=2))
-        if cfg.log_with != "none":
-            accelerator.init_trackers(
-                "finetune_audio", config={k: str(v) for k, v in jsonable(cfg).items()}
-            )
+        self.resume(self.cv)
+        if self.plan.resume_from is not None:
+            self.log.info("resumed in fold %d (%s)", self.cv.fold, self.folds[self.cv.fold].name)
+        self.write_config(
+            folds=[f.name for f in self.folds], classes=list(self.data.class_names),
+            task=self.data.task.name, augment=self.augment,
+        )  # fmt: skip
 
     def _data_source(self) -> str:
         """``--data``, or the FSDD manifest of all four speakers (smoke)."""
@@ -230,10 +197,7 @@ class FinetuneAudioRecipe:
         """Every remaining fold and epoch; returns metrics.json's content."""
         cfg, accelerator, progress, cv = self.cfg, self.accelerator, self.progress, self.cv
         updates = math.ceil(len(self.train_loader) / accelerator.gradient_accumulation_steps)
-        bar = tqdm(
-            total=len(self.folds) * cfg.epochs * updates, initial=progress.step, unit="step",
-            disable=not accelerator.is_local_main_process, dynamic_ncols=True,
-        )  # fmt: skip
+        bar = self.progress_bar(len(self.folds) * cfg.epochs * updates)
         stop = False
         while cv.fold < len(self.folds) and not stop:
             fold = self.folds[cv.fold]
@@ -266,17 +230,8 @@ class FinetuneAudioRecipe:
         """The rest of the current epoch; True when ``max_steps`` stopped it."""
         cfg, accelerator, progress, cv = self.cfg, self.accelerator, self.progress, self.cv
         epoch, started = progress.epoch, time.perf_counter()
-        self.train_set.set_epoch(epoch)
-        self.train_loader.set_epoch(epoch)
-        loader = self.train_loader
-        if progress.batches_in_epoch:  # resumed mid-epoch: the rest of the same order
-            loader = accelerator.skip_first_batches(loader, progress.batches_in_epoch)
         self.model.train()
-        for batch in loader:
-            progress.batches_in_epoch += 1
-            self.skipped.update(batch["skipped"])
-            if not batch["labels"]:
-                continue
+        for batch in self.epoch_batches(self.train_set, self.train_loader, needs="labels"):
             targets = target_tensor(batch["labels"], self.class_index, multilabel=self.multilabel)
             generator = batch_generator(
                 cfg.seed, self.folds[cv.fold].name, epoch, progress.batches_in_epoch,
@@ -289,45 +244,31 @@ class FinetuneAudioRecipe:
             factor = self._lr_factor(progress.step - cv.fold_start_step, updates)
             for group in self.optimizer.param_groups:
                 group["lr"] = group["base_lr"] * factor
-            with accelerator.accumulate(self.model), accelerator.autocast():
-                logits = self.model(waveform).float()
-                if self.multilabel:
-                    loss = F.binary_cross_entropy_with_logits(logits, targets)
-                else:
-                    loss = F.cross_entropy(logits, targets)  # soft targets under mixup
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm:
-                    accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad()
-            progress.loss_sum += loss.item()
-            progress.loss_count += 1
-            if not accelerator.sync_gradients:
+            loss = self.micro_step(
+                partial(self.loss, waveform, targets), max_grad_norm=cfg.max_grad_norm
+            )
+            if loss is None:
                 continue
-            progress.step += 1
-            bar.update(1)
-            bar.set_postfix(fold=self.folds[cv.fold].name, epoch=epoch, loss=f"{loss.item():.3f}")
-            accelerator.log({"train/loss": loss.item(), "train/lr_head": cfg.lr * factor},
-                            step=progress.step)  # fmt: skip
-            if progress.step % cfg.save_every_steps == 0:
-                self.save_checkpoint(f"step_{progress.step:08d}")
+            scalars = {"loss": loss.item(), "lr_head": cfg.lr * factor}
+            self.step_done(bar, scalars, fold=self.folds[cv.fold].name, epoch=epoch)
             if cfg.max_steps is not None and progress.step >= cfg.max_steps:
-                logger.info("stopping at step %d (max_steps)", progress.step)
+                self.log.info("stopping at step %d (max_steps)", progress.step)
                 return True
         self.epoch_seconds = time.perf_counter() - started
         return False
 
+    def loss(self, waveform: Any, targets: Any) -> Any:
+        """Cross-entropy (soft targets under mixup), or binary cross-entropy if multilabel."""
+        logits = self.model(waveform).float()
+        if self.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, targets)
+        return F.cross_entropy(logits, targets)
+
     def _end_epoch(self, fold: str) -> None:
         """The epoch's record (train loss, test score), the fold's kept model, a checkpoint."""
-        cfg, accelerator, progress, cv = self.cfg, self.accelerator, self.progress, self.cv
-        mean = torch.tensor(
-            progress.loss_sum / max(progress.loss_count, 1), device=accelerator.device
-        )
-        record: dict[str, Any] = {
-            "fold": fold, "epoch": progress.epoch, "step": progress.step,
-            "train_loss": float(accelerator.reduce(mean, "mean")),
-            "lr": self.optimizer.param_groups[0]["lr"], "seconds": self.epoch_seconds,
-        }  # fmt: skip
+        cfg, progress, cv = self.cfg, self.progress, self.cv
+        record = self.epoch_record(fold=fold, lr=self.optimizer.param_groups[0]["lr"],
+                                   seconds=self.epoch_seconds)  # fmt: skip
         last = progress.epoch + 1 == cfg.epochs
         if (progress.epoch + 1) % cfg.eval_every == 0 or last:
             record["test"] = self.evaluate()
@@ -336,15 +277,9 @@ class FinetuneAudioRecipe:
             if (cfg.select == "best" and better) or (cfg.select == "last" and last):
                 cv.current = record
                 self.save_fold_model(fold)
-        progress.history.append(record)
-        accelerator.log({f"epoch/{k}": v for k, v in record.items() if isinstance(v, float)},
-                        step=progress.step)  # fmt: skip
-        logger.info("fold %s epoch %d: %s", fold, progress.epoch, json.dumps(record))
-        progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
-        progress.loss_sum, progress.loss_count = 0.0, 0
-        if not last:  # the fold's last epoch is checkpointed after the fold closes
-            self.save_checkpoint(f"step_{progress.step:08d}_end")
-        if accelerator.is_main_process:
+        # the fold's last epoch is checkpointed after the fold closes
+        self.close_epoch(record, checkpoint=not last)
+        if self.accelerator.is_main_process:
             self.write_report()
 
     def _end_fold(self, fold: str) -> None:
@@ -362,7 +297,7 @@ class FinetuneAudioRecipe:
                     shutil.rmtree(staged)
                 shutil.copytree(self.out / "folds" / fold, staged)
                 replace_folder(staged, self.out / "best")
-        logger.info("fold %s: %s", fold, json.dumps(result))
+        self.log.info("fold %s: %s", fold, json.dumps(result))
         cv.fold, cv.current = cv.fold + 1, None
         progress.epoch, progress.batches_in_epoch = 0, 0
         self.save_checkpoint(f"step_{progress.step:08d}_end")
@@ -379,13 +314,7 @@ class FinetuneAudioRecipe:
         targets = target_tensor(labels, self.class_index, multilabel=self.multilabel)
         return classification_scores(logits, targets, multilabel=self.multilabel)
 
-    # -- checkpoints and outputs ----------------------------------------------------------------
-    def save_checkpoint(self, name: str) -> None:
-        """Atomic ``accelerator.save_state`` (model, optimiser, RNG, sampler, progress, folds)
-        as ``checkpoints/NAME``, with ``run.json`` and ``config.json`` beside it."""
-        files = {"run.json": self.run_json, "config.json": json.dumps(self.resolved, indent=2)}
-        save_checkpoint(self.accelerator, self.out / "checkpoints" / name, files=files)
-
+    # -- outputs --------------------------------------------------------------------------------
     def save_fold_model(self, fold: str) -> None:
         """The fold's kept classifier as ``folds/FOLD`` (written aside, then swapped in)."""
         self.accelerator.wait_for_everyone()
@@ -418,7 +347,7 @@ class FinetuneAudioRecipe:
             f"from {start}, mode `{cfg.mode}`, task `{self.data.task.name}` ({len(self.data)} "
             f"clips), folds by `{cfg.fold_field}`, seed {cfg.seed}, epoch kept: {cfg.select}.",
             f"Augmentation: {json.dumps(jsonable(self.augment))}.",
-            f"Command: `accelerate launch {RECIPE} {' '.join(sys.argv[1:])}`",
+            f"Command: `{self.command()}`",
         ]
         paper = PAPER_ESC50 if self.data.task.name == "esc50" else None
         write_finetune_report(
@@ -427,25 +356,9 @@ class FinetuneAudioRecipe:
             metric="mAP" if self.multilabel else "accuracy", mode=cfg.mode,
         )  # fmt: skip
 
-    def cleanup(self) -> None:
-        """End the trackers; print the report."""
-        self.accelerator.wait_for_everyone()
-        self.accelerator.end_training()
-        if self.accelerator.is_main_process and (self.out / "report.md").is_file():
-            print("\n" + (self.out / "report.md").read_text(), flush=True)
 
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse the command line, run every fold, clean up; returns metrics.json's content."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    preset, cfg = parse_config(Config, PRESETS, args, default="esc50", description=__doc__,
-                               notes=NOTES)  # fmt: skip
-    recipe = FinetuneAudioRecipe(cfg, preset)
-    recipe.setup()
-    result = recipe.train()
-    recipe.cleanup()
-    return result
-
+main = FinetuneAudioRecipe.main
+"""Parse the command line, run the recipe's life cycle, return what its ``train`` returns."""
 
 if __name__ == "__main__":
     main()

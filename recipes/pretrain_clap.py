@@ -34,32 +34,25 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
-import logging
 import shutil
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from clapkit.core import ContrastiveLoss
-from clapkit.data import SkippedFiles, read_manifest
+from clapkit.data import read_manifest
 from clapkit.train.checkpointing import (
-    Progress,
     full_state_dict,
     replace_folder,
-    save_checkpoint,
     save_whole_pretrained,
 )
-from clapkit.train.config import jsonable, parse_config
+from clapkit.train.config import parse_config
 from clapkit.train.contrastive import ContrastiveUpdates, build_model, flops_per_sample
 from clapkit.train.demo import fsdd_manifests
 from clapkit.train.evaluation import load_zero_shot_tasks, zero_shot_evaluate
-from clapkit.train.loaders import build_train_data, prepare_train_loader, record_keys, skip_batches
+from clapkit.train.loaders import build_train_data, prepare_train_loader, record_keys
 from clapkit.train.presets.clap import (
     NOT_IDENTITY,
     NOTES,
@@ -67,43 +60,41 @@ from clapkit.train.presets.clap import (
     pretraining_presets,
     suite_task_specs,
 )
-from clapkit.train.reporting import flatten, write_model_card, write_report
-from clapkit.train.setup import enable_grad_checkpointing, start_run
+from clapkit.train.recipe import TrainingRecipe
+from clapkit.train.reporting import write_model_card, write_report
+from clapkit.train.setup import enable_grad_checkpointing
 from clapkit.train.throughput import ThroughputMeter
 
 __all__ = ["NOTES", "PRESETS", "Config", "PretrainClapRecipe", "main", "parse_config"]
 
-logger = logging.getLogger("pretrain_clap")
-REPO = Path(__file__).resolve().parent.parent
-RECIPE = "recipes/pretrain_clap.py"
-PRESETS = pretraining_presets(fsdd_root=str(REPO / "data" / "fsdd"))
+PRESETS = pretraining_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
 
 
-class PretrainClapRecipe:
-    """One pretraining run: ``setup``, ``train`` (evaluating each epoch), ``cleanup``.
+class PretrainClapRecipe(TrainingRecipe):
+    """One pretraining run: ``setup``, ``train`` (evaluating each epoch), ``cleanup``
+    (``clapkit.train.recipe.TrainingRecipe``: run folder, resume, checkpoints, the end).
 
     Args:
         cfg: the resolved config.
         preset: the preset it started from (for the report and the model card).
     """
 
-    def __init__(self, cfg: Config, preset: str = "custom") -> None:
-        self.cfg, self.preset = cfg, preset
-        self.out = Path(cfg.output_dir)
-        self.progress, self.skipped = Progress(), SkippedFiles()
+    name, script = "pretrain_clap", "recipes/pretrain_clap.py"
+    not_identity, flush_denormal = NOT_IDENTITY, True
+    config_class, presets, default_preset, notes = Config, PRESETS, "table1-htsat22-gpt2", NOTES
+    cfg: Config
 
     # -- setup ----------------------------------------------------------------------------------
     def setup(self) -> None:
         """Accelerator, run folder, seed, data manifests, model, optimiser, loaders, resume."""
         cfg = self.cfg
-        accelerator, self.plan = start_run(cfg, ignore=NOT_IDENTITY, flush_denormal=True)
-        self.accelerator = accelerator
+        accelerator = self.start()
         self._setup_data_sources()
         records = [] if self.train_manifest is None else read_manifest(self.train_manifest)
         texts = [c for r in records for c in r.captions] + [cfg.prompt_template]
         self.model = build_model(cfg, texts)
         if cfg.grad_checkpointing:
-            logger.info("gradient checkpointing in %s", enable_grad_checkpointing(self.model))
+            self.log.info("gradient checkpointing in %s", enable_grad_checkpointing(self.model))
         self.loss_fn = ContrastiveLoss()
         frontend = self.model.audio_encoder.frontend
         data = build_train_data(
@@ -133,31 +124,13 @@ class PretrainClapRecipe:
             accelerator, self.model, self.optimizer, self.loss_fn,
             accumulate_negatives=cfg.accumulate_negatives, max_grad_norm=cfg.max_grad_norm,
         )  # fmt: skip
-        accelerator.register_for_checkpointing(self.scheduler, self.progress, self.skipped)
-        if self.plan.resume_from is not None:
-            accelerator.load_state(str(self.plan.resume_from))
-            logger.info("resumed from %s at epoch %d, step %d", self.plan.resume_from,
-                        self.progress.epoch, self.progress.step)  # fmt: skip
-        self.resolved = {
-            **dataclasses.asdict(cfg),
-            "preset": self.preset,
-            "train_manifest": self.train_manifest,
-            "eval_manifest": self.eval_manifests,
-            "eval_task": self.eval_tasks,
-            "gradient_accumulation_steps": self.updates.micro_steps,
-            "accumulate_negatives": self.updates.full_negatives,
-            "num_processes": accelerator.num_processes,
-            "flops_per_sample": self.flops_per_sample,
-        }
-        if accelerator.is_main_process:
-            (self.out / "config.json").write_text(self._config_json())
-        if cfg.log_with != "none":
-            config = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                      for k, v in dataclasses.asdict(cfg).items()}  # fmt: skip
-            accelerator.init_trackers("pretrain_clap", config=config)
-
-    def _config_json(self) -> str:
-        return json.dumps(jsonable(self.resolved), indent=2)
+        self.resume(self.scheduler)
+        self.write_config(
+            train_manifest=self.train_manifest, eval_manifest=self.eval_manifests,
+            eval_task=self.eval_tasks, gradient_accumulation_steps=self.updates.micro_steps,
+            accumulate_negatives=self.updates.full_negatives,
+            flops_per_sample=self.flops_per_sample,
+        )  # fmt: skip
 
     def _setup_data_sources(self) -> None:
         cfg = self.cfg
@@ -186,20 +159,13 @@ class PretrainClapRecipe:
         )
         batches = self._batches_per_epoch()
         steps_per_epoch = None if batches is None else -(-batches // updates.micro_steps)
-        bar = tqdm(
-            total=None if steps_per_epoch is None else cfg.epochs * steps_per_epoch,
-            initial=progress.step, unit="step", disable=not accelerator.is_local_main_process,
-            dynamic_ncols=True,
-        )  # fmt: skip
+        bar = self.progress_bar(None if steps_per_epoch is None else cfg.epochs * steps_per_epoch)
         started = time.perf_counter()
         meter = ThroughputMeter(self.flops_per_sample)
         rank = accelerator.process_index
         while progress.epoch < cfg.epochs:
             epoch = progress.epoch
-            self.train_data.set_epoch(epoch)
-            self.train_loader.set_epoch(epoch)
-            self.skipped.set_epoch(epoch)
-            loader = skip_batches(accelerator, self.train_loader, progress.batches_in_epoch)
+            loader = self.epoch_batches(self.train_data, self.train_loader)
             self.model.train()
             meter.reset()
             meter.start()
@@ -212,14 +178,12 @@ class PretrainClapRecipe:
                         break
                 else:
                     meter.batch_arrived()
-                    progress.batches_in_epoch += 1
-                    self.skipped.update(batch["skipped"])
                     record_keys(batch, epoch=epoch, rank=rank)
                     sizes = accelerator.gather(
                         torch.tensor([batch["waveform"].shape[0]], device=accelerator.device)
                     )
                     if int(sizes.min()) < 2:  # every clip of a micro-batch was bad on some rank
-                        logger.warning("skipping a micro-batch with sizes %s", sizes.tolist())
+                        self.log.warning("skipping a micro-batch with sizes %s", sizes.tolist())
                         meter.micro_step_done()
                         continue
                     samples += int(sizes.sum())
@@ -236,22 +200,18 @@ class PretrainClapRecipe:
                 progress.step += 1
                 progress.step_losses.append(loss.item())
                 speed, samples = meter.step_done(samples), 0
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
                 scalars = {"loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"],
                            "logit_scale": self._logit_scale(), **speed.as_dict(),
                            "skipped_files": self.skipped.in_epoch(epoch)}  # fmt: skip
-                accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=progress.step)
-                if progress.step % cfg.save_every_steps == 0:
-                    self.save_checkpoint(f"step_{progress.step:08d}")
+                if self.step_done(bar, scalars, epoch=epoch):
                     meter.start()  # the save is neither data wait nor training compute
                 if cfg.max_steps is not None and progress.step >= cfg.max_steps:
                     stop = True
                     break
             if stop and batches is not None and progress.batches_in_epoch < batches:
-                logger.info("stopping at step %d (max_steps)", progress.step)
+                self.log.info("stopping at step %d (max_steps)", progress.step)
                 break
-            self._end_epoch(epoch, time.perf_counter() - started, meter.summary().as_dict())
+            self._end_epoch(time.perf_counter() - started, meter.summary().as_dict())
             if stop:
                 break
         bar.close()
@@ -264,34 +224,19 @@ class PretrainClapRecipe:
         except TypeError:  # shards without --samples-per-epoch: one pass of unknown length
             return None
 
-    def _end_epoch(self, epoch: int, seconds: float, speed: dict[str, float]) -> None:
-        accelerator, progress = self.accelerator, self.progress
-        mean_loss = torch.tensor(progress.loss_sum / max(progress.loss_count, 1),
-                                 device=accelerator.device)  # fmt: skip
-        train_loss = float(accelerator.reduce(mean_loss, "mean"))
+    def _end_epoch(self, seconds: float, speed: dict[str, float]) -> None:
         results = self.evaluate()
-        record = {
-            "epoch": epoch, "step": progress.step, "train_loss": train_loss,
-            "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds,
-            "skipped_files": self.skipped.in_epoch(epoch),
-            "skipped_files_total": self.skipped.count, **speed, **results,
-            "step_losses": list(progress.step_losses),
-        }  # fmt: skip
-        if self.skipped.in_epoch(epoch):
-            logger.warning("epoch %d skipped %d bad clips (%d over the run)", epoch,
-                           self.skipped.in_epoch(epoch), self.skipped.count)  # fmt: skip
+        record = self.epoch_record(
+            lr=self.optimizer.param_groups[0]["lr"], seconds=seconds, **speed, **results
+        )
+        train_loss = record["train_loss"]
         self.scheduler.step(results["zero_shot_score"] if self.tasks else train_loss)
-        progress.history.append(record)
-        accelerator.log({f"epoch/{k}": v for k, v in flatten(record).items()}, step=progress.step)
         score = results.get("zero_shot_score", -train_loss)
-        if progress.best is None or score > progress.best["score"]:
-            progress.best = {**record, "score": score}
+        if self.progress.best is None or score > self.progress.best["score"]:
+            self.progress.best = {**record, "score": score}
             self.save_best()
-        logger.info("epoch %d: %s", epoch, json.dumps(flatten(record)))
-        progress.epoch, progress.batches_in_epoch = epoch + 1, 0
-        progress.loss_sum, progress.loss_count, progress.step_losses = 0.0, 0, []
-        self.save_checkpoint(f"step_{progress.step:08d}_end")
-        if accelerator.is_main_process:
+        self.close_epoch(record)
+        if self.accelerator.is_main_process:
             self.write_report()
 
     def _logit_scale(self) -> float:
@@ -302,12 +247,7 @@ class PretrainClapRecipe:
         """Zero-shot score of every task and their mean (clapkit.train.evaluation)."""
         return zero_shot_evaluate(self.accelerator, self.model, self.tasks)
 
-    # -- checkpoints and outputs ----------------------------------------------------------------
-    def save_checkpoint(self, name: str) -> Path:
-        """Atomic ``accelerator.save_state`` into ``checkpoints/NAME`` with run.json and config."""
-        files = {"run.json": self.plan.run_json, "config.json": self._config_json()}
-        return save_checkpoint(self.accelerator, self.out / "checkpoints" / name, files=files)
-
+    # -- outputs --------------------------------------------------------------------------------
     def save_best(self) -> None:
         """The kept epoch's model in ``best/`` (save_pretrained + this run's card), atomically.
 
@@ -326,11 +266,11 @@ class PretrainClapRecipe:
         data = [f"training: `{self.train_manifest or cfg.train_shards}`"]
         data += [f"zero-shot evaluation: `{t.task.name}`" for t in self.tasks]
         write_model_card(  # before save_pretrained, which keeps an existing README.md
-            staged, recipe=RECIPE, preset=self.preset,
+            staged, recipe=self.script, preset=self.preset,
             model=f"audio `{cfg.audio}` + text `{cfg.text}` (size {cfg.size}), "
             f"projection {cfg.projection} to {cfg.projection_dim}, seed {cfg.seed}",
             data=data, metrics=best,
-            command=f"accelerate launch {RECIPE} --preset {self.preset} ...",
+            command=f"accelerate launch {self.script} --preset {self.preset} ...",
         )  # fmt: skip
         model = accelerator.unwrap_model(self.model)
         save_whole_pretrained(model, staged, state, tokenizer=model.text_encoder.tokenizer)
@@ -351,29 +291,9 @@ class PretrainClapRecipe:
             extra={"flops_per_sample": self.flops_per_sample},
         )  # fmt: skip
 
-    def cleanup(self) -> None:
-        """End the trackers; report skipped files and print the report."""
-        self.accelerator.end_training()
-        if not self.accelerator.is_main_process:
-            return
-        if self.skipped.count:
-            logger.warning("skipped bad clips: %s", " ".join(self.skipped.summary()))
-        if (self.out / "report.md").is_file():
-            print("\n" + (self.out / "report.md").read_text(), flush=True)
 
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse the command line, run the recipe's life cycle, return its outcome."""
-    args = sys.argv[1:] if argv is None else list(argv)
-    preset, cfg = parse_config(
-        Config, PRESETS, args, default="table1-htsat22-gpt2", description=__doc__, notes=NOTES
-    )
-    recipe = PretrainClapRecipe(cfg, preset)
-    recipe.setup()
-    result = recipe.train()
-    recipe.cleanup()
-    return result
-
+main = PretrainClapRecipe.main
+"""Parse the command line, run the recipe's life cycle, return what its ``train`` returns."""
 
 if __name__ == "__main__":
     main()

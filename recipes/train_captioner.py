@@ -28,60 +28,52 @@ mid-epoch included), TensorBoard logs.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shutil
-import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.utils import gather_object  # type: ignore[import-untyped]
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from clapkit.caption import ClapCaptioner, evaluate_captions
-from clapkit.data import ClapCollator, ManifestDataset, SkippedFiles, read_manifest
+from clapkit.data import ClapCollator, ManifestDataset, read_manifest
 from clapkit.train.captioning import build_captioner, one_caption_each
 from clapkit.train.checkpointing import (
-    Progress,
     full_state_dict,
     replace_folder,
-    save_checkpoint,
     save_whole_pretrained,
 )
-from clapkit.train.config import jsonable, parse_config
 from clapkit.train.demo import fsdd_manifests
 from clapkit.train.presets.captioning import NOT_IDENTITY, PRESET_NOTES, Config, captioning_presets
-from clapkit.train.reporting import flatten, write_report
-from clapkit.train.setup import start_run
+from clapkit.train.recipe import TrainingRecipe
+from clapkit.train.reporting import write_report
 
-logger = logging.getLogger("train_captioner")
-REPO = Path(__file__).resolve().parent.parent
-PRESETS = captioning_presets(fsdd_root=str(REPO / "data" / "fsdd"))
+PRESETS = captioning_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
 
 
-class TrainCaptionerRecipe:
+class TrainCaptionerRecipe(TrainingRecipe):
     """The captioner's life cycle: ``setup``, ``train`` (with ``evaluate`` and
-    ``save_checkpoint`` each epoch), ``cleanup``; ``setup`` resumes when ``--resume`` is given.
+    ``save_checkpoint`` each epoch), ``cleanup`` (``clapkit.train.recipe.TrainingRecipe``);
+    ``setup`` resumes when ``--resume`` is given.
 
     Args:
         cfg: the resolved settings.
         preset: the preset's name (recorded in the report).
     """
 
-    def __init__(self, cfg: Config, preset: str = "audiocaps") -> None:
-        self.cfg, self.preset = cfg, preset
-        self.out = Path(cfg.output_dir)
-        self.progress, self.skipped = Progress(), SkippedFiles()
+    name, script = "train_captioner", "recipes/train_captioner.py"
+    not_identity = NOT_IDENTITY
+    config_class, presets, default_preset, notes = Config, PRESETS, "audiocaps", PRESET_NOTES
+    cfg: Config
 
     def setup(self) -> None:
         """Accelerator, run folder, data, model, optimiser and schedule; then the resume."""
         cfg = self.cfg
-        accelerator, plan = start_run(cfg, ignore=NOT_IDENTITY)
-        self.accelerator = accelerator
-        self.run_json = plan.run_json
+        accelerator = self.start()
         train_manifest, test_manifest = cfg.train_manifest, cfg.test_manifest
         if cfg.fsdd_root is not None:
             train_manifest, test_manifest = fsdd_manifests(
@@ -116,25 +108,8 @@ class TrainCaptionerRecipe:
         prepared = accelerator.prepare(captioner, optimizer, loader)
         self.model, self.optimizer, self.train_loader = prepared
         self.captioner: ClapCaptioner = accelerator.unwrap_model(self.model)
-        accelerator.register_for_checkpointing(self.scheduler, self.progress, self.skipped)
-        if plan.resume_from is not None:
-            accelerator.load_state(str(plan.resume_from))
-            p = self.progress
-            logger.info(
-                "resumed from %s: epoch %d, step %d, batch %d of the epoch", plan.resume_from,
-                p.epoch, p.step, p.batches_in_epoch,
-            )  # fmt: skip
-        if accelerator.is_main_process:
-            resolved = {
-                **jsonable(cfg), "preset": self.preset, "train_manifest": train_manifest,
-                "test_manifest": test_manifest,
-                "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
-                "num_processes": accelerator.num_processes,
-            }  # fmt: skip
-            (self.out / "config.json").write_text(json.dumps(resolved, indent=2))
-        if cfg.log_with != "none":
-            config = {k: str(v) for k, v in jsonable(cfg).items()}
-            accelerator.init_trackers("train_captioner", config=config)
+        self.resume(self.scheduler)
+        self.write_config(train_manifest=train_manifest, test_manifest=test_manifest)
 
     def train(self) -> dict[str, Any]:
         """Every remaining epoch: updates, a checkpoint every ``save_every_steps``, then the
@@ -143,64 +118,34 @@ class TrainCaptionerRecipe:
         steps_per_epoch = math.ceil(
             len(self.train_loader) / accelerator.gradient_accumulation_steps
         )
-        bar = tqdm(
-            total=cfg.epochs * steps_per_epoch, initial=progress.step, unit="step",
-            disable=not accelerator.is_local_main_process,
-        )  # fmt: skip
+        bar = self.progress_bar(cfg.epochs * steps_per_epoch)
         while progress.epoch < cfg.epochs:
             epoch, started = progress.epoch, time.perf_counter()
-            self.train_set.set_epoch(epoch)
-            self.train_loader.set_epoch(epoch)  # the seedable sampler's order of this epoch
-            self.skipped.set_epoch(epoch)
-            loader = self.train_loader
-            if progress.batches_in_epoch:  # resumed mid-epoch: the rest of the same order
-                loader = accelerator.skip_first_batches(loader, progress.batches_in_epoch)
             self.model.train()
-            for batch in loader:
-                progress.batches_in_epoch += 1
-                self.skipped.update(batch["skipped"])
-                if not batch["captions"]:
-                    continue
-                with accelerator.accumulate(self.model), accelerator.autocast():
-                    ids = self.captioner.tokenize_captions(
-                        batch["captions"], max_tokens=cfg.max_caption_tokens
-                    )
-                    loss = self.model(batch["waveform"], **ids).loss
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm:
-                        accelerator.clip_grad_norm_(self.captioner.parameters(), cfg.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad()
-                progress.loss_sum += loss.item()  # in Progress: a resumed epoch averages all
-                progress.loss_count += 1
-                if not accelerator.sync_gradients:
+            for batch in self.epoch_batches(self.train_set, self.train_loader, needs="captions"):
+                loss = self.micro_step(
+                    partial(self.caption_loss, batch), max_grad_norm=cfg.max_grad_norm
+                )
+                if loss is None:
                     continue
                 self.scheduler.step()
-                progress.step += 1
-                progress.step_losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-                accelerator.log(
-                    {"train/loss": loss.item(), "train/lr": self.scheduler.get_last_lr()[0]},
-                    step=progress.step,
-                )
-                if progress.step % cfg.save_every_steps == 0:
-                    self.save_checkpoint(f"step_{progress.step:08d}")
+                lr = float(self.scheduler.get_last_lr()[0])
+                self.step_done(bar, {"loss": loss.item(), "lr": lr}, epoch=epoch)
             self.end_epoch(epoch, started)
         bar.close()
         return {"epochs": progress.history, "best": progress.best}
 
+    def caption_loss(self, batch: dict[str, Any]) -> Any:
+        """The captioning loss of a batch (cross-entropy on its caption tokens)."""
+        ids = self.captioner.tokenize_captions(
+            batch["captions"], max_tokens=self.cfg.max_caption_tokens
+        )
+        return self.model(batch["waveform"], **ids).loss
+
     def end_epoch(self, epoch: int, started: float) -> None:
         """The epoch's record (train loss, test metrics), ``best/``, its end checkpoint."""
-        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
-        mean = torch.tensor(
-            progress.loss_sum / max(progress.loss_count, 1), device=accelerator.device
-        )
-        record: dict[str, Any] = {"epoch": epoch, "step": progress.step,
-                                  "train_loss": float(accelerator.reduce(mean, "mean")),
-                                  "lr": self.scheduler.get_last_lr()[0],
-                                  "skipped_files": self.skipped.in_epoch(epoch),
-                                  "skipped_files_total": self.skipped.count}  # fmt: skip
+        cfg, progress = self.cfg, self.progress
+        record = self.epoch_record(lr=self.scheduler.get_last_lr()[0])
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             scores, missing, examples = self.evaluate()
             record[self.task], record["missing_metrics"] = scores, missing
@@ -208,17 +153,8 @@ class TrainCaptionerRecipe:
                 progress.best = {**record, "score": scores["score"]}
                 self.save_best(examples)
         record["seconds"] = time.perf_counter() - started
-        record["step_losses"] = list(progress.step_losses)
-        if self.skipped.in_epoch(epoch):
-            logger.warning("epoch %d skipped %d bad clips (%d over the run)", epoch,
-                           self.skipped.in_epoch(epoch), self.skipped.count)  # fmt: skip
-        progress.history.append(record)
-        accelerator.log({f"epoch/{k}": v for k, v in flatten(record).items()}, step=progress.step)
-        logger.info("epoch %d: %s", epoch, json.dumps(flatten(record)))
-        progress.epoch, progress.batches_in_epoch = epoch + 1, 0
-        progress.loss_sum, progress.loss_count, progress.step_losses = 0.0, 0, []
-        self.save_checkpoint(f"step_{progress.step:08d}_end")
-        if accelerator.is_main_process:
+        self.close_epoch(record)
+        if self.accelerator.is_main_process:
             history, best = progress.history, progress.best
             write_report(self.out, title="train_captioner report", summary=self.summary(),
                          history=history, best=best, skipped=self.skipped, score_column=None,
@@ -269,37 +205,17 @@ class TrainCaptionerRecipe:
         replace_folder(staged, self.out / "best")
         (self.out / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
 
-    def save_checkpoint(self, name: str) -> None:
-        """Atomic ``accelerator.save_state`` (model, optimiser, RNG, sampler, scheduler,
-        progress, skipped files) as ``checkpoints/NAME``, with ``run.json`` beside it."""
-        files = {"run.json": self.run_json}
-        folder = save_checkpoint(self.accelerator, self.out / "checkpoints" / name, files=files)
-        logger.info("checkpoint saved: %s", folder.name)
-
     def summary(self) -> list[str]:
         """The report's lines under its heading."""
         cfg = self.cfg
         return [
             f"Preset `{self.preset}`, size {cfg.size}, seed {cfg.seed}; test set `{self.task}`.",
-            f"Command: `accelerate launch recipes/train_captioner.py {' '.join(sys.argv[1:])}`",
+            f"Command: `{self.command()}`",
         ]
 
-    def cleanup(self) -> None:
-        """End the trackers and the process group."""
-        self.accelerator.wait_for_everyone()
-        self.accelerator.end_training()
 
-
-def main(argv: list[str]) -> dict[str, Any]:
-    """Parse the command line, train, clean up; returns metrics.json's epochs and best."""
-    preset, cfg = parse_config(Config, PRESETS, argv, default="audiocaps", description=__doc__,
-                               notes=PRESET_NOTES)  # fmt: skip
-    recipe = TrainCaptionerRecipe(cfg, preset)
-    recipe.setup()
-    result = recipe.train()
-    recipe.cleanup()
-    return result
-
+main = TrainCaptionerRecipe.main
+"""Parse the command line, run the recipe's life cycle, return what its ``train`` returns."""
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

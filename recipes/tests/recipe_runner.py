@@ -122,3 +122,26 @@ def kill_when(
         child.wait()
         stderr.seek(0)
         return stderr.read()
+
+
+def kill_during_save(recipe: str, args: list[str], step: int, *, hold: float) -> list[str]:
+    """Run ``recipe`` as a plain script saving a checkpoint every step, each save held open
+    ``hold`` seconds before its completion marker, and SIGKILL it while step ``step``'s
+    checkpoint is being written (a crash mid-epoch, mid-save).
+
+    Args:
+        recipe: the recipe's file name.
+        args: its arguments, ``--output-dir OUT`` included.
+        step: the optimizer step whose save is cut off.
+        hold: seconds each save waits before its marker.
+
+    Returns:
+        The command (without ``--save-every-steps``), to run it again.
+    """
+    from clapkit.train.checkpointing import SLOW_SAVE_ENV
+
+    command = [sys.executable, str(RECIPES / recipe), *args]
+    out = Path(args[args.index("--output-dir") + 1])
+    partial = out / "checkpoints" / f".step_{step:08d}.partial" / "model.safetensors"
+    kill_when([*command, "--save-every-steps", "1"], partial, extra_env={SLOW_SAVE_ENV: str(hold)})
+    return command

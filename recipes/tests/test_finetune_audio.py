@@ -18,12 +18,12 @@ import torch
 from safetensors.torch import load_file
 
 from clapkit.data import ManifestDataset, read_manifest
-from clapkit.train.checkpointing import SLOW_SAVE_ENV
+from clapkit.train.config import parse_config
 from clapkit.train.demo import DIGITS
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import finetune_audio  # noqa: E402
-from recipe_runner import RECIPES, kill_when, launch, run_failing  # noqa: E402
+from recipe_runner import RECIPES, kill_during_save, launch, run_failing  # noqa: E402
 
 FSDD = RECIPES.parent / "data" / "fsdd"
 QUIET = ("--preset", "smoke", "--log-with", "none")
@@ -94,7 +94,7 @@ def test_presets_say_what_the_paper_does() -> None:
         (),
     )
     assert finetune_audio.PAPER_ESC50 == (96.70, 98.25)
-    preset, cfg = finetune_audio.parse_config(
+    preset, cfg = parse_config(
         finetune_audio.Config, finetune_audio.PRESETS,
         [*QUIET, "--mode", "linear-probe", "--mixup-alpha", "0.4", "--test-folds", "theo"],
         default="esc50",
@@ -180,17 +180,8 @@ def test_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> No
     finetune_audio.main([*SMALL, "--output-dir", str(whole)])
     # SIGKILL in the second fold (updates 9-16), mid-epoch, while update 11's checkpoint is
     # being written (every update saved, each save held open before its completion marker)
-    command = [
-        sys.executable,
-        str(RECIPES / "finetune_audio.py"),
-        *SMALL,
-        "--output-dir",
-        str(parts),
-    ]
-    kill_when(
-        [*command, "--save-every-steps", "1"],
-        parts / "checkpoints" / ".step_00000011.partial" / "model.safetensors",
-        extra_env={SLOW_SAVE_ENV: "0.3"},
+    command = kill_during_save(
+        "finetune_audio.py", [*SMALL, "--output-dir", str(parts)], 11, hold=0.3
     )
     assert not (parts / "checkpoints" / "step_00000011").exists()
     refused = run_failing([*command, "--resume", "latest", "--mode", "linear-probe"])

@@ -1,0 +1,325 @@
+"""The life cycle every clapkit training recipe shares (torchtune's recipe interface).
+
+A recipe is a subclass of :class:`TrainingRecipe` that fills in ``setup`` (model, optimiser,
+data), ``train`` (returns its outcome) and ``evaluate``; what every training run does the same
+way lives here: the run's start (threads, accelerator, logging, run folder, seed), the resolved
+config written beside the checkpoints, the resume, atomic checkpoints with the run's identity,
+and the end (trackers closed, skipped files named, the report printed). ``main`` is one call::
+
+    class MyRecipe(TrainingRecipe):
+        name, script, not_identity = "my_recipe", "recipes/my_recipe.py", NOT_IDENTITY
+        config_class, presets, default_preset, notes = Config, PRESETS, "paper", NOTES
+
+        def setup(self) -> None:
+            accelerator = self.start()
+            ...  # model, optimiser, loaders -> accelerator.prepare(...)
+            self.resume(scheduler)           # registered for checkpointing, then load_state
+            self.write_config(task="...")   # config.json + trackers
+
+        def train(self) -> dict[str, Any]: ...
+        def evaluate(self) -> dict[str, Any]: ...
+
+    if __name__ == "__main__":
+        MyRecipe.main()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from clapkit.data import SkippedFiles
+from clapkit.train.checkpointing import Progress, save_checkpoint
+from clapkit.train.config import jsonable, parse_config
+from clapkit.train.setup import start_run
+
+__all__ = ["TrainingRecipe"]
+
+
+class TrainingRecipe:
+    """What a training recipe does the same way as the others; subclasses add the training.
+
+    Class attributes (set by each recipe):
+        name: the recipe's name (tracker project, log lines), e.g. ``"pretrain_clap"``.
+        script: the file that launches it, e.g. ``"recipes/pretrain_clap.py"`` (reports, cards).
+        config_class: its frozen config dataclass; presets: name -> config; default_preset:
+            the one used without ``--preset``; notes: name -> a line for ``--help`` (the
+            paper's numbers it reproduces).
+        not_identity: config fields a resume may change (where it writes, how it logs, when it
+            stops); every other field must match the checkpoint's run.
+        flush_denormal: ``torch.set_flush_denormal(True)`` at the start (CPU speed with
+            near-silent padding).
+
+    Attributes:
+        cfg: the resolved config (a frozen dataclass).
+        preset: the preset it started from.
+        out: the run folder (``cfg.output_dir``).
+        progress: the run's position (epoch, step, history, best), checkpointed.
+        skipped: the bad files skipped so far (per epoch and in total), checkpointed.
+        accelerator: set by :meth:`start`.
+        model, optimizer: the prepared model and optimizer (set by the recipe's ``setup``).
+        plan: the run folder's plan (``resume_from``, ``run_json``), set by :meth:`start`.
+        resolved: what ``config.json`` holds, set by :meth:`write_config`.
+    """
+
+    name: ClassVar[str] = "recipe"
+    script: ClassVar[str] = "recipes/recipe.py"
+    config_class: ClassVar[type] = object
+    presets: ClassVar[Mapping[str, Any]] = {}
+    default_preset: ClassVar[str] = ""
+    notes: ClassVar[Mapping[str, str]] = {}
+    not_identity: ClassVar[Collection[str]] = ()
+    flush_denormal: ClassVar[bool] = False
+
+    def __init__(self, cfg: Any, preset: str = "custom") -> None:
+        self.cfg, self.preset = cfg, preset
+        self.out = Path(cfg.output_dir)
+        self.progress, self.skipped = Progress(), SkippedFiles()
+        self.resolved: dict[str, Any] = {}
+        self.accelerator: Any = None
+        self.plan: Any = None
+        self.model: Any = None  # the prepared model and optimizer (micro_step)
+        self.optimizer: Any = None
+
+    @property
+    def log(self) -> logging.Logger:
+        """The recipe's logger (named after it)."""
+        return logging.getLogger(self.name)
+
+    # -- the life cycle a recipe fills in -------------------------------------------------------
+    def setup(self) -> None:
+        """Start the run (:meth:`start`), build model, optimiser and data, :meth:`resume`."""
+        raise NotImplementedError
+
+    def train(self) -> Any:
+        """Train to the end; return the run's outcome (what ``main`` returns)."""
+        raise NotImplementedError
+
+    def evaluate(self) -> Any:
+        """Score the current model."""
+        raise NotImplementedError
+
+    # -- what every recipe does the same way ----------------------------------------------------
+    def start(self) -> Any:
+        """Threads, the accelerator, logging, the run folder (refused, moved aside or resumed:
+        ``clapkit.train.runs``) and the seed; returns the accelerator."""
+        self.accelerator, self.plan = start_run(
+            self.cfg, ignore=self.not_identity, flush_denormal=self.flush_denormal
+        )
+        return self.accelerator
+
+    def resume(self, *stateful: Any) -> None:
+        """Register ``stateful`` objects (schedulers, run state) with the progress and skipped
+        files for checkpointing, then load the checkpoint the run resumes from, if any.
+
+        Call after ``accelerator.prepare``: ``load_state`` restores the prepared model,
+        optimiser and loaders too.
+        """
+        accelerator = self.accelerator
+        accelerator.register_for_checkpointing(*stateful, self.progress, self.skipped)
+        if self.plan.resume_from is None:
+            return
+        accelerator.load_state(str(self.plan.resume_from))
+        p = self.progress
+        self.log.info(
+            "%s resumed from %s: epoch %d, step %d, batch %d of the epoch",
+            self.name, self.plan.resume_from, p.epoch, p.step, p.batches_in_epoch,
+        )  # fmt: skip
+
+    def write_config(self, **extra: Any) -> None:
+        """``config.json`` (the config, the preset, the process count, accumulation and
+        ``extra``) on the main process, and the trackers (unless ``--log-with none``)."""
+        accelerator = self.accelerator
+        self.resolved = {
+            **jsonable(self.cfg), "preset": self.preset,
+            "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
+            "num_processes": accelerator.num_processes, **jsonable(extra),
+        }  # fmt: skip
+        if accelerator.is_main_process:
+            (self.out / "config.json").write_text(json.dumps(self.resolved, indent=2))
+        if getattr(self.cfg, "log_with", "none") != "none":
+            config = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                      for k, v in dataclasses.asdict(self.cfg).items()}  # fmt: skip
+            accelerator.init_trackers(self.name, config=config)
+
+    def progress_bar(self, total: int | None) -> Any:
+        """A tqdm bar of optimizer steps (``total`` over the run, None if unknown), starting
+        at the run's step, shown by the local main process only."""
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
+
+        return tqdm(
+            total=total, initial=self.progress.step, unit="step", dynamic_ncols=True,
+            disable=not self.accelerator.is_local_main_process,
+        )  # fmt: skip
+
+    def epoch_batches(
+        self, dataset: Any, loader: Any, *, needs: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The current epoch's batches from where the run stands, each counted in the progress.
+
+        The dataset (its crops), the loader (its sampler's order) and the skipped-file count
+        are set to the epoch; after a mid-epoch resume the batches already trained on are
+        passed over (``clapkit.train.loaders.skip_batches``), so the epoch goes on as an
+        unbroken run's would. Each batch's skipped files are counted; a batch whose ``needs``
+        entry is empty (every clip of it was bad) is counted and not yielded.
+
+        Args:
+            dataset: the training dataset (``set_epoch``).
+            loader: the prepared training loader (``set_epoch``).
+            needs: a batch key that must be non-empty (``"captions"``, ``"labels"``).
+        """
+        from clapkit.train.loaders import skip_batches
+
+        p = self.progress
+        dataset.set_epoch(p.epoch)
+        loader.set_epoch(p.epoch)
+        self.skipped.set_epoch(p.epoch)
+        for batch in skip_batches(self.accelerator, loader, p.batches_in_epoch):
+            p.batches_in_epoch += 1
+            self.skipped.update(batch["skipped"])
+            if needs is None or len(batch[needs]):
+                yield batch
+
+    def micro_step(self, compute_loss: Callable[[], Any], *, max_grad_norm: float | None) -> Any:
+        """One micro-batch under accelerate's gradient accumulation: ``compute_loss()`` (under
+        autocast), backward, and at the accumulation's end gradient clipping to
+        ``max_grad_norm``, the optimizer step and zeroed gradients.
+
+        The loss joins the epoch's mean (``progress``, checkpointed: a resumed epoch averages
+        all its losses); an optimizer step counts a step and keeps its loss.
+
+        Returns:
+            The loss when the optimizer stepped, else None (more micro-batches to come).
+        """
+        accelerator, p = self.accelerator, self.progress
+        with accelerator.accumulate(self.model), accelerator.autocast():
+            loss = compute_loss()
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and max_grad_norm:
+                accelerator.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        p.loss_sum += loss.item()
+        p.loss_count += 1
+        if not accelerator.sync_gradients:
+            return None
+        p.step += 1
+        p.step_losses.append(loss.item())
+        return loss
+
+    def step_done(self, bar: Any, scalars: Mapping[str, float], **shown: Any) -> bool:
+        """After an optimizer step: the bar moves (showing ``shown`` and the loss), the
+        trackers get ``train/<scalar>`` and every ``save_every_steps`` steps a checkpoint is
+        saved. Call on every process.
+
+        Args:
+            bar: the run's :meth:`progress_bar`.
+            scalars: the step's figures; ``loss`` is required.
+            shown: what the bar shows beside the loss (epoch, fold...).
+
+        Returns:
+            Whether a checkpoint was saved (its time is neither data wait nor compute).
+        """
+        step = self.progress.step
+        bar.update(1)
+        bar.set_postfix(**shown, loss=f"{scalars['loss']:.3f}")
+        self.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
+        if step % self.cfg.save_every_steps:
+            return False
+        self.save_checkpoint(f"step_{step:08d}")
+        return True
+
+    def epoch_record(self, **fields: Any) -> dict[str, Any]:
+        """The record of the epoch that ends: epoch, step, its mean training loss over the
+        processes (a resumed epoch's too), ``fields``, the files skipped in it and over the
+        run, and each update's loss. Call on every process.
+
+        Args:
+            fields: the recipe's own entries (learning rate, seconds, throughput, scores...).
+        """
+        import torch
+
+        p, accelerator = self.progress, self.accelerator
+        mean = torch.tensor(p.loss_sum / max(p.loss_count, 1), device=accelerator.device)
+        return {
+            "epoch": p.epoch, "step": p.step,
+            "train_loss": float(accelerator.reduce(mean, "mean")), **fields,
+            "skipped_files": self.skipped.in_epoch(p.epoch),
+            "skipped_files_total": self.skipped.count, "step_losses": list(p.step_losses),
+        }  # fmt: skip
+
+    def close_epoch(self, record: dict[str, Any], *, checkpoint: bool = True) -> None:
+        """``record`` (from :meth:`epoch_record`) joins the history, the trackers
+        (``epoch/...``) and the log; the progress moves to the next epoch and, with
+        ``checkpoint``, the epoch's end checkpoint is saved. Call on every process."""
+        from clapkit.train.reporting import flatten
+
+        p = self.progress
+        epoch = p.epoch
+        if self.skipped.in_epoch(epoch):
+            self.log.warning("epoch %d skipped %d bad clips (%d over the run)", epoch,
+                             self.skipped.in_epoch(epoch), self.skipped.count)  # fmt: skip
+        p.history.append(record)
+        self.accelerator.log({f"epoch/{k}": v for k, v in flatten(record).items()}, step=p.step)
+        labels = {k: v for k, v in record.items() if isinstance(v, str)}  # e.g. the fold
+        self.log.info("epoch %d: %s", epoch, json.dumps({**labels, **flatten(record)}))
+        p.epoch, p.batches_in_epoch = epoch + 1, 0
+        p.loss_sum, p.loss_count, p.step_losses = 0.0, 0, []
+        if checkpoint:
+            self.save_checkpoint(f"step_{p.step:08d}_end")
+
+    def save_checkpoint(self, name: str) -> Path:
+        """Atomic ``accelerator.save_state`` (model, optimiser, RNG, samplers, what
+        :meth:`resume` registered) as ``checkpoints/NAME``, with ``run.json`` and
+        ``config.json`` beside it. Call on every process."""
+        files = {"run.json": self.plan.run_json, "config.json": json.dumps(self.resolved, indent=2)}
+        folder = save_checkpoint(self.accelerator, self.out / "checkpoints" / name, files=files)
+        self.log.info("checkpoint saved: %s", folder.name)
+        return folder
+
+    def command(self) -> str:
+        """The command line that launched the run (for reports and model cards)."""
+        return f"accelerate launch {self.script} {' '.join(sys.argv[1:])}".rstrip()
+
+    def cleanup(self) -> None:
+        """End the trackers and the process group's work; on the main process name the files
+        skipped over the run and print ``report.md``."""
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        if not accelerator.is_main_process:
+            return
+        if self.skipped.count:
+            self.log.warning("skipped bad clips: %s", " ".join(self.skipped.summary()))
+        report = self.out / "report.md"
+        if report.is_file():
+            print("\n" + report.read_text(), flush=True)
+
+    @classmethod
+    def main(cls, argv: Sequence[str] | None = None) -> Any:
+        """Parse ``--preset NAME`` and the overrides, then ``setup``, ``train``, ``cleanup``.
+
+        The presets are the class's ``presets`` (``default_preset`` without ``--preset``),
+        ``--help`` shows the recipe module's docstring and ``notes``.
+
+        Args:
+            argv: the command line without the program name (None: ``sys.argv[1:]``).
+
+        Returns:
+            What ``train`` returned.
+        """
+        args = sys.argv[1:] if argv is None else list(argv)
+        doc = sys.modules[cls.__module__].__doc__
+        preset, cfg = parse_config(cls.config_class, cls.presets, args,
+                                   default=cls.default_preset, description=doc,
+                                   notes=cls.notes)  # fmt: skip
+        recipe = cls(cfg, preset)
+        recipe.setup()
+        result = recipe.train()
+        recipe.cleanup()
+        return result

@@ -1,0 +1,179 @@
+"""TrainingRecipe: a recipe written on it trains, records, checkpoints and resumes exactly."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader, Dataset
+
+from clapkit.data import SkippedItem
+from clapkit.train.checkpointing import find_checkpoint
+from clapkit.train.recipe import TrainingRecipe
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig:
+    """The fields a TrainingRecipe reads, plus the toy's own."""
+
+    output_dir: str = "runs/toy"
+    epochs: int = 3
+    lr: float = 0.05
+    global_batch_size: int = 8
+    batch_size: int = 4
+    max_grad_norm: float | None = 1.0
+    save_every_steps: int = 2
+    stop_at_step: int | None = None
+    """Raise after this optimizer step (a crash in the middle of an epoch)."""
+    mixed_precision: str = "no"
+    log_with: str = "none"
+    torch_threads: int | None = None
+    seed: int = 0
+    resume: str | None = None
+    resume_force: bool = False
+    overwrite: bool = False
+
+
+class Crash(RuntimeError):
+    """The toy run's simulated crash."""
+
+
+class NoisyLine(Dataset):
+    """y = 3 x - 1 with noise drawn per epoch; every 5th item is a 'bad file' (skipped)."""
+
+    def __init__(self, n: int = 40) -> None:
+        self.x = torch.linspace(-1, 1, n).unsqueeze(1)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        noise = torch.randn(1, generator=torch.Generator().manual_seed(1000 * self.epoch + i))
+        return {"x": self.x[i], "y": 3 * self.x[i] - 1 + 0.1 * noise, "bad": i % 5 == 4,
+                "name": f"clip{i}.wav"}  # fmt: skip
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    good = [it for it in items if not it["bad"]]
+    return {
+        "x": torch.stack([it["x"] for it in good]) if good else torch.zeros(0, 1),
+        "y": torch.stack([it["y"] for it in good]) if good else torch.zeros(0, 1),
+        "labels": [1] * len(good),
+        "skipped": [SkippedItem(it["name"], it["name"], "not audio") for it in items if it["bad"]],
+    }
+
+
+class ToyRecipe(TrainingRecipe):
+    """A whole recipe in ~30 lines: what a new recipe writes on top of TrainingRecipe."""
+
+    name, script = "toy", "recipes/toy.py"
+    not_identity = ("output_dir", "resume", "resume_force", "overwrite", "stop_at_step")
+    config_class, presets, default_preset = ToyConfig, {"toy": ToyConfig()}, "toy"
+    cfg: ToyConfig
+
+    def setup(self) -> None:
+        accelerator = self.start()
+        self.data = NoisyLine()
+        loader = DataLoader(self.data, batch_size=self.cfg.batch_size, shuffle=True,
+                            collate_fn=collate, generator=torch.Generator().manual_seed(0))  # fmt: skip
+        model = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Dropout(0.2),
+                                    torch.nn.Linear(8, 1))  # fmt: skip
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.cfg.lr)
+        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        self.resume()
+        self.write_config(toy=True)
+
+    def train(self) -> list[dict[str, Any]]:
+        bar = self.progress_bar(None)
+        while self.progress.epoch < self.cfg.epochs:
+            self.model.train()
+            for batch in self.epoch_batches(self.data, self.loader, needs="labels"):
+                loss = self.micro_step(
+                    lambda b=batch: torch.nn.functional.mse_loss(self.model(b["x"]), b["y"]),
+                    max_grad_norm=self.cfg.max_grad_norm,
+                )
+                if loss is not None:
+                    self.step_done(bar, {"loss": loss.item()}, epoch=self.progress.epoch)
+                    if self.progress.step == self.cfg.stop_at_step:
+                        raise Crash
+            self.close_epoch(self.epoch_record(**self.evaluate()))
+        return self.progress.history
+
+    def evaluate(self) -> dict[str, float]:
+        with torch.no_grad():
+            x = torch.linspace(-1, 1, 9).unsqueeze(1)
+            return {"test_mse": float(((self.model(x) - (3 * x - 1)) ** 2).mean())}
+
+
+def run(out: Path, *args: str) -> list[dict[str, Any]]:
+    return ToyRecipe.main(["--output-dir", str(out), *args])
+
+
+def test_a_recipe_on_the_base_trains_records_and_checkpoints(tmp_path: Path) -> None:
+    history = run(tmp_path / "run")
+    assert [e["epoch"] for e in history] == [0, 1, 2]
+    # 40 items in batches of 4, two micro-batches an update: 5 updates an epoch
+    assert [e["step"] for e in history] == [5, 10, 15]
+    assert history[-1]["test_mse"] < history[0]["test_mse"]
+    # every 5th item is bad: 8 skipped per epoch, named and counted per epoch and in total
+    assert [(e["skipped_files"], e["skipped_files_total"]) for e in history] == [
+        (8, 8), (8, 16), (8, 24),
+    ]  # fmt: skip
+    assert all(len(e["step_losses"]) == 5 for e in history)
+    assert history[0]["train_loss"] == pytest.approx(
+        sum(history[0]["step_losses"]) / 5, rel=0.5
+    )  # the mean over micro-batches, not over updates
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["preset"], config["toy"], config["num_processes"]) == ("toy", True, 1)
+    assert config["gradient_accumulation_steps"] == 2
+    names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert names == [
+        "step_00000002", "step_00000004", "step_00000005_end", "step_00000006",
+        "step_00000008", "step_00000010", "step_00000010_end", "step_00000012",
+        "step_00000014", "step_00000015_end",
+    ]  # fmt: skip
+    for name in ("run.json", "config.json", "COMPLETE"):
+        assert (tmp_path / "run" / "checkpoints" / "step_00000005_end" / name).is_file()
+
+
+def test_a_crashed_run_resumes_to_the_weights_of_an_unbroken_one(tmp_path: Path) -> None:
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    expected = run(whole)
+    # crash after step 7 (epoch 1, between the checkpoints of steps 6 and 8; dropout and the
+    # shuffled order depend on the RNG states and the sampler the checkpoint restores)
+    with pytest.raises(Crash):
+        run(parts, "--stop-at-step", "7")
+    assert find_checkpoint(parts / "checkpoints").name == "step_00000006"
+    kept = (parts / "checkpoints" / "step_00000006" / "COMPLETE").read_text()  # holds the save's time
+    resumed = run(parts, "--resume", "latest")
+    # it went on from step 6: a run started over would have saved step 6 again
+    assert (parts / "checkpoints" / "step_00000006" / "COMPLETE").read_text() == kept
+    final = "checkpoints/step_00000015_end/model.safetensors"
+    a, b = load_file(whole / final), load_file(parts / final)
+    for name, tensor in a.items():
+        assert b[name].equal(tensor), name
+    drop = ("step_losses",)
+    assert [{k: v for k, v in e.items() if k not in drop} for e in resumed] == [
+        {k: v for k, v in e.items() if k not in drop} for e in expected
+    ]
+    # the resumed epoch keeps the update losses of before the crash
+    assert resumed[1]["step_losses"] == expected[1]["step_losses"]
+
+
+def test_epoch_batches_count_and_filter(tmp_path: Path) -> None:
+    recipe = ToyRecipe(ToyConfig(output_dir=str(tmp_path / "run")), "toy")
+    recipe.setup()
+    yielded = list(recipe.epoch_batches(recipe.data, recipe.loader, needs="labels"))
+    assert recipe.progress.batches_in_epoch == 10  # every batch counted, yielded or not
+    assert sum(len(b["labels"]) for b in yielded) == 32
+    assert recipe.skipped.in_epoch(0) == 8
+    recipe.cleanup()

@@ -37,6 +37,8 @@ PACKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "training": ("clapkit-training", ()),
 }
 PYTEST_BASE = ("-q", "-p", "no:cacheprovider")
+# pytest-xdist: a worker per CPU core, each test file whole on one worker
+PARALLEL = ("-n", "auto", "--dist", "loadfile")
 
 
 def _sync(session: nox.Session, *args: str) -> None:
@@ -96,11 +98,15 @@ def robustness(session: nox.Session) -> None:
 
 @nox.session
 def recipes(session: nox.Session) -> None:
-    """Each recipe on its tiny preset under accelerate, resume included."""
+    """Each recipe on its tiny preset under accelerate, resume included.
+
+    The tests run the recipes in subprocesses of one thread each; pytest-xdist runs one test
+    file per CPU core at a time (a file's tests share its fixtures' runs).
+    """
     if not any((ROOT / "recipes/tests").glob("test_*.py")):
         session.skip("no recipe has tests yet")
     _sync(session, "--all-packages", "--all-extras", "--group", "test", "--group", "recipes")
-    _pytest(session, "recipes/tests")
+    _pytest(session, *PARALLEL, "recipes/tests")
 
 
 @nox.session

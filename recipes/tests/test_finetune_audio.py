@@ -2,7 +2,8 @@
 
 Runs are shared through module fixtures and, where no new process is needed, run in this
 process (``finetune_audio.main``): a process start costs ~10 s of imports on a loaded CI core.
-The ``accelerate launch`` run is the two-process one (``ddp_run``).
+Under ``accelerate launch``: the uninterrupted run of the resume test (one process) and
+``ddp_run`` (two processes).
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def test_full_fine_tuning_beats_zero_shot_and_the_linear_probe(
 
 def test_run_killed_mid_epoch_resumes_to_identical_weights(tmp_path: Path) -> None:
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    finetune_audio.main([*SMALL, "--output-dir", str(whole)])
+    launch("finetune_audio.py", *SMALL, "--output-dir", str(whole))  # one process
     # SIGKILL in the second fold (updates 9-16), mid-epoch, while update 11's checkpoint is
     # being written (every update saved, each save held open before its completion marker)
     command = kill_during_save(

@@ -1,12 +1,16 @@
-"""The bad-audio corpus: every kind of bad file, through ``embed_audio``, ``zero_shot`` and the CLI.
+"""The bad-audio corpus: every kind of bad file, through ``embed_audio``, ``zero_shot``, the CLI,
+a training manifest and tar shards.
 
 Each bad file must be refused with an ``AudioLoadError`` (a ``ValueError``) whose message names
 the file and the problem; files that are unusual but valid (silent, another sample rate, several
-channels) must embed to finite vectors equal to their well-formed equivalent.
+channels) must embed to finite vectors equal to their well-formed equivalent. A training set
+skips each bad file by name (a cut tar shard: the rest of the shard) and keeps every good clip.
 """
 
 from __future__ import annotations
 
+import re
+import tarfile
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +24,15 @@ import torchaudio
 from clapkit.audio import AudioLoadError, load_audio
 from clapkit.core import ClapModel
 from clapkit.core.cli import main as clapkit_cli
+from clapkit.data import (
+    ClapCollator,
+    ManifestDataset,
+    ManifestRecord,
+    ShardDataset,
+    SkippedFiles,
+    SkippedItem,
+    write_shards,
+)
 
 RATE = 8000
 
@@ -55,7 +68,7 @@ def _zero_frames(path: Path) -> None:
 
 
 # name -> (how to write it, the file's suffix, what the message must say)
-BAD: dict[str, tuple[Callable[[Path], None], str, str]] = {
+BAD: dict[str, tuple[Callable[[Path], object], str, str]] = {
     "empty": (lambda p: p.write_bytes(b""), ".wav", "file is empty (0 bytes)"),
     "text": (lambda p: p.write_text("hello, I am not audio\n" * 20), ".wav", "not an audio file"),
     "png": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200)), ".png", "not an audio"),
@@ -168,3 +181,81 @@ def test_cli_names_each_kind_of_bad_file(
         assert problem in err, (case, err)
         assert "Traceback" not in err
     assert not (tmp_path / "out.safetensors").exists()  # nothing half-written
+
+
+def _corpus(folder: Path) -> tuple[list[Path], dict[Path, str]]:
+    """Two good clips and every bad file of ``BAD`` (in ``folder``), and each bad file's problem."""
+    folder.mkdir()
+    good = [folder / "good_a.wav", folder / "good_b.flac"]
+    sf.write(good[0], _tone(), RATE, subtype="FLOAT")
+    sf.write(good[1], _tone(2.0), RATE, format="FLAC")
+    bad = {}
+    for case, (write, suffix, problem) in sorted(BAD.items()):
+        path = folder / f"{case.replace(' ', '_')}{'.wav' if suffix == '.png' else suffix}"
+        write(path)
+        bad[path] = problem
+    return good, bad
+
+
+def test_a_training_set_skips_each_bad_file_by_name_and_keeps_the_rest(
+    tmp_path: Path, model: ClapModel
+) -> None:
+    frontend = model.frontend
+    good, bad = _corpus(tmp_path / "clips")
+    paths = [good[0], *bad, good[1]]
+    records = [ManifestRecord(audio=p, captions=("a tone",), key=p.stem) for p in paths]
+    train = ManifestDataset(records, frontend, train=True)  # training skips by default
+    batch = ClapCollator()([train[i] for i in range(len(train))])
+    assert batch["keys"] == ["good_a", "good_b"]  # nothing else lost
+    assert batch["waveform"].shape == (2, frontend.clip_samples)
+    assert torch.isfinite(batch["waveform"]).all()
+    reasons = {item.source: item.reason for item in batch["skipped"]}
+    assert set(reasons) == {str(p) for p in bad}
+    for path, problem in bad.items():
+        assert problem in reasons[str(path)], (path, reasons[str(path)])
+    tally = SkippedFiles()
+    tally.update(batch["skipped"])
+    head, *lines = tally.summary()
+    assert head == f"{len(bad)} skips over 1 epoch (epoch 0: {len(bad)}) of {len(bad)} files:"
+    assert all(any(f"`{p}`" in line for line in lines) for p in bad)
+    # asked to stop on a bad file instead, it names the file
+    strict = ManifestDataset(records, frontend, train=True, on_error="raise")
+    with pytest.raises(AudioLoadError, match=f"^{re.escape(str(paths[1]))}: "):
+        [strict[i] for i in range(len(strict))]
+
+
+def test_tar_shards_skip_a_bad_member_or_the_rest_of_a_cut_shard(
+    tmp_path: Path, model: ClapModel
+) -> None:
+    good, bad = _corpus(tmp_path / "clips")
+    records = [ManifestRecord(audio=p, captions=("a tone",), key=p.stem) for p in [*good, *bad]]
+    (shard,) = write_shards(records, tmp_path / "shards", samples_per_shard=len(records))
+    items = list(ShardDataset(shard, model.frontend, train=False, on_error="skip"))
+    assert [i["key"] for i in items if isinstance(i, dict)] == ["good_a", "good_b"]
+    skipped = {i.source: i.reason for i in items if isinstance(i, SkippedItem)}
+    assert set(skipped) == {f"{shard}:{p.stem}" for p in bad}
+    for path, problem in bad.items():
+        if path.stem != "empty":  # a member of 0 bytes reads as "no bytes given"
+            assert problem in skipped[f"{shard}:{path.stem}"], path
+        assert skipped[f"{shard}:{path.stem}"].startswith(f"AudioLoadError: {shard}:{path.stem}: ")
+    # a shard cut off at a member boundary (where tarfile stops without a word) or inside a
+    # member: the clips before the cut are kept, the rest of the shard is skipped by name
+    whole = shard.read_bytes()
+    boundary = _member_offset(shard, "good_b.json")  # good_b's caption is cut off
+    for cut, problem in [
+        (boundary, f"cut off or corrupt after byte {boundary}: no end-of-archive block"),
+        (boundary + 700, "unexpected end of data"),
+    ]:
+        shard.write_bytes(whole[:cut])
+        items = list(ShardDataset(shard, model.frontend, train=False, on_error="skip"))
+        assert [i["key"] for i in items if isinstance(i, dict)] == ["good_a"], cut
+        assert isinstance(items[-1], SkippedItem)
+        assert (items[-1].source, items[-1].reason[: len(problem)]) == (str(shard), problem)
+        with pytest.raises(ValueError, match=re.escape(f"{shard}: unreadable shard ({problem}")):
+            list(ShardDataset(shard, model.frontend, train=False))
+
+
+def _member_offset(shard: Path, name: str) -> int:
+    """Byte offset of member ``name``'s header in a tar file."""
+    with tarfile.open(shard) as tar:
+        return next(m.offset for m in tar.getmembers() if m.name == name)

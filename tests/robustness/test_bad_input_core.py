@@ -5,18 +5,23 @@ that existing files are untouched after a failed call."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 import torch
 
+from clapkit.audio import AudioLoadError
 from clapkit.caption import ClapCaptioner
 from clapkit.core import ClapModel
+from clapkit.core import cli as cli_module
 from clapkit.core.cli import main as clapkit_cli
-from clapkit.core.metrics import mean_average_precision
+from clapkit.core.metrics import accuracy, f1_score, mean_average_precision, retrieval_metrics
+from clapkit.data import ManifestDataset, ManifestError
 
 
 @pytest.mark.parametrize(
@@ -126,19 +131,18 @@ def test_cli_exits_quietly_when_the_reader_closes_the_pipe(model_folder: Path, c
 
 
 def test_readmes_random_init_example_runs_offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    from transformers import BertConfig
-
-    from clapkit.core import build_clap
-    from clapkit.text.corpus import train_tokenizer
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    tokenizer = train_tokenizer("bert", ["a dog barks in the rain", "a siren wails"])
-    model = build_clap(
-        audio="cnn14",
-        text="bert",
-        projection_dim=1024,
-        text_kwargs={"config": BertConfig(vocab_size=len(tokenizer)), "tokenizer": tokenizer},
-    )
+    # the README's own lines, run with the hub switched off (the constant huggingface_hub and
+    # transformers read; the environment variable is read only once, at import)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    usage = readme.split("## Usage", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    header = usage.splitlines()[1]
+    assert header == "from clapkit.core import ClapModel, build_clap"
+    example = usage[usage.index("# any encoder pair of the paper's ablation, random init") :]
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    namespace: dict[str, object] = {}
+    exec(compile(header + "\n" + example, "README.md", "exec"), namespace)
+    model = namespace["model"]
+    assert isinstance(model, ClapModel)
     assert model.embed_text(["a dog barks"]).shape == (1, 1024)
 
 
@@ -184,3 +188,164 @@ def test_an_over_long_text_is_cut_with_a_warning_a_user_can_read(model: ClapMode
     assert "end marker ' <|endoftext|>' (what the 'eot' pooling reads)" in message
     assert embeds.shape == (2, 8)
     assert torch.isfinite(embeds).all()
+
+
+def _with_inf(length: int, at: int) -> torch.Tensor:
+    wave = torch.zeros(length)
+    wave[at] = float("inf")
+    return wave
+
+
+@pytest.mark.parametrize(
+    ("audio", "error", "message"),
+    [
+        (torch.full((800,), float("nan")), AudioLoadError,
+         r"^audio item 0 \(\[800\] tensor\): contains 800 non-finite samples \(NaN or inf\), "
+         r"the first at sample 0$"),
+        ([torch.zeros(800), _with_inf(800, 10)], AudioLoadError,
+         r"^audio item 1 \(\[800\] tensor\): contains 1 non-finite samples .* at sample 10$"),
+        (torch.stack([torch.zeros(800), _with_inf(800, 5)]), AudioLoadError,
+         r"^audio item 1 .* the first at sample 5$"),
+        ([torch.zeros(800), torch.zeros(0)], ValueError,
+         r"^audio item 1 is an empty waveform \(0 samples\)$"),
+        (None, TypeError,
+         r"^audio must be a waveform tensor, a path, bytes or a list of those, got NoneType$"),
+    ],
+    ids=["nan", "inf in a list", "inf in a batch", "empty in a list", "none"],
+)  # fmt: skip
+def test_bad_waveforms_are_named_by_index(
+    model: ClapModel, audio: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        model.embed_audio(audio)  # type: ignore[arg-type]
+    with pytest.raises(error, match=message):  # before any prompt is embedded or any clip
+        model.zero_shot(audio, ["one", "two"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("texts", [None, b"a dog barks", 7])
+def test_texts_that_are_not_a_list_of_strings(model: ClapModel, texts: object) -> None:
+    kind = type(texts).__name__
+    with pytest.raises(TypeError, match=rf"^texts must be a str or a list of str, got {kind}$"):
+        model.embed_text(texts)  # type: ignore[arg-type]
+
+
+def test_metrics_refuse_nan_scores_naming_the_first() -> None:
+    scores = torch.tensor([[0.9, 0.1], [0.2, 0.8], [float("nan"), 0.3]])
+    multi_hot = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    message = r"^scores hold 1 NaN value\(s\), the first at \[2, 0\]: NaN scores cannot be ranked"
+    with pytest.raises(ValueError, match=message):
+        mean_average_precision(scores, multi_hot)
+    with pytest.raises(ValueError, match=message):
+        accuracy(scores, torch.tensor([0, 1, 0]))
+    with pytest.raises(ValueError, match=message):
+        f1_score(scores, multi_hot)
+    with pytest.raises(
+        ValueError, match=r"^similarity hold 1 NaN value\(s\), the first at \[2, 0\]"
+    ):
+        retrieval_metrics(scores, torch.tensor([0, 1]))
+    # -inf is a score that ranks last, not an error
+    assert accuracy(scores.nan_to_num(float("-inf")), torch.tensor([0, 1, 1])) == 1.0
+
+
+@pytest.mark.parametrize("name", ["bestt", "runs/bestt"])
+def test_a_name_that_is_neither_a_local_folder_nor_on_the_hub(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "runs/bestt" could be a hub repo id: the hub is asked (offline here), and the error says
+    # both that no such local folder exists and what the hub answered
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    message = re.escape(f"no local folder {name} (from {tmp_path}), and fetching it as a hub ")
+    message += "repo failed: LocalEntryNotFoundError"
+    with pytest.raises(FileNotFoundError, match=message):
+        ClapModel.from_pretrained(name)
+    with pytest.raises(FileNotFoundError, match=message):
+        ClapCaptioner.from_pretrained(name)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(FileNotFoundError, match=message):  # the hub's arguments still reach it
+        ClapModel.from_pretrained(name, local_files_only=True)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"audio": None}, r"bad ClapConfig: unknown fields \[\], missing fields \['audio'\]"),
+        ({"colour": "red"}, r"bad ClapConfig: unknown fields \['colour'\]"),
+        ({"projection_dropout": 2}, r"projection_dropout must be in \[0, 1\), got 2"),
+    ],
+)
+def test_a_config_json_that_is_not_a_clapkit_config_is_named(
+    model_folder: Path, tmp_path: Path, edit: dict[str, object], message: str
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(model_folder, broken)
+    config = json.loads((broken / "config.json").read_text())
+    config.update(edit)
+    config = {k: v for k, v in config.items() if v is not None}
+    (broken / "config.json").write_text(json.dumps(config))
+    before = {p.name: p.read_bytes() for p in broken.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match=f"^{re.escape(str(broken / 'config.json'))}: {message}"):
+        ClapModel.from_pretrained(broken)
+    assert {p.name: p.read_bytes() for p in broken.iterdir() if p.is_file()} == before
+
+
+def test_cli_refuses_an_output_folder_that_does_not_exist_before_embedding(
+    model_folder: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "nowhere" / "embeddings.npy"
+    bad = tmp_path / "not_audio.wav"
+    bad.write_text("not audio")  # would fail later: the folder is named first
+    status = clapkit_cli(["embed", str(model_folder), str(clip), str(bad), "-o", str(out)])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert f"no folder {out.parent} to write embeddings.npy in" in err
+    assert str(bad) not in err
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_cli_keeps_the_old_output_when_writing_the_new_one_fails(
+    model_folder: Path,
+    clip: Path,
+    tmp_path: Path,
+    suffix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / f"embeddings{suffix}"
+    out.write_bytes(b"an earlier result")
+
+    def half_written(path: object) -> None:
+        Path(str(path)).write_bytes(b"half a fil")
+        raise OSError(28, "No space left on device")
+
+    if suffix == ".npy":
+        monkeypatch.setattr(cli_module.np, "save", lambda file, array: half_written(file))
+    else:
+        monkeypatch.setattr(
+            cli_module, "save_file", lambda tensors, file, metadata=None: half_written(file)
+        )
+    status = clapkit_cli(["embed", str(model_folder), str(clip), "-o", str(out)])
+    assert status == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no partial file left
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"caption": ""}, "'caption' is blank ('')"),
+        ({"caption": ["a man says seven", "  "]}, "'caption'[1] is blank ('  ')"),
+        ({"caption": "seven", "labels": ["seven", ""]}, "'labels'[1] is blank ('')"),
+        ({"caption": None}, "'caption' must be a string or a list of strings, got None"),
+        ({"caption": [7]}, "'caption' must be a string or a list of strings, got [7]"),
+    ],
+)
+def test_a_manifest_line_with_a_blank_or_non_text_caption_is_named(
+    model: ClapModel, clip: Path, tmp_path: Path, fields: dict[str, object], problem: str
+) -> None:
+    manifest = tmp_path / "train.jsonl"
+    lines = [{"audio": str(clip), "caption": "a man says seven"}, {"audio": "b.wav", **fields}]
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(ManifestError, match=f"^{re.escape(f'{manifest}:2: {problem}')}$"):
+        ManifestDataset(manifest, model.frontend, train=True)

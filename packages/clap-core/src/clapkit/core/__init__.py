@@ -39,6 +39,7 @@ from clapkit.core.metrics import (
 )
 from clapkit.core.model import ClapModel, ClapOutput, build_clap
 from clapkit.core.pretrained import (
+    HUB_ARGUMENTS,
     PretrainedFolder,
     check_pretrained_source,
     load_pretrained_weights,
@@ -75,6 +76,7 @@ from clapkit.core.state_dict import (
 )
 
 __all__ = [
+    "HUB_ARGUMENTS",
     "LONG_AUDIO_MODES",
     "AudioInput",
     "CheckpointError",

@@ -79,6 +79,8 @@ def _embed(args: argparse.Namespace) -> None:
         raise SystemExit(
             f"clapkit embed: output must end in .npy or .safetensors, got {args.output}"
         )
+    if not args.output.parent.is_dir():  # said before any audio is embedded
+        raise FileNotFoundError(f"no folder {args.output.parent} to write {args.output.name} in")
     model = _load(args)
     progress = False if args.quiet else None
     if args.text:
@@ -92,11 +94,17 @@ def _embed(args: argparse.Namespace) -> None:
             progress=progress,
         )
     embeds = embeds.float().cpu()
-    if suffix == ".npy":
-        np.save(args.output, embeds.numpy())
-    else:
-        metadata = {"inputs": json.dumps(args.inputs)}
-        save_file({"embeddings": embeds.contiguous()}, args.output, metadata=metadata)
+    # written beside the output, then renamed over it: an earlier file is replaced whole or kept
+    partial = args.output.with_name(f".{args.output.stem}.partial{suffix}")
+    try:
+        if suffix == ".npy":
+            np.save(partial, embeds.numpy())
+        else:
+            metadata = {"inputs": json.dumps(args.inputs)}
+            save_file({"embeddings": embeds.contiguous()}, partial, metadata=metadata)
+        os.replace(partial, args.output)
+    finally:
+        partial.unlink(missing_ok=True)
     print(f"wrote {tuple(embeds.shape)} embeddings to {args.output}", file=sys.stderr)
 
 

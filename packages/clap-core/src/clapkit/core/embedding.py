@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -101,8 +101,11 @@ class ClapInference(nn.Module):
             One embedding per item. Shape ``[n, projection_dim]`` (on the model's device).
 
         Raises:
-            clapkit.audio.AudioLoadError: naming a file that cannot be decoded.
-            ValueError: for bad shapes, an empty input or an unknown ``long_audio``.
+            clapkit.audio.AudioLoadError: naming a file that cannot be decoded, or a waveform
+                holding NaN or inf (by its index).
+            ValueError: for bad shapes, an empty input or waveform, or an unknown
+                ``long_audio``.
+            TypeError: ``audio`` or one of its items is of another type.
         """
         was_training = self.training
         self.eval()
@@ -141,10 +144,16 @@ class ClapInference(nn.Module):
             Shape ``[n, projection_dim]``, in input order.
 
         Raises:
-            TypeError: an item is not a string (its index named).
+            TypeError: ``texts`` is neither a string nor a list of them, or an item is not a
+                string (its index named).
             ValueError: for an empty list or ``batch_size < 1``.
         """
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        if isinstance(texts, str):
+            texts = [texts]
+        elif isinstance(texts, Iterable) and not isinstance(texts, (bytes, bytearray)):
+            texts = list(texts)
+        else:
+            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
         if not texts:
             raise ValueError("no texts given (empty list)")
         for index, text in enumerate(texts):  # before sorting by length, which needs str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +47,10 @@ class RetrievalHits:
 
 
 def as_audio_items(audio: AudioInput) -> list[AudioItem]:
-    """Split an `embed_audio` input into items (one waveform or one file each).
+    """Split an `embed_audio` input into items (one waveform or one file each), checking each.
+
+    Waveforms are checked here, before any file is decoded or any model runs: an empty one or
+    one holding NaN or inf is refused by its index (files are checked by ``load_audio``).
 
     Args:
         audio: a waveform ``[t]``, a batch ``[b, t]``, a path/bytes, or a list of those.
@@ -56,18 +59,26 @@ def as_audio_items(audio: AudioInput) -> list[AudioItem]:
         The items in order.
 
     Raises:
-        ValueError: for tensors of another rank or an empty input.
-        TypeError: for items of another type.
+        clapkit.audio.AudioLoadError: a waveform with non-finite samples (``audio item i``).
+        ValueError: for tensors of another rank, an empty waveform or an empty input.
+        TypeError: for an input or items of another type.
     """
     if isinstance(audio, Tensor):
         if audio.ndim == 1:
-            return [audio]
-        if audio.ndim == 2:
-            return list(audio.unbind(0))
-        raise ValueError(f"audio tensor must be [t] or [b, t], got shape {tuple(audio.shape)}")
-    if isinstance(audio, (str, bytes, os.PathLike)):
+            items: list[AudioItem] = [audio]
+        elif audio.ndim == 2:
+            items = list(audio.unbind(0))
+        else:
+            raise ValueError(f"audio tensor must be [t] or [b, t], got shape {tuple(audio.shape)}")
+    elif isinstance(audio, (str, bytes, os.PathLike)):
         return [audio]
-    items = list(audio)
+    elif isinstance(audio, Iterable):
+        items = list(audio)
+    else:
+        raise TypeError(
+            "audio must be a waveform tensor, a path, bytes or a list of those, "
+            f"got {type(audio).__name__}"
+        )
     if not items:
         raise ValueError("no audio given (empty list)")
     for index, item in enumerate(items):
@@ -76,9 +87,24 @@ def as_audio_items(audio: AudioInput) -> list[AudioItem]:
                 raise ValueError(
                     f"audio item {index} must be a [t] waveform, got {tuple(item.shape)}"
                 )
+            if item.numel() == 0:
+                raise ValueError(f"audio item {index} is an empty waveform (0 samples)")
+            _check_finite(item, index)
         elif not isinstance(item, (str, bytes, os.PathLike)):
             raise TypeError(f"audio item {index} is a {type(item).__name__}, not a path or tensor")
     return items
+
+
+def _check_finite(wave: Tensor, index: int) -> None:
+    """Refuse a waveform holding NaN or inf: its embedding would be NaN without a word."""
+    finite = torch.isfinite(wave)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        first = int((~finite).nonzero()[0, 0])
+        raise import_encoder_package("clapkit.audio").AudioLoadError(
+            f"audio item {index} ([{wave.shape[0]}] tensor)",
+            f"contains {bad} non-finite samples (NaN or inf), the first at sample {first}",
+        )
 
 
 def clip_windows(wave: Tensor, clip_samples: int, fill: str, long_audio: str) -> Tensor:
@@ -216,9 +242,11 @@ def embed_audio_input(
         One (unnormalised) embedding per item. Shape ``[n, d]``.
 
     Raises:
-        clapkit.audio.AudioLoadError: naming a file that cannot be decoded.
-        ValueError: for bad shapes, an empty input, ``batch_size < 1`` or an unknown
-            ``long_audio``.
+        clapkit.audio.AudioLoadError: naming a file that cannot be decoded, or a waveform
+            holding NaN or inf (by its index).
+        ValueError: for bad shapes, an empty input or waveform, ``batch_size < 1`` or an
+            unknown ``long_audio``.
+        TypeError: ``audio`` or one of its items is of another type.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

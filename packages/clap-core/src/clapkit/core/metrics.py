@@ -22,6 +22,13 @@ __all__ = ["accuracy", "f1_score", "mean_average_precision", "retrieval_metrics"
 def _check_scores(scores: Tensor, name: str = "scores") -> None:
     if scores.ndim != 2:
         raise ValueError(f"{name} must be [n, c], got shape {tuple(scores.shape)}")
+    nan = torch.isnan(scores)
+    if bool(nan.any()):  # NaN sorts as largest: the metric would be a number, and wrong
+        row, column = (int(i) for i in nan.nonzero()[0])
+        raise ValueError(
+            f"{name} hold {int(nan.sum())} NaN value(s), the first at [{row}, {column}]: "
+            "NaN scores cannot be ranked (a NaN embedding or a diverged model?)"
+        )
 
 
 def accuracy(scores: Tensor, targets: Tensor) -> float:
@@ -35,7 +42,7 @@ def accuracy(scores: Tensor, targets: Tensor) -> float:
         The fraction of items whose highest-scoring class is the true one.
 
     Raises:
-        ValueError: on mismatched shapes.
+        ValueError: on mismatched shapes or NaN scores (the first one's position named).
     """
     _check_scores(scores)
     if targets.shape != scores.shape[:1]:
@@ -61,7 +68,7 @@ def mean_average_precision(scores: Tensor, targets: Tensor) -> float:
         The macro mAP.
 
     Raises:
-        ValueError: on mismatched shapes or when no class has a positive item.
+        ValueError: on mismatched shapes, NaN scores or when no class has a positive item.
     """
     _check_scores(scores)
     if targets.shape != scores.shape:
@@ -112,7 +119,8 @@ def f1_score(
         The F1 score.
 
     Raises:
-        ValueError: on mismatched shapes or if not exactly one of ``top_k``/``threshold`` is set.
+        ValueError: on mismatched shapes, NaN scores or if not exactly one of
+            ``top_k``/``threshold`` is set.
     """
     _check_scores(scores)
     if targets.shape != scores.shape:
@@ -187,7 +195,8 @@ def retrieval_metrics(
         with ``R@k`` for each ``k``, ``mAP@10`` and ``MRR@10`` in both directions.
 
     Raises:
-        ValueError: on mismatched shapes, a caption index out of range or a clip without captions.
+        ValueError: on mismatched shapes, NaN similarities, a caption index out of range or a
+            clip without captions.
     """
     _check_scores(similarity, "similarity")
     n_audio, n_text = similarity.shape

@@ -23,8 +23,11 @@ from clapkit.core.convert import (
 from clapkit.core.embedding import ClapInference
 from clapkit.core.inference import normalize as l2_normalize
 from clapkit.core.pretrained import (
+    CONFIG_FILE,
+    HUB_ARGUMENTS,
     check_pretrained_source,
     load_pretrained_weights,
+    pretrained_folder,
     read_pretrained,
     write_pretrained,
 )
@@ -288,12 +291,18 @@ class ClapModel(
 
         Raises:
             FileNotFoundError: a local-looking path that does not exist (said before any hub
-                lookup), or a folder without ``config.json`` / ``model.safetensors``.
-            ValueError: a malformed ``config.json`` (the file named).
+                lookup), an id that is neither a folder nor a hub repo that could be fetched,
+                or a folder without ``config.json`` / ``model.safetensors``.
+            ValueError: a malformed ``config.json``, or one that is not a clapkit config (the
+                file named).
             CheckpointError: missing or unexpected weights, by name.
         """
         check_pretrained_source(pretrained_model_name_or_path, what="clapkit model")
-        return super().from_pretrained(os.fspath(pretrained_model_name_or_path), **kwargs)
+        # fetched here, not by the hub mixin, whose own errors do not say that no such local
+        # folder exists either
+        hub = {name: kwargs.pop(name) for name in HUB_ARGUMENTS if name in kwargs}
+        folder = pretrained_folder(pretrained_model_name_or_path, **hub)
+        return super().from_pretrained(os.fspath(folder), **kwargs)
 
     @classmethod
     def _from_pretrained(
@@ -319,6 +328,10 @@ class ClapModel(
             local_files_only=local_files_only,
             token=token,
         )
+        try:
+            ClapConfig.from_dict(files.config)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{files.folder / CONFIG_FILE}: {error}") from error
         tokenizer = model_kwargs.pop("tokenizer", None) or files.tokenizer
         model = cls(config or files.config, tokenizer=tokenizer, **model_kwargs)
         load_pretrained_weights(model, files)

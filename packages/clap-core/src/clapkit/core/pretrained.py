@@ -22,6 +22,7 @@ from clapkit.core.state_dict import load_safetensors, load_strict
 
 __all__ = [
     "CONFIG_FILE",
+    "HUB_ARGUMENTS",
     "TOKENIZER_DIR",
     "WEIGHTS_FILE",
     "PretrainedFolder",
@@ -34,6 +35,8 @@ __all__ = [
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
+HUB_ARGUMENTS = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+"""The ``from_pretrained`` keyword arguments that `pretrained_folder` hands to the hub."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,11 @@ def pretrained_folder(
 
     Returns:
         The folder holding the files.
+
+    Raises:
+        FileNotFoundError: a local-looking path that does not exist, or an id that is neither
+            a local folder nor a hub repo that could be fetched (both said, with the hub's
+            error).
     """
     if os.path.isdir(model_id):
         return Path(model_id)
@@ -162,8 +170,8 @@ def pretrained_folder(
         )
     except Exception as error:  # the hub's many error types: say what was tried
         raise FileNotFoundError(
-            f"{model_id} is not a local folder, and fetching it as a hub repo failed: "
-            f"{type(error).__name__}: {error}"
+            f"no local folder {os.fspath(model_id)} (from {os.getcwd()}), and fetching it as a "
+            f"hub repo failed: {type(error).__name__}: {error}"
         ) from error
     return Path(folder)
 

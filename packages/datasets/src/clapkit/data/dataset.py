@@ -107,11 +107,14 @@ class ClipLoader:
         try:
             wave = load_audio(source, self.frontend.sample_rate)
         except LOAD_ERRORS as error:
+            named: Exception = error
+            if isinstance(error, AudioLoadError) and error.source != name:
+                named = AudioLoadError(name, error.cause)  # bytes: say which clip
             if self.on_error == "raise":
-                if isinstance(error, AudioLoadError) and error.source != name:
-                    raise AudioLoadError(name, error.cause) from error  # bytes: say which clip
-                raise
-            reason = f"{type(error).__name__}: {error}"
+                if named is error:
+                    raise
+                raise named from error
+            reason = f"{type(named).__name__}: {named}"
             logger.warning("skipping bad audio %s: %s", name, reason)
             if self.cache_audio:
                 self._cache[name] = reason

@@ -54,8 +54,13 @@ class ManifestRecord:
 
 def _string_tuple(value: Any, name: str, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
+        if not value.strip():  # a caption or class of nothing: a data preparation slip
+            raise ManifestError(f"{where}: {name!r} is blank ({value!r})")
         return (value,)
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        for index, item in enumerate(value):
+            if not item.strip():
+                raise ManifestError(f"{where}: {name!r}[{index}] is blank ({item!r})")
         return tuple(value)
     raise ManifestError(f"{where}: {name!r} must be a string or a list of strings, got {value!r}")
 
@@ -72,7 +77,8 @@ def parse_record(line: dict[str, Any], root: Path, where: str) -> ManifestRecord
         The record, with an absolute audio path.
 
     Raises:
-        ManifestError: a required field is missing or a field has the wrong type.
+        ManifestError: a required field is missing, a field has the wrong type, or a caption
+            or label is blank.
     """
     if not isinstance(line, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(line).__name__}")

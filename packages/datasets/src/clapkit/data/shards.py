@@ -121,7 +121,12 @@ def resolve_shards(shards: str | os.PathLike[str] | Sequence[str | os.PathLike[s
 
 
 def _samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {suffix: bytes})`` for consecutive members sharing a key."""
+    """``(key, {suffix: bytes})`` for consecutive members sharing a key.
+
+    Raises:
+        tarfile.ReadError: the shard is cut off or corrupt (also where ``tarfile`` itself would
+            just stop: a cut at a member boundary or inside a header).
+    """
     key: str | None = None
     parts: dict[str, bytes] = {}
     with tarfile.open(shard, "r") as tar:
@@ -138,8 +143,25 @@ def _samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
             handle = tar.extractfile(member)
             if dot and handle is not None:
                 parts["." + suffix.lower()] = handle.read()
-    if key is not None:
+        _check_end_of_archive(tar)
+    if key is not None:  # only now: a cut may have taken the last clip's other members
         yield key, parts
+
+
+def _check_end_of_archive(tar: tarfile.TarFile) -> None:
+    """Refuse a tar whose members stop without the zero block that ends an archive.
+
+    ``tarfile`` ends iteration quietly at a truncated or unreadable header, so a shard cut at a
+    member boundary would lose its last clips without a word.
+    """
+    assert tar.fileobj is not None  # opened from a file
+    tar.fileobj.seek(tar.offset)
+    block = tar.fileobj.read(tarfile.BLOCKSIZE)
+    if len(block) < tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
+        raise tarfile.ReadError(
+            f"cut off or corrupt after byte {tar.offset}: no end-of-archive block where the "
+            f"next member's header should be ({len(block)} bytes left there)"
+        )
 
 
 class ShardDataset(IterableDataset):

@@ -39,7 +39,7 @@ class ToyConfig:
     overwrite: bool = False
 
 
-class Crash(RuntimeError):
+class SimulatedCrashError(RuntimeError):
     """The toy run's simulated crash."""
 
 
@@ -83,8 +83,9 @@ class ToyRecipe(TrainingRecipe):
     def setup(self) -> None:
         accelerator = self.start()
         self.data = NoisyLine()
+        order = torch.Generator().manual_seed(0)
         loader = DataLoader(self.data, batch_size=self.cfg.batch_size, shuffle=True,
-                            collate_fn=collate, generator=torch.Generator().manual_seed(0))  # fmt: skip
+                            collate_fn=collate, generator=order)  # fmt: skip
         model = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Dropout(0.2),
                                     torch.nn.Linear(8, 1))  # fmt: skip
         optimizer = torch.optim.Adam(model.parameters(), lr=self.cfg.lr)
@@ -104,7 +105,7 @@ class ToyRecipe(TrainingRecipe):
                 if loss is not None:
                     self.step_done(bar, {"loss": loss.item()}, epoch=self.progress.epoch)
                     if self.progress.step == self.cfg.stop_at_step:
-                        raise Crash
+                        raise SimulatedCrashError
             self.close_epoch(self.epoch_record(**self.evaluate()))
         return self.progress.history
 
@@ -150,10 +151,12 @@ def test_a_crashed_run_resumes_to_the_weights_of_an_unbroken_one(tmp_path: Path)
     expected = run(whole)
     # crash after step 7 (epoch 1, between the checkpoints of steps 6 and 8; dropout and the
     # shuffled order depend on the RNG states and the sampler the checkpoint restores)
-    with pytest.raises(Crash):
+    with pytest.raises(SimulatedCrashError):
         run(parts, "--stop-at-step", "7")
     assert find_checkpoint(parts / "checkpoints").name == "step_00000006"
-    kept = (parts / "checkpoints" / "step_00000006" / "COMPLETE").read_text()  # holds the save's time
+    kept = (
+        parts / "checkpoints" / "step_00000006" / "COMPLETE"
+    ).read_text()  # holds the save's time
     resumed = run(parts, "--resume", "latest")
     # it went on from step 6: a run started over would have saved step 6 again
     assert (parts / "checkpoints" / "step_00000006" / "COMPLETE").read_text() == kept

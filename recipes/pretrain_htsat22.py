@@ -15,8 +15,9 @@ side of Table 1's HTSAT-22 rows: ``best/audio_encoder.safetensors`` loads strict
 ``clapkit.audio.htsat_22(weights=...)`` and ``recipes/pretrain_clap.py --audio-weights ...``.
 Front end (the paper's): 44.1 kHz, random 7 s crops, 64 mel, window 1024, hop 320, 50-8000 Hz.
 The paper gives neither the 22 tasks nor the optimiser of this stage: the task families are
-Pengi's (see `PENGI_22` and recipes/README.md), the optimiser is the paper's Adam with Pengi's
-settings where known and ours where not (each `Config` field says which).
+Pengi's, the optimiser is the paper's Adam with Pengi's settings where known and ours where not
+(settings, presets and task families: ``clapkit.train.presets.htsat22``; the model and the smoke
+data: ``clapkit.train.multitask``).
 
 The training data is a multi-task manifest (``clapkit.data.multitask``: one ``{"audio", "task",
 "prompt", "answer"}`` line per pair; build it from the datasets' training splits with
@@ -41,9 +42,8 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from accelerate.utils import gather_object, set_seed  # type: ignore[import-untyped]
@@ -58,19 +58,17 @@ from clapkit.data import (
     MultiTaskRecord,
     SkippedFiles,
     WeightedTaskSampler,
-    classification_records,
-    read_manifest,
     read_multitask_manifest,
-    write_multitask_manifest,
 )
 from clapkit.train.checkpointing import Progress, replace_folder, save_checkpoint
 from clapkit.train.config import jsonable, parse_config
-from clapkit.train.demo import (
-    SMALL_AUDIO,
-    SMALL_TEXT,
-    build_word_tokenizer,
-    fsdd_manifests,
-    speech_frontend,
+from clapkit.train.multitask import build_model, fsdd_multitask_manifests
+from clapkit.train.presets.htsat22 import (
+    NOT_IDENTITY,
+    NOTES,
+    Config,
+    htsat22_presets,
+    parse_weights,
 )
 from clapkit.train.reporting import flatten, write_report
 from clapkit.train.runs import plan_run
@@ -80,235 +78,7 @@ from clapkit.train.throughput import ThroughputMeter, count_flops
 logger = logging.getLogger("pretrain_htsat22")
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = "recipes/pretrain_htsat22.py"
-# fields that may change when a run is resumed: where it writes, how it logs, when it stops
-NOT_IDENTITY = (
-    "output_dir", "resume", "resume_force", "overwrite", "log_with", "torch_threads", "num_workers",
-    "epochs", "eval_every", "save_every_steps",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Config:
-    """Every setting of a run; defaults are the paper's HTSAT-22 (the ``pengi-22`` preset)."""
-
-    # Model
-    audio: str = "htsat-22"
-    """Audio encoder (registry name); htsat-22 = HTS-AT tiny with the paper's front end."""
-    size: Literal["full", "tiny"] = "full"
-    """tiny = the smoke model: a 2-stage HTSAT at 8 kHz, a 1-layer GPT2 with word tokens."""
-    audio_weights: str | None = None
-    """Start the encoder from these weights (e.g. HTS-AT AudioSet); None = scratch (Pengi)."""
-    spec_augment: bool = False
-    """SpecAugment in the encoder (Pengi: off)."""
-    language_model: str = "gpt2"
-    """Hub id or folder of the causal LM (frozen; the paper: GPT2 base); with size tiny, the
-    size of the random GPT2 of clapkit.train.demo (``tiny`` or ``small``)."""
-    tokenizer: str | None = None
-    """Tokenizer hub id or folder (default: the language model's)."""
-    freeze_language_model: bool = True
-    projection: Literal["msclap", "mlp", "linear"] = "msclap"
-    projection_dim: int = 1024
-    projection_dropout: float = 0.5
-    normalize_prefix: bool = True
-    """L2-normalise the projected embedding before the mapper (Pengi: yes)."""
-    prefix_length: int = 40
-    """Audio prefix tokens (Pengi: 40)."""
-    mapper: Literal["transformer", "mlp"] = "transformer"
-    """Pengi's (and clapcap's) transformer mapper, or ClipCap's MLP mapper."""
-    mapper_depth: int = 8
-    mapper_heads: int = 8
-    # Data
-    train_manifest: str | None = None
-    """Multi-task manifest (clapkit.data.multitask) of the training pairs."""
-    eval_manifest: str | None = None
-    """Multi-task manifest answered each epoch (exact-match accuracy per task)."""
-    task_weights: tuple[str, ...] = ()
-    """NAME=WEIGHT per task: its share of an epoch's draws (default: its size)."""
-    samples_per_epoch: int | None = None
-    """Draws per epoch over all processes (default: the number of training pairs)."""
-    clip_seconds: float = 7.0
-    """Training crop (paper: random 7 s segments, shorter audio padded)."""
-    max_answer_tokens: int = 77
-    """Answers cut to this many tokens, EOS included (Pengi: 77)."""
-    cache_audio: bool = False
-    on_error: Literal["skip", "raise"] = "skip"
-    num_workers: int = 4
-    fsdd_root: str | None = None
-    """Smoke data: the two FSDD tasks built from this folder (which digit, which speaker)."""
-    heldout_speaker: str = "theo"
-    fsdd_clips_per_digit: int | None = None
-    # Optimisation (Adam: the paper; the rest is ours, the paper and Pengi's code are silent)
-    epochs: int = 30
-    lr: float = 1e-4
-    warmup_steps: int = 2000
-    global_batch_size: int = 384
-    batch_size: int = 48
-    """Per-process micro-batch; accumulation = global / (batch_size * processes)."""
-    max_grad_norm: float | None = 1.0
-    # Evaluation
-    max_new_tokens: int = 16
-    eval_every: int = 1
-    # Runtime
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
-    grad_checkpointing: bool = False
-    seed: int = 0
-    output_dir: str = "runs/pretrain_htsat22"
-    save_every_steps: int = 2000
-    resume: str | None = None
-    """'latest' (the newest complete checkpoint) or a checkpoint folder of this run."""
-    resume_force: bool = False
-    overwrite: bool = False
-    log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
-    torch_threads: int | None = None
-
-
-# The 22 task families: (name, prompt, answer, training data). The paper names none of them;
-# these are Pengi's families (Deshmukh et al., arXiv 2305.11834, Table 1 prompts; "generate
-# audio caption", "generate metadata" and "this is a sound of" are in Pengi's released code,
-# the other prompts are ours in Pengi's style). A dataset that is also a Table 1 zero-shot task
-# (ESC-50, US8K, ...) trains here on its training split only; leaving such families out
-# (``--task-weights NAME=0``) keeps that column strictly zero-shot: the paper does not say.
-PENGI_22: tuple[tuple[str, str, str, str], ...] = (
-    ("audioset", "this is a sound of", "its labels", "AudioSet balanced + unbalanced train"),
-    ("fsd50k", "this is a sound of", "its labels", "FSD50K dev"),
-    ("esc50", "this is a sound of", "class", "ESC-50 (folds not tested)"),
-    ("us8k", "this is a sound of", "class", "UrbanSound8K (folds not tested)"),
-    ("dcase17-t4", "this is a sound of", "its labels", "DCASE 2017 task 4 training"),
-    ("scenes", "this acoustic scene is", "scene", "TUT2017 development, CochlScene train"),
-    ("vocalsound", "this vocal sound is", "class", "VocalSound train"),
-    ("audiocaps", "generate audio caption", "caption", "AudioCaps train"),
-    ("clotho", "generate audio caption", "caption", "Clotho development"),
-    ("metadata", "generate metadata", "description", "WavText5K, SoundDescs, MACS"),
-    ("clotho-aqa", "question: {question}", "answer", "Clotho-AQA train"),
-    ("music-genre", "this music genre is", "genre", "GTZAN (not tested), FMA"),
-    ("music-speech", "this is music or speech", "music/speech", "GTZAN music/speech"),
-    ("nsynth-instrument", "this music instrument is", "family", "NSynth train"),
-    ("nsynth-pitch", "this music note is", "pitch", "NSynth train"),
-    ("nsynth-velocity", "this music note velocity is", "velocity", "NSynth train"),
-    ("nsynth-qualities", "this music note sounds", "its qualities", "NSynth train"),
-    ("percussion", "this percussion instrument is", "class", "Beijing Opera percussion"),
-    ("emotion", "this emotion is", "emotion", "CREMA-D, RAVDESS, IEMOCAP, MSP-Podcast train"),
-    ("sentiment", "this speech sentiment is", "sentiment", "CMU-MOSI, CMU-MOSEI, MELD train"),
-    ("keyword", "this spoken word is", "keyword", "Speech Commands v2 train"),
-    ("speaker-count", "the number of speakers is", "count", "LibriCount train"),
-)
-
-PENGI22 = Config(output_dir="runs/htsat22")
-SMOKE = dataclasses.replace(
-    PENGI22, size="tiny", language_model="small", fsdd_root=str(REPO / "data" / "fsdd"),
-    fsdd_clips_per_digit=8,
-    projection_dim=32, projection_dropout=0.0, mapper="mlp", prefix_length=4,
-    freeze_language_model=False,  # a random tiny LM knows no language: train it too
-    task_weights=("digit=3", "speaker=1"), samples_per_epoch=320, clip_seconds=0.8,
-    max_answer_tokens=4, cache_audio=True, num_workers=0, epochs=6, lr=3e-3, warmup_steps=0,
-    global_batch_size=32, batch_size=16, max_new_tokens=3, mixed_precision="no",
-    output_dir="runs/htsat22-smoke", save_every_steps=4, torch_threads=1,
-)  # fmt: skip
-"""FSDD (3 speakers x 10 digits x 8 clips, two tasks: which digit, weight 3; which speaker,
-weight 1), a 2-stage HTSAT at 8 kHz (``--audio cnn14``: clapkit.train.demo's small CNN14),
-clapkit.train.demo's small GPT2 (2 layers, width 64, word tokens, trained too), 6 epochs of 10
-updates (accumulation 2). ClipCap's MLP mapper instead of Pengi's transformer: from a random
-start the transformer mapper's prefix hardly depends on the audio for the first ~100 updates
-(the loss sits at the answers' prior), longer than a CI run."""
-PRESETS = {"pengi-22": PENGI22, "smoke": SMOKE}
-NOTES = {
-    "pengi-22": f"HTSAT-22 pretraining on the {len(PENGI_22)} Pengi task families (a multi-task "
-    "manifest); its encoder feeds Table 1's HTSAT-22 rows (avg .454-.480)",
-    "smoke": "FSDD: which digit + which speaker on 3 speakers, tiny model, CPU, seconds",
-}
-
-
-def parse_weights(pairs: tuple[str, ...]) -> dict[str, float] | None:
-    """``("esc50=1", "clotho=2.5")`` -> ``{"esc50": 1.0, "clotho": 2.5}`` (``()`` -> None)."""
-    if not pairs:
-        return None
-    weights = {}
-    for pair in pairs:
-        name, _, value = pair.partition("=")
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            raise SystemExit(f"--task-weights: {pair!r} is not NAME=NUMBER") from None
-    return weights
-
-
-def fsdd_multitask_manifests(
-    root: str, out: Path, heldout_speaker: str, clips_per_digit: int | None
-) -> tuple[str, str]:
-    """The smoke data: "which digit" and "which speaker" on three FSDD speakers (train) and
-    "which digit" on the fourth (eval), built with ``clapkit.data``'s builders."""
-    train, heldout = fsdd_manifests(root, out, heldout_speaker, clips_per_digit)
-    clips = read_manifest(train)
-    speakers = [dataclasses.replace(r, labels=(str(r.extra["speaker"]),)) for r in clips]
-    records = classification_records(clips, task="digit", prompt="which digit")
-    records += classification_records(speakers, task="speaker", prompt="which speaker")
-    test = classification_records(read_manifest(heldout), task="digit", prompt="which digit")
-    paths = out / "multitask_train.jsonl", out / f"multitask_heldout_{heldout_speaker}.jsonl"
-    write_multitask_manifest(records, paths[0])
-    write_multitask_manifest(test, paths[1])
-    return str(paths[0]), str(paths[1])
-
-
-def build_model(cfg: Config, texts: list[str]) -> PrefixLanguageModel:
-    """The model of a run: the encoder (trained), the mapper, the LM (frozen unless told).
-
-    Args:
-        cfg: the settings.
-        texts: every prompt and answer (the tiny model's word vocabulary).
-
-    Returns:
-        The model; a classification head of the encoder is frozen (no loss reaches it; kept so
-        that the file loads strictly as ``htsat_22``, and DDP sees no unused parameter).
-    """
-    from transformers import AutoModelForCausalLM, GPT2Config
-
-    from clapkit.audio import cnn14_encoder, htsat_encoder
-    from clapkit.caption import mlp_mapper, transformer_mapper
-    from clapkit.core import create_audio_encoder
-
-    if cfg.size == "tiny":
-        encoder: Any = (
-            cnn14_encoder(
-                frontend=speech_frontend(cfg.clip_seconds), **SMALL_AUDIO["cnn14"]["small"]
-            )
-            if cfg.audio == "cnn14"
-            else htsat_encoder(
-                frontend=speech_frontend(cfg.clip_seconds), spec_size=80, embed_dim=32,
-                depths=(1, 1), num_heads=(2, 4), window_size=5, num_classes=0,
-                spec_augment=cfg.spec_augment, drop_path_rate=0.0,
-            )
-        )  # fmt: skip
-        tokenizer: Any = build_word_tokenizer(texts)
-        lm: Any = GPT2Config(
-            vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id, **SMALL_TEXT[cfg.language_model],
-        )  # fmt: skip
-        width = lm.n_embd
-    else:
-        encoder = create_audio_encoder(
-            cfg.audio, weights=cfg.audio_weights, spec_augment=cfg.spec_augment
-        )
-        tokenizer = cfg.tokenizer or cfg.language_model
-        lm = AutoModelForCausalLM.from_pretrained(cfg.language_model)
-        width = int(lm.config.hidden_size)
-    mapper: Any = (
-        mlp_mapper(embed_dim=cfg.projection_dim, prefix_length=cfg.prefix_length, width=width)
-        if cfg.mapper == "mlp"
-        else transformer_mapper(
-            embed_dim=cfg.projection_dim, prefix_length=cfg.prefix_length, width=width,
-            depth=cfg.mapper_depth, num_heads=cfg.mapper_heads,
-        )
-    )  # fmt: skip
-    model = PrefixLanguageModel.build(
-        audio_encoder=encoder, mapper=mapper, language_model=lm, tokenizer=tokenizer,
-        projection=cfg.projection, projection_dim=cfg.projection_dim,
-        projection_dropout=cfg.projection_dropout, normalize_embedding=cfg.normalize_prefix,
-        freeze_language_model=cfg.freeze_language_model,
-    )  # fmt: skip
-    head = getattr(model.audio_encoder, "head", None)
-    if isinstance(head, torch.nn.Module):  # after build: set_frozen switches the encoder on
-        head.requires_grad_(False)
-    return model
+PRESETS = htsat22_presets(fsdd_root=str(REPO / "data" / "fsdd"))
 
 
 class PretrainHtsat22Recipe:

@@ -25,10 +25,18 @@ from clapkit.caption import PrefixLanguageModel
 from clapkit.core import create_audio_encoder
 from clapkit.data import read_multitask_manifest
 from clapkit.train.demo import DIGITS
+from clapkit.train.multitask import build_model
+from clapkit.train.presets.htsat22 import (
+    NOTES,
+    PENGI22,
+    PENGI_22,
+    SMOKE,
+    htsat22_presets,
+    parse_weights,
+)
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
-import pretrain_htsat22  # noqa: E402
-from recipe_runner import RECIPES, kill_when, launch  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipe_runner import RECIPES, kill_when, launch
 
 FSDD = RECIPES.parent / "data" / "fsdd" / "recordings"
 TRAIN_SPEAKERS, HELDOUT = ("jackson", "nicolas", "yweweler"), "theo"
@@ -50,7 +58,7 @@ def metrics_of(out: Path) -> dict:
 
 
 def test_paper_preset_is_the_papers_setting() -> None:
-    cfg = pretrain_htsat22.PRESETS["pengi-22"]
+    cfg = htsat22_presets()["pengi-22"]
     assert (cfg.audio, cfg.size, cfg.language_model, cfg.freeze_language_model) == (
         "htsat-22", "full", "gpt2", True,
     )  # fmt: skip
@@ -62,12 +70,12 @@ def test_paper_preset_is_the_papers_setting() -> None:
         44100, 1024, 320, 64,
     )  # fmt: skip
     assert (frontend.fmin, frontend.fmax) == (50.0, 8000.0)
-    families = pretrain_htsat22.PENGI_22
+    families = PENGI_22
     assert len(families) == len({f[0] for f in families}) == 22
-    assert "22 Pengi task families" in pretrain_htsat22.NOTES["pengi-22"]
-    assert pretrain_htsat22.parse_weights(("a=1", "b=2.5")) == {"a": 1.0, "b": 2.5}
+    assert "22 Pengi task families" in NOTES["pengi-22"]
+    assert parse_weights(("a=1", "b=2.5")) == {"a": 1.0, "b": 2.5}
     with pytest.raises(SystemExit, match="'a:1' is not NAME=NUMBER"):
-        pretrain_htsat22.parse_weights(("a:1",))
+        parse_weights(("a:1",))
 
 
 def test_smoke_trains_and_writes_its_outputs(smoke: Path) -> None:
@@ -142,7 +150,7 @@ def test_probe_on_the_pretrained_encoder_beats_the_random_one(smoke: Path) -> No
     texts = [t for r in read_multitask_manifest(smoke / "data" / "multitask_train.jsonl")
              for t in (r.prompt, r.answer)]  # fmt: skip
     set_seed(0)  # the recipe's seed before it builds the model: its very initial weights
-    initial = pretrain_htsat22.build_model(pretrain_htsat22.SMOKE, texts).audio_encoder
+    initial = build_model(SMOKE, texts).audio_encoder
     pretrained = load_audio_encoder(smoke / "best" / "audio_encoder.safetensors")
     random_accuracy, trained_accuracy = probe_accuracy(initial), probe_accuracy(pretrained)
     print(f"\nprobe on {HELDOUT}: random {random_accuracy:.2f}, pretrained {trained_accuracy:.2f}")
@@ -163,10 +171,10 @@ def test_paper_size_encoder_file_loads_strictly_in_both_loaders(tmp_path: Path) 
     lm = tmp_path / "lm"
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=64)).save_pretrained(lm)
     cfg = dataclasses.replace(
-        pretrain_htsat22.PENGI22, language_model=str(lm), mapper_depth=1, mapper_heads=2,
+        PENGI22, language_model=str(lm), mapper_depth=1, mapper_heads=2,
         tokenizer=str(RECIPES.parent / "data" / "reference" / "tokenizers" / "gpt2"),
     )  # fmt: skip
-    encoder = pretrain_htsat22.build_model(cfg, []).audio_encoder
+    encoder = build_model(cfg, []).audio_encoder
     assert all(not p.requires_grad for p in encoder.head.parameters())  # no loss reaches it
     with torch.no_grad():
         encoder.head.weight.add_(1.0)  # a trained file differs from any fresh init

@@ -46,7 +46,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import gather_object, set_seed  # type: ignore[import-untyped]
+from accelerate.utils import (  # type: ignore[import-untyped]
+    broadcast_object_list,
+    gather_object,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
@@ -119,9 +123,14 @@ class PretrainHtsat22Recipe:
         set_seed(cfg.seed)
         train_manifest, eval_manifest = cfg.train_manifest, cfg.eval_manifest
         if cfg.fsdd_root is not None and train_manifest is None:
-            train_manifest, eval_manifest = fsdd_multitask_manifests(
-                cfg.fsdd_root, self.out / "data", cfg.heldout_speaker, cfg.fsdd_clips_per_digit
-            )
+            # written by one process: another reading while a second rewrites finds no record
+            paths: list[str | None] = [None, None]
+            if accelerator.is_main_process:
+                paths[:] = fsdd_multitask_manifests(
+                    cfg.fsdd_root, self.out / "data", cfg.heldout_speaker,
+                    cfg.fsdd_clips_per_digit,
+                )  # fmt: skip
+            train_manifest, eval_manifest = broadcast_object_list(paths)
         if train_manifest is None:
             raise SystemExit("give --train-manifest (a multi-task manifest) or --fsdd-root")
         train = read_multitask_manifest(train_manifest)

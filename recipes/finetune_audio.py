@@ -68,7 +68,7 @@ from clapkit.train.recipe import TrainingRecipe
 PRESETS = finetune_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
 
 
-class FinetuneAudioRecipe(TrainingRecipe):
+class FinetuneAudioRecipe(TrainingRecipe[Config]):
     """One cross-validated run: ``setup``, ``train`` (every fold: epochs, ``evaluate``,
     ``save_checkpoint``), ``cleanup`` (``clapkit.train.recipe.TrainingRecipe``); ``setup``
     resumes when ``--resume`` is given.
@@ -78,10 +78,8 @@ class FinetuneAudioRecipe(TrainingRecipe):
         preset: the preset's name (for the report).
     """
 
-    name, script = "finetune_audio", "recipes/finetune_audio.py"
     not_identity, flush_denormal = NOT_IDENTITY, True
     config_class, presets, default_preset, notes = Config, PRESETS, "esc50", NOTES
-    cfg: Config
 
     def __init__(self, cfg: Config, preset: str = "esc50") -> None:
         super().__init__(cfg, preset)
@@ -97,7 +95,7 @@ class FinetuneAudioRecipe(TrainingRecipe):
     def setup(self) -> None:
         """Accelerator, run folder, data and folds, model, zero-shot baseline, optimiser, resume."""
         cfg = self.cfg
-        accelerator = self.start()
+        accelerator = self.accelerator
         self.data = load_classification_data(self._data_source(), self._templates())
         self.multilabel = self.data.task.kind == "multilabel"
         self.class_index = {name: i for i, name in enumerate(self.data.class_names)}
@@ -197,7 +195,7 @@ class FinetuneAudioRecipe(TrainingRecipe):
         """Every remaining fold and epoch; returns metrics.json's content."""
         cfg, accelerator, progress, cv = self.cfg, self.accelerator, self.progress, self.cv
         updates = math.ceil(len(self.train_loader) / accelerator.gradient_accumulation_steps)
-        bar = self.progress_bar(len(self.folds) * cfg.epochs * updates)
+        bar = self.progress_bar(len(self.folds) * cfg.epochs)
         stop = False
         while cv.fold < len(self.folds) and not stop:
             fold = self.folds[cv.fold]

@@ -70,7 +70,7 @@ __all__ = ["NOTES", "PRESETS", "Config", "PretrainClapRecipe", "main", "parse_co
 PRESETS = pretraining_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
 
 
-class PretrainClapRecipe(TrainingRecipe):
+class PretrainClapRecipe(TrainingRecipe[Config]):
     """One pretraining run: ``setup``, ``train`` (evaluating each epoch), ``cleanup``
     (``clapkit.train.recipe.TrainingRecipe``: run folder, resume, checkpoints, the end).
 
@@ -79,16 +79,14 @@ class PretrainClapRecipe(TrainingRecipe):
         preset: the preset it started from (for the report and the model card).
     """
 
-    name, script = "pretrain_clap", "recipes/pretrain_clap.py"
     not_identity, flush_denormal = NOT_IDENTITY, True
     config_class, presets, default_preset, notes = Config, PRESETS, "table1-htsat22-gpt2", NOTES
-    cfg: Config
 
     # -- setup ----------------------------------------------------------------------------------
     def setup(self) -> None:
         """Accelerator, run folder, seed, data manifests, model, optimiser, loaders, resume."""
         cfg = self.cfg
-        accelerator = self.start()
+        accelerator = self.accelerator
         self._setup_data_sources()
         records = [] if self.train_manifest is None else read_manifest(self.train_manifest)
         texts = [c for r in records for c in r.captions] + [cfg.prompt_template]
@@ -158,8 +156,7 @@ class PretrainClapRecipe(TrainingRecipe):
             self.updates,
         )
         batches = self._batches_per_epoch()
-        steps_per_epoch = None if batches is None else -(-batches // updates.micro_steps)
-        bar = self.progress_bar(None if steps_per_epoch is None else cfg.epochs * steps_per_epoch)
+        bar = self.progress_bar(cfg.epochs, micro_steps=updates.micro_steps)
         started = time.perf_counter()
         meter = ThroughputMeter(self.flops_per_sample)
         rank = accelerator.process_index

@@ -36,12 +36,9 @@ Outputs: ``run.json``, ``config.json``, ``metrics.json``, ``report.md``, ``histo
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
-import math
 import shutil
-import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +46,8 @@ import torch
 from accelerate.utils import (  # type: ignore[import-untyped]
     broadcast_object_list,
     gather_object,
-    set_seed,
 )
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from clapkit.audio import save_weights
 from clapkit.caption import PrefixLanguageModel
@@ -60,12 +55,10 @@ from clapkit.data import (
     MultiTaskCollator,
     MultiTaskDataset,
     MultiTaskRecord,
-    SkippedFiles,
     WeightedTaskSampler,
     read_multitask_manifest,
 )
-from clapkit.train.checkpointing import Progress, replace_folder, save_checkpoint
-from clapkit.train.config import jsonable, parse_config
+from clapkit.train.checkpointing import replace_folder
 from clapkit.train.multitask import build_model, fsdd_multitask_manifests
 from clapkit.train.presets.htsat22 import (
     NOT_IDENTITY,
@@ -74,53 +67,31 @@ from clapkit.train.presets.htsat22 import (
     htsat22_presets,
     parse_weights,
 )
-from clapkit.train.reporting import flatten, write_report
-from clapkit.train.runs import plan_run
-from clapkit.train.setup import enable_grad_checkpointing, make_accelerator, setup_logging
+from clapkit.train.recipe import TrainingRecipe
+from clapkit.train.reporting import write_report
+from clapkit.train.setup import enable_grad_checkpointing
 from clapkit.train.throughput import ThroughputMeter, count_flops
 
-logger = logging.getLogger("pretrain_htsat22")
-REPO = Path(__file__).resolve().parent.parent
-RECIPE = "recipes/pretrain_htsat22.py"
-PRESETS = htsat22_presets(fsdd_root=str(REPO / "data" / "fsdd"))
+PRESETS = htsat22_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
 
 
-class PretrainHtsat22Recipe:
+class PretrainHtsat22Recipe(TrainingRecipe[Config]):
     """One HTSAT-22 pretraining run: ``setup``, ``train`` (``evaluate`` and ``save_checkpoint``
-    each epoch), ``cleanup``; ``setup`` resumes when ``--resume`` is given.
+    each epoch), ``cleanup`` (``clapkit.train.recipe.TrainingRecipe``); ``setup`` resumes when
+    ``--resume`` is given.
 
     Args:
         cfg: the resolved settings.
         preset: the preset's name (recorded in the report and the model card).
     """
 
-    def __init__(self, cfg: Config, preset: str = "pengi-22") -> None:
-        self.cfg, self.preset = cfg, preset
-        self.out = Path(cfg.output_dir)
-        self.progress, self.skipped = Progress(), SkippedFiles()
+    not_identity, flush_denormal = NOT_IDENTITY, True
+    config_class, presets, default_preset, notes = Config, PRESETS, "pengi-22", NOTES
 
     def setup(self) -> None:
         """Accelerator, run folder, data, model, optimiser, schedule, loader; then the resume."""
         cfg = self.cfg
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
-        torch.set_flush_denormal(True)  # near-silent padding makes denormals that slow CPU kernels
-        self.accelerator = accelerator = make_accelerator(
-            self.out, mixed_precision=cfg.mixed_precision, log_with=cfg.log_with,
-            global_batch_size=cfg.global_batch_size, batch_size=cfg.batch_size,
-        )  # fmt: skip
-        setup_logging(accelerator)
-        identity = {**dataclasses.asdict(cfg), "num_processes": accelerator.num_processes}
-        plan = plan_run(
-            self.out, identity, seed=cfg.seed, resume=cfg.resume, overwrite=cfg.overwrite,
-            force=cfg.resume_force, ignore=NOT_IDENTITY,
-        )  # fmt: skip
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            plan.apply()
-        accelerator.wait_for_everyone()
-        self.run_json = plan.run_json
-        set_seed(cfg.seed)
+        accelerator = self.accelerator
         train_manifest, eval_manifest = cfg.train_manifest, cfg.eval_manifest
         if cfg.fsdd_root is not None and train_manifest is None:
             # written by one process: another reading while a second rewrites finds no record
@@ -138,7 +109,7 @@ class PretrainHtsat22Recipe:
         texts = [t for r in [*train, *self.eval_records] for t in (r.prompt, r.answer)]
         model = build_model(cfg, texts)
         if cfg.grad_checkpointing:
-            logger.info("gradient checkpointing in %s", enable_grad_checkpointing(model))
+            self.log.info("gradient checkpointing in %s", enable_grad_checkpointing(model))
         frontend = dataclasses.replace(model.audio_encoder.frontend, clip_seconds=cfg.clip_seconds)
         self.train_set = MultiTaskDataset(
             train, frontend, train=True, seed=cfg.seed, on_error=cfg.on_error,
@@ -167,25 +138,9 @@ class PretrainHtsat22Recipe:
             model, optimizer, loader
         )
         self.lm: PrefixLanguageModel = accelerator.unwrap_model(self.model)
-        accelerator.register_for_checkpointing(self.scheduler, self.progress, self.skipped)
-        if plan.resume_from is not None:
-            accelerator.load_state(str(plan.resume_from))
-            p = self.progress
-            logger.info(
-                "resumed from %s: epoch %d, step %d, batch %d of the epoch", plan.resume_from,
-                p.epoch, p.step, p.batches_in_epoch,
-            )  # fmt: skip
-        self.resolved = {
-            **jsonable(cfg), "preset": self.preset, "train_manifest": train_manifest,
-            "eval_manifest": eval_manifest, "tasks": sorted(set(self.train_set.tasks())),
-            "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
-            "num_processes": accelerator.num_processes,
-        }  # fmt: skip
-        if accelerator.is_main_process:
-            (self.out / "config.json").write_text(json.dumps(self.resolved, indent=2))
-        if cfg.log_with != "none":
-            config = {k: str(v) for k, v in jsonable(cfg).items()}
-            accelerator.init_trackers("pretrain_htsat22", config=config)
+        self.resume(self.scheduler)
+        self.write_config(train_manifest=train_manifest, eval_manifest=eval_manifest,
+                          tasks=sorted(set(self.train_set.tasks())))  # fmt: skip
 
     def _count_flops(self, model: PrefixLanguageModel) -> float:
         """Forward + backward FLOPs per pair on a stand-in batch of two (before ``prepare``)."""
@@ -198,81 +153,52 @@ class PretrainHtsat22Recipe:
         """Every remaining epoch: updates, a checkpoint every ``save_every_steps``, then the
         epoch's evaluation and end checkpoint. Returns ``{"epochs": ..., "best": ...}``."""
         cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
-        steps_per_epoch = math.ceil(
-            len(self.train_loader) / accelerator.gradient_accumulation_steps
-        )
-        bar = tqdm(
-            total=cfg.epochs * steps_per_epoch, initial=progress.step, unit="step",
-            disable=not accelerator.is_local_main_process,
-        )  # fmt: skip
+        bar = self.progress_bar(cfg.epochs)
         meter = ThroughputMeter(self.flops_per_sample)
         while progress.epoch < cfg.epochs:
             epoch, started = progress.epoch, time.perf_counter()
-            self.train_set.set_epoch(epoch)
-            # the epoch's task draws (the same in every process); accelerate's loader sets its
-            # sampler's epoch from its own counter at each iteration, so that counter is set too
-            self.train_loader.set_epoch(epoch)
-            loader = self.train_loader
-            if progress.batches_in_epoch:  # resumed mid-epoch: the rest of the same order
-                loader = accelerator.skip_first_batches(loader, progress.batches_in_epoch)
-                loader.set_epoch(epoch)  # a new loader, its counter at 0
             self.model.train()
             meter.reset()
             meter.start()
             samples = 0
-            for batch in loader:
+            # the epoch's task draws are the same in every process (WeightedTaskSampler)
+            for batch in self.epoch_batches(self.train_set, self.train_loader, needs="answers"):
                 meter.batch_arrived()
-                progress.batches_in_epoch += 1
-                self.skipped.update(batch["skipped"])
-                if not batch["answers"]:
-                    meter.micro_step_done()
-                    continue
                 samples += len(batch["answers"]) * accelerator.num_processes
-                with accelerator.accumulate(self.model), accelerator.autocast():
-                    ids = self.lm.tokenize_prompted(
-                        batch["prompts"], batch["answers"], max_answer_tokens=cfg.max_answer_tokens
-                    )
-                    loss = self.model(batch["waveform"], **ids).loss
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm:
-                        accelerator.clip_grad_norm_(self.lm.parameters(), cfg.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad()
-                progress.loss_sum += loss.item()  # in Progress: a resumed epoch averages all
-                progress.loss_count += 1
-                if not accelerator.sync_gradients:
+                loss = self.micro_step(
+                    partial(self.answer_loss, batch), max_grad_norm=cfg.max_grad_norm
+                )
+                if loss is None:
                     meter.micro_step_done()
                     continue
                 self.scheduler.step()
-                progress.step += 1
                 speed, samples = meter.step_done(samples), 0
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-                accelerator.log(
-                    {"train/loss": loss.item(), "train/lr": self.scheduler.get_last_lr()[0],
-                     "train/skipped_files": self.skipped.count,
-                     **{f"train/{k}": v for k, v in speed.as_dict().items()}},
-                    step=progress.step,
-                )  # fmt: skip
-                if progress.step % cfg.save_every_steps == 0:
-                    self.save_checkpoint(f"step_{progress.step:08d}")
+                scalars = {
+                    "loss": loss.item(),
+                    "lr": float(self.scheduler.get_last_lr()[0]),
+                    "skipped_files": self.skipped.in_epoch(epoch),
+                    **speed.as_dict(),
+                }
+                if self.step_done(bar, scalars, epoch=epoch):
                     meter.start()  # the save is neither data wait nor compute
             self.end_epoch(epoch, started, meter.summary().as_dict())
         bar.close()
         return {"epochs": progress.history, "best": progress.best}
 
+    def answer_loss(self, batch: dict[str, Any]) -> Any:
+        """Cross-entropy of a batch's answer tokens, after its audio prefix and task prompts."""
+        ids = self.lm.tokenize_prompted(
+            batch["prompts"], batch["answers"], max_answer_tokens=self.cfg.max_answer_tokens
+        )
+        return self.model(batch["waveform"], **ids).loss
+
     def end_epoch(self, epoch: int, started: float, speed: dict[str, float]) -> None:
         """The epoch's record (train loss, answer accuracy), ``best/``, its end checkpoint."""
-        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
-        mean = torch.tensor(
-            progress.loss_sum / max(progress.loss_count, 1), device=accelerator.device
-        )
-        train_loss = float(accelerator.reduce(mean, "mean"))
-        record: dict[str, Any] = {"epoch": epoch, "step": progress.step, "train_loss": train_loss,
-                                  "lr": self.scheduler.get_last_lr()[0],
-                                  "skipped_files": self.skipped.count, **speed}  # fmt: skip
+        cfg, progress = self.cfg, self.progress
+        record = self.epoch_record(lr=float(self.scheduler.get_last_lr()[0]), **speed)
         if self.eval_records and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             record.update(self.evaluate())
+        train_loss = record["train_loss"]
         score = record.get("answer_score", -train_loss)
         record["seconds"] = time.perf_counter() - started
         best = progress.best
@@ -280,13 +206,8 @@ class PretrainHtsat22Recipe:
         if best is None or (score, -train_loss) > (best["score"], -best["train_loss"]):
             progress.best = {**record, "score": score}
             self.save_best()
-        progress.history.append(record)
-        accelerator.log({f"epoch/{k}": v for k, v in flatten(record).items()}, step=progress.step)
-        logger.info("epoch %d: %s", epoch, json.dumps(flatten(record)))
-        progress.epoch, progress.batches_in_epoch = epoch + 1, 0
-        progress.loss_sum, progress.loss_count = 0.0, 0
-        self.save_checkpoint(f"step_{progress.step:08d}_end")
-        if accelerator.is_main_process:
+        self.close_epoch(record)
+        if self.accelerator.is_main_process:
             write_report(
                 self.out, title="pretrain_htsat22 report", summary=self.summary(),
                 history=progress.history, best=progress.best, skipped=self.skipped,
@@ -330,7 +251,7 @@ class PretrainHtsat22Recipe:
         self.lm.save_pretrained(staged / "prefix_lm")
         best = self.progress.best or {}
         card = [
-            f"# HTSAT-22 audio encoder trained by `{RECIPE}` (preset `{self.preset}`)", "",
+            f"# HTSAT-22 audio encoder trained by `{self.script}` (preset `{self.preset}`)", "",
             f"Epoch {best.get('epoch')}, step {best.get('step')}, score {best.get('score'):.4g}.",
             "", "```python", "from clapkit.audio import htsat_22",
             "encoder = htsat_22(weights='audio_encoder.safetensors')  # size full",
@@ -342,13 +263,6 @@ class PretrainHtsat22Recipe:
         (staged / "README.md").write_text("\n".join(card) + "\n")
         replace_folder(staged, self.out / "best")
 
-    def save_checkpoint(self, name: str) -> None:
-        """Atomic ``accelerator.save_state`` (model, optimiser, RNG, scheduler, progress,
-        skipped files) as ``checkpoints/NAME``, with ``run.json`` and ``config.json``."""
-        files = {"run.json": self.run_json, "config.json": json.dumps(self.resolved, indent=2)}
-        folder = save_checkpoint(self.accelerator, self.out / "checkpoints" / name, files=files)
-        logger.info("checkpoint saved: %s", folder.name)
-
     def summary(self) -> list[str]:
         """The report's lines under its heading."""
         cfg = self.cfg
@@ -358,25 +272,12 @@ class PretrainHtsat22Recipe:
             f"`{cfg.language_model if cfg.size == 'full' else 'tiny GPT2'}` "
             f"(frozen: {cfg.freeze_language_model}), seed {cfg.seed}; tasks {tasks}.",
             f"FLOPs per pair (forward + backward): {self.flops_per_sample:.3e}",
-            f"Command: `accelerate launch {RECIPE} {' '.join(sys.argv[1:])}`",
+            f"Command: `{self.command()}`",
         ]
 
-    def cleanup(self) -> None:
-        """End the trackers and the process group."""
-        self.accelerator.wait_for_everyone()
-        self.accelerator.end_training()
 
-
-def main(argv: list[str]) -> dict[str, Any]:
-    """Parse the command line, train, clean up; returns metrics.json's epochs and best."""
-    preset, cfg = parse_config(Config, PRESETS, argv, default="pengi-22", description=__doc__,
-                               notes=NOTES)  # fmt: skip
-    recipe = PretrainHtsat22Recipe(cfg, preset)
-    recipe.setup()
-    result = recipe.train()
-    recipe.cleanup()
-    return result
-
+main = PretrainHtsat22Recipe.main
+"""Parse the command line, run the recipe's life cycle, return what its ``train`` returns."""
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -28,7 +28,6 @@ mid-epoch included), TensorBoard logs.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from functools import partial
@@ -55,7 +54,7 @@ from clapkit.train.reporting import write_report
 PRESETS = captioning_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
 
 
-class TrainCaptionerRecipe(TrainingRecipe):
+class TrainCaptionerRecipe(TrainingRecipe[Config]):
     """The captioner's life cycle: ``setup``, ``train`` (with ``evaluate`` and
     ``save_checkpoint`` each epoch), ``cleanup`` (``clapkit.train.recipe.TrainingRecipe``);
     ``setup`` resumes when ``--resume`` is given.
@@ -65,15 +64,13 @@ class TrainCaptionerRecipe(TrainingRecipe):
         preset: the preset's name (recorded in the report).
     """
 
-    name, script = "train_captioner", "recipes/train_captioner.py"
     not_identity = NOT_IDENTITY
     config_class, presets, default_preset, notes = Config, PRESETS, "audiocaps", PRESET_NOTES
-    cfg: Config
 
     def setup(self) -> None:
         """Accelerator, run folder, data, model, optimiser and schedule; then the resume."""
         cfg = self.cfg
-        accelerator = self.start()
+        accelerator = self.accelerator
         train_manifest, test_manifest = cfg.train_manifest, cfg.test_manifest
         if cfg.fsdd_root is not None:
             train_manifest, test_manifest = fsdd_manifests(
@@ -114,11 +111,8 @@ class TrainCaptionerRecipe(TrainingRecipe):
     def train(self) -> dict[str, Any]:
         """Every remaining epoch: updates, a checkpoint every ``save_every_steps``, then the
         epoch's evaluation and end checkpoint. Returns ``{"epochs": ..., "best": ...}``."""
-        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
-        steps_per_epoch = math.ceil(
-            len(self.train_loader) / accelerator.gradient_accumulation_steps
-        )
-        bar = self.progress_bar(cfg.epochs * steps_per_epoch)
+        cfg, progress = self.cfg, self.progress
+        bar = self.progress_bar(cfg.epochs)
         while progress.epoch < cfg.epochs:
             epoch, started = progress.epoch, time.perf_counter()
             self.model.train()

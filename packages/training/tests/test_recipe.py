@@ -72,16 +72,15 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class ToyRecipe(TrainingRecipe):
+class ToyRecipe(TrainingRecipe[ToyConfig]):
     """A whole recipe in ~30 lines: what a new recipe writes on top of TrainingRecipe."""
 
     name, script = "toy", "recipes/toy.py"
     not_identity = ("output_dir", "resume", "resume_force", "overwrite", "stop_at_step")
     config_class, presets, default_preset = ToyConfig, {"toy": ToyConfig()}, "toy"
-    cfg: ToyConfig
 
     def setup(self) -> None:
-        accelerator = self.start()
+        accelerator = self.accelerator
         self.data = NoisyLine()
         order = torch.Generator().manual_seed(0)
         loader = DataLoader(self.data, batch_size=self.cfg.batch_size, shuffle=True,
@@ -94,7 +93,7 @@ class ToyRecipe(TrainingRecipe):
         self.write_config(toy=True)
 
     def train(self) -> list[dict[str, Any]]:
-        bar = self.progress_bar(None)
+        bar = self.progress_bar(self.cfg.epochs)
         while self.progress.epoch < self.cfg.epochs:
             self.model.train()
             for batch in self.epoch_batches(self.data, self.loader, needs="labels"):
@@ -174,6 +173,7 @@ def test_a_crashed_run_resumes_to_the_weights_of_an_unbroken_one(tmp_path: Path)
 
 def test_epoch_batches_count_and_filter(tmp_path: Path) -> None:
     recipe = ToyRecipe(ToyConfig(output_dir=str(tmp_path / "run")), "toy")
+    recipe.start()
     recipe.setup()
     yielded = list(recipe.epoch_batches(recipe.data, recipe.loader, needs="labels"))
     assert recipe.progress.batches_in_epoch == 10  # every batch counted, yielded or not

@@ -6,13 +6,12 @@ way lives here: the run's start (threads, accelerator, logging, run folder, seed
 config written beside the checkpoints, the resume, atomic checkpoints with the run's identity,
 and the end (trackers closed, skipped files named, the report printed). ``main`` is one call::
 
-    class MyRecipe(TrainingRecipe):
-        name, script, not_identity = "my_recipe", "recipes/my_recipe.py", NOT_IDENTITY
+    class MyRecipe(TrainingRecipe[Config]):  # in recipes/my_recipe.py
         config_class, presets, default_preset, notes = Config, PRESETS, "paper", NOTES
+        not_identity = NOT_IDENTITY
 
-        def setup(self) -> None:
-            accelerator = self.start()
-            ...  # model, optimiser, loaders -> accelerator.prepare(...)
+        def setup(self) -> None:        # after start(): self.accelerator, the run folder
+            ...  # model, optimiser, loaders -> self.accelerator.prepare(...)
             self.resume(scheduler)           # registered for checkpointing, then load_state
             self.write_config(task="...")   # config.json + trackers
 
@@ -25,13 +24,14 @@ and the end (trackers closed, skipped files named, the report printed). ``main``
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from clapkit.data import SkippedFiles
 from clapkit.train.checkpointing import Progress, save_checkpoint
@@ -40,13 +40,19 @@ from clapkit.train.setup import start_run
 
 __all__ = ["TrainingRecipe"]
 
+C = TypeVar("C")
 
-class TrainingRecipe:
+
+class TrainingRecipe(Generic[C]):
     """What a training recipe does the same way as the others; subclasses add the training.
 
+    ``TrainingRecipe[Config]``: ``self.cfg`` is a ``Config``.
+
     Class attributes (set by each recipe):
-        name: the recipe's name (tracker project, log lines), e.g. ``"pretrain_clap"``.
-        script: the file that launches it, e.g. ``"recipes/pretrain_clap.py"`` (reports, cards).
+        name: the recipe's name (tracker project, log lines); default: its file's name
+            (``"pretrain_clap"``).
+        script: the file that launches it (reports, cards); default: ``recipes/`` + its file's
+            name (``"recipes/pretrain_clap.py"``).
         config_class: its frozen config dataclass; presets: name -> config; default_preset:
             the one used without ``--preset``; notes: name -> a line for ``--help`` (the
             paper's numbers it reproduces).
@@ -62,7 +68,7 @@ class TrainingRecipe:
         progress: the run's position (epoch, step, history, best), checkpointed.
         skipped: the bad files skipped so far (per epoch and in total), checkpointed.
         accelerator: set by :meth:`start`.
-        model, optimizer: the prepared model and optimizer (set by the recipe's ``setup``).
+        model, optimizer, train_loader: prepared by the recipe's ``setup``.
         plan: the run folder's plan (``resume_from``, ``run_json``), set by :meth:`start`.
         resolved: what ``config.json`` holds, set by :meth:`write_config`.
     """
@@ -76,15 +82,26 @@ class TrainingRecipe:
     not_identity: ClassVar[Collection[str]] = ()
     flush_denormal: ClassVar[bool] = False
 
-    def __init__(self, cfg: Any, preset: str = "custom") -> None:
-        self.cfg, self.preset = cfg, preset
-        self.out = Path(cfg.output_dir)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        file = Path(inspect.getfile(cls))
+        if "name" not in cls.__dict__:
+            cls.name = file.stem
+        if "script" not in cls.__dict__:
+            cls.script = f"recipes/{file.name}"
+
+    def __init__(self, cfg: C, preset: str = "custom") -> None:
+        self.cfg: C = cfg
+        self.preset = preset
+        settings: Any = cfg
+        self.out = Path(settings.output_dir)
         self.progress, self.skipped = Progress(), SkippedFiles()
         self.resolved: dict[str, Any] = {}
         self.accelerator: Any = None
         self.plan: Any = None
-        self.model: Any = None  # the prepared model and optimizer (micro_step)
+        self.model: Any = None  # the prepared model, optimizer and training loader
         self.optimizer: Any = None
+        self.train_loader: Any = None
 
     @property
     def log(self) -> logging.Logger:
@@ -93,7 +110,8 @@ class TrainingRecipe:
 
     # -- the life cycle a recipe fills in -------------------------------------------------------
     def setup(self) -> None:
-        """Start the run (:meth:`start`), build model, optimiser and data, :meth:`resume`."""
+        """Build model, optimiser and data (the run has been started: :meth:`start`), then
+        :meth:`resume` and :meth:`write_config`."""
         raise NotImplementedError
 
     def train(self) -> Any:
@@ -144,14 +162,26 @@ class TrainingRecipe:
             (self.out / "config.json").write_text(json.dumps(self.resolved, indent=2))
         if getattr(self.cfg, "log_with", "none") != "none":
             config = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                      for k, v in dataclasses.asdict(self.cfg).items()}  # fmt: skip
+                      for k, v in jsonable(self.cfg).items()}  # fmt: skip
             accelerator.init_trackers(self.name, config=config)
 
-    def progress_bar(self, total: int | None) -> Any:
-        """A tqdm bar of optimizer steps (``total`` over the run, None if unknown), starting
-        at the run's step, shown by the local main process only."""
+    def progress_bar(self, epochs: int, *, micro_steps: int | None = None) -> Any:
+        """A tqdm bar of the run's optimizer steps, starting at the run's step, shown by the
+        local main process only.
+
+        Args:
+            epochs: epochs in the run (or in every fold).
+            micro_steps: micro-batches per update (default: the accelerator's accumulation).
+                The total is ``epochs`` x updates per epoch of ``train_loader``; unknown
+                (a stream without a length) when the loader has no length.
+        """
         from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
+        micro = micro_steps or self.accelerator.gradient_accumulation_steps
+        try:
+            total: int | None = epochs * math.ceil(len(self.train_loader) / micro)
+        except TypeError:  # tar shards without --samples-per-epoch: one pass of unknown length
+            total = None
         return tqdm(
             total=total, initial=self.progress.step, unit="step", dynamic_ncols=True,
             disable=not self.accelerator.is_local_main_process,
@@ -179,7 +209,11 @@ class TrainingRecipe:
         dataset.set_epoch(p.epoch)
         loader.set_epoch(p.epoch)
         self.skipped.set_epoch(p.epoch)
-        for batch in skip_batches(self.accelerator, loader, p.batches_in_epoch):
+        batches = skip_batches(self.accelerator, loader, p.batches_in_epoch)
+        if batches is not loader and hasattr(batches, "set_epoch"):
+            # a new loader, whose epoch counter (which sets its sampler's epoch) starts at 0
+            batches.set_epoch(p.epoch)
+        for batch in batches:
             p.batches_in_epoch += 1
             self.skipped.update(batch["skipped"])
             if needs is None or len(batch[needs]):
@@ -229,7 +263,8 @@ class TrainingRecipe:
         bar.update(1)
         bar.set_postfix(**shown, loss=f"{scalars['loss']:.3f}")
         self.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
-        if step % self.cfg.save_every_steps:
+        every: int = getattr(self.cfg, "save_every_steps", 0)
+        if not every or step % every:
             return False
         self.save_checkpoint(f"step_{step:08d}")
         return True
@@ -302,7 +337,8 @@ class TrainingRecipe:
 
     @classmethod
     def main(cls, argv: Sequence[str] | None = None) -> Any:
-        """Parse ``--preset NAME`` and the overrides, then ``setup``, ``train``, ``cleanup``.
+        """Parse ``--preset NAME`` and the overrides, then ``start``, ``setup``, ``train``,
+        ``cleanup``.
 
         The presets are the class's ``presets`` (``default_preset`` without ``--preset``),
         ``--help`` shows the recipe module's docstring and ``notes``.
@@ -319,6 +355,7 @@ class TrainingRecipe:
                                    default=cls.default_preset, description=doc,
                                    notes=cls.notes)  # fmt: skip
         recipe = cls(cfg, preset)
+        recipe.start()
         recipe.setup()
         result = recipe.train()
         recipe.cleanup()

@@ -45,7 +45,7 @@ class Config:
     audio: str = "htsat-22"
     """Audio encoder (registry name); htsat-22 = HTS-AT tiny with the paper's front end."""
     size: Literal["full", "tiny"] = "full"
-    """tiny = the smoke model: a 2-stage HTSAT at 8 kHz, a 1-layer GPT2 with word tokens."""
+    """tiny = the smoke model: a 2-stage HTSAT at 8 kHz, a small random GPT2 with word tokens."""
     audio_weights: str | None = None
     """Start the encoder from these weights (e.g. HTS-AT AudioSet); None = scratch (Pengi)."""
     spec_augment: bool = False
@@ -55,6 +55,8 @@ class Config:
     size of the random GPT2 of clapkit.train.demo (``tiny`` or ``small``)."""
     tokenizer: str | None = None
     """Tokenizer hub id or folder (default: the language model's)."""
+    lm_init_std: float = 0.02
+    """size tiny: the random GPT2's weight std (its ``initializer_range``; GPT2's is 0.02)."""
     freeze_language_model: bool = True
     projection: Literal["msclap", "mlp", "linear"] = "msclap"
     projection_dim: int = 1024
@@ -147,21 +149,28 @@ not say."""
 PENGI22 = Config(output_dir="runs/htsat22")
 """The paper's HTSAT-22 pretraining on a multi-task manifest of the `PENGI_22` families."""
 SMOKE = dataclasses.replace(
-    PENGI22, size="tiny", language_model="small", fsdd_root="data/fsdd",
-    fsdd_clips_per_digit=8,
+    PENGI22, size="tiny", language_model="small", lm_init_std=0.2, fsdd_root="data/fsdd",
     projection_dim=32, projection_dropout=0.0, mapper="mlp", prefix_length=4,
-    freeze_language_model=False,  # a random tiny LM knows no language: train it too
-    task_weights=("digit=3", "speaker=1"), samples_per_epoch=320, clip_seconds=0.8,
-    max_answer_tokens=4, cache_audio=True, num_workers=0, epochs=6, lr=3e-3, warmup_steps=0,
+    task_weights=("digit=9", "speaker=1"), samples_per_epoch=2400, clip_seconds=0.8,
+    max_answer_tokens=4, cache_audio=True, num_workers=0, epochs=6, lr=1e-3, warmup_steps=0,
     global_batch_size=32, batch_size=16, max_new_tokens=3, mixed_precision="no",
-    output_dir="runs/htsat22-smoke", save_every_steps=4, torch_threads=1,
+    output_dir="runs/htsat22-smoke", save_every_steps=30, torch_threads=1,
 )  # fmt: skip
-"""FSDD (3 speakers x 10 digits x 8 clips, two tasks: which digit, weight 3; which speaker,
-weight 1), a 2-stage HTSAT at 8 kHz (``--audio cnn14``: clapkit.train.demo's small CNN14),
-clapkit.train.demo's small GPT2 (2 layers, width 64, word tokens, trained too), 6 epochs of 10
-updates (accumulation 2). ClipCap's MLP mapper instead of Pengi's transformer: from a random
-start the transformer mapper's prefix hardly depends on the audio for the first ~100 updates
-(the loss sits at the answers' prior), longer than a CI run."""
+"""FSDD (3 speakers x 10 digits x 50 clips, two tasks: which digit, weight 9; which speaker,
+weight 1; the fourth speaker's 500 clips answer "which digit" each epoch), a 2-stage HTSAT at
+8 kHz (``--audio cnn14``: clapkit.train.demo's small CNN14), ClipCap's MLP mapper, 6 epochs of
+75 updates (accumulation 2), about 40 s on one CPU thread.
+
+The LM is clapkit.train.demo's small GPT2 (2 layers, width 64, word tokens), random and frozen
+as the paper's GPT2 is, at weight std 0.2. At GPT2's 0.02 a random LM's answer logits move by
+~1e-3 from clip to clip and differ little from one another (std 0.17 over the words): frozen,
+its loss cannot fall; trained with the encoder, it learns the answers' prior from the prompt
+within ~15 updates and hardly reads its prefix (on digits alone the loss stays at that prior
+for 300 updates; in this preset the learning check's probe gains 0.04 instead of 0.19). At 0.2
+the prefix moves the answers ~40 times more, and the frozen LM learns nothing by itself: every
+fall of the loss goes through the prefix, i.e. through the encoder. Measured (seed 0 / 1):
+training loss 1.42 -> 0.32 / 1.45 -> 0.34, the unheard speaker's digits answered right 37% /
+37% of the time at the best epoch (chance 10%)."""
 NOTES = {
     "pengi-22": f"HTSAT-22 pretraining on the {len(PENGI_22)} Pengi task families (a multi-task "
     "manifest); its encoder feeds Table 1's HTSAT-22 rows (avg .454-.480)",

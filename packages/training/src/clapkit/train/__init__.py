@@ -2,6 +2,9 @@
 
 Modules (import them by name; this file imports nothing heavy):
 
+- :mod:`clapkit.train.recipe`: ``TrainingRecipe``, the life cycle every training recipe shares
+  (start, resume, epoch batches, micro-steps, checkpoints, records, cleanup, ``main``).
+- :mod:`clapkit.train.presets`: each recipe's config dataclass, presets and notes.
 - :mod:`clapkit.train.config`: presets + typed overrides (``parse_config``), config hash/diff.
 - :mod:`clapkit.train.setup`: the ``Accelerator`` (accumulation to the global batch), logging,
   gradient checkpointing.
@@ -14,6 +17,13 @@ Modules (import them by name; this file imports nothing heavy):
 - :mod:`clapkit.train.reporting`: metrics.json, report.md, history.csv, curves.png, model card.
 - :mod:`clapkit.train.plots`: evaluation figures (confusion matrices, clapkit-vs-paper bars).
 - :mod:`clapkit.train.demo`: the FSDD demo data, small encoders, 8 kHz speech front end.
+- :mod:`clapkit.train.contrastive`, :mod:`clapkit.train.loaders`: CLAP pretraining's model,
+  updates (full-batch negatives under accumulation) and data (manifests, tar shards).
+- :mod:`clapkit.train.captioning`: the captioner of a run.
+- :mod:`clapkit.train.multitask`: HTSAT-22 pretraining's prefix LM and smoke data.
+- :mod:`clapkit.train.finetuning`, :mod:`clapkit.train.folds`, :mod:`clapkit.train.augment`,
+  :mod:`clapkit.train.finetune_report`: fine-tuning and linear probes, cross-validated.
+- :mod:`clapkit.train.suite`: ``evaluate.py``'s task resolution, cache and report.
 """
 
 __all__: list[str] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import torch
@@ -14,29 +14,25 @@ from torch.utils.data import DataLoader, Dataset
 
 from clapkit.data import SkippedItem
 from clapkit.train.checkpointing import find_checkpoint
+from clapkit.train.config import RUN_NOT_IDENTITY, RunSettings
 from clapkit.train.recipe import TrainingRecipe
 
 
 @dataclasses.dataclass(frozen=True)
-class ToyConfig:
-    """The fields a TrainingRecipe reads, plus the toy's own."""
+class ToyConfig(RunSettings):
+    """The run's settings (RunSettings) plus the toy's own."""
 
     output_dir: str = "runs/toy"
+    save_every_steps: int = 2
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    log_with: Literal["tensorboard", "wandb", "none"] = "none"
     epochs: int = 3
     lr: float = 0.05
     global_batch_size: int = 8
     batch_size: int = 4
     max_grad_norm: float | None = 1.0
-    save_every_steps: int = 2
     stop_at_step: int | None = None
     """Raise after this optimizer step (a crash in the middle of an epoch)."""
-    mixed_precision: str = "no"
-    log_with: str = "none"
-    torch_threads: int | None = None
-    seed: int = 0
-    resume: str | None = None
-    resume_force: bool = False
-    overwrite: bool = False
 
 
 class SimulatedCrashError(RuntimeError):
@@ -76,7 +72,7 @@ class ToyRecipe(TrainingRecipe[ToyConfig]):
     """A whole recipe in ~30 lines: what a new recipe writes on top of TrainingRecipe."""
 
     name, script = "toy", "recipes/toy.py"
-    not_identity = ("output_dir", "resume", "resume_force", "overwrite", "stop_at_step")
+    not_identity = (*RUN_NOT_IDENTITY, "stop_at_step")
     config_class, presets, default_preset = ToyConfig, {"toy": ToyConfig()}, "toy"
 
     def setup(self) -> None:

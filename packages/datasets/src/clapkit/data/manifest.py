@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".mp3")
+R = TypeVar("R")
 
 
 class ManifestError(ValueError):
@@ -113,10 +114,34 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRecord]:
         ManifestError: a line is not JSON, misses ``audio``, has mistyped fields, or two lines
             share a key.
     """
+    return read_json_lines(path, parse_record, what="manifest")
+
+
+def read_json_lines(
+    path: str | os.PathLike[str],
+    parse: Callable[[Any, Path, str], R],
+    *,
+    what: str,
+) -> list[R]:
+    """Records of a JSON Lines file, one per non-blank line, each with a unique ``key``.
+
+    Args:
+        path: the file.
+        parse: ``(decoded line, the file's folder, "file:line") -> record`` (raises
+            ``ManifestError`` naming ``file:line``); the record has a ``key``.
+        what: what the file is, for the missing-file error (``"manifest"``).
+
+    Returns:
+        The records in file order.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ManifestError: ``file:line``: not JSON, what ``parse`` refuses, or a repeated key.
+    """
     manifest = Path(path)
     if not manifest.is_file():
-        raise FileNotFoundError(f"manifest {manifest} does not exist")
-    records: list[ManifestRecord] = []
+        raise FileNotFoundError(f"{what} {manifest} does not exist")
+    records: list[R] = []
     seen: dict[str, str] = {}
     with manifest.open(encoding="utf-8") as lines:
         for number, text in enumerate(lines, start=1):
@@ -127,10 +152,11 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestRecord]:
                 decoded = json.loads(text)
             except json.JSONDecodeError as error:
                 raise ManifestError(f"{where}: not valid JSON ({error.msg})") from error
-            record = parse_record(decoded, manifest.parent, where)
-            if record.key in seen:
-                raise ManifestError(f"{where}: key {record.key!r} repeats {seen[record.key]}")
-            seen[record.key] = where
+            record = parse(decoded, manifest.parent, where)
+            key = record.key  # type: ignore[attr-defined]
+            if key in seen:
+                raise ManifestError(f"{where}: key {key!r} repeats {seen[key]}")
+            seen[key] = where
             records.append(record)
     return records
 

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset, Sampler
 
 from clapkit.audio import FrontendConfig
 from clapkit.data.dataset import ClipLoader, OnError, SkippedItem, item_generator
-from clapkit.data.manifest import ManifestError, ManifestRecord
+from clapkit.data.manifest import ManifestError, ManifestRecord, read_json_lines
 
 __all__ = [
     "MultiTaskCollator",
@@ -111,27 +111,9 @@ def read_multitask_manifest(path: str | os.PathLike[str]) -> list[MultiTaskRecor
         ManifestError: ``file:line``: not JSON, a field of ``audio, task, prompt, answer``
             missing, not a string or empty (the prompt may be empty), or a repeated key.
     """
-    manifest = Path(path)
-    if not manifest.is_file():
-        raise FileNotFoundError(f"multi-task manifest {manifest} does not exist")
-    records: list[MultiTaskRecord] = []
-    seen: dict[str, str] = {}
-    with manifest.open(encoding="utf-8") as lines:
-        for number, text in enumerate(lines, start=1):
-            if not text.strip():
-                continue
-            where = f"{manifest}:{number}"
-            try:
-                decoded = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{where}: not valid JSON ({error.msg})") from error
-            record = _parse_line(decoded, manifest.parent, where)
-            if record.key in seen:
-                raise ManifestError(f"{where}: key {record.key!r} repeats {seen[record.key]}")
-            seen[record.key] = where
-            records.append(record)
+    records = read_json_lines(path, _parse_line, what="multi-task manifest")
     if not records:
-        raise ManifestError(f"{manifest}: no record")
+        raise ManifestError(f"{path}: no record")
     return records
 
 

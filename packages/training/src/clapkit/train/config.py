@@ -18,11 +18,51 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-__all__ = ["config_diff", "config_hash", "jsonable", "parse_config", "preset_docs"]
+__all__ = [
+    "RUN_NOT_IDENTITY",
+    "RunSettings",
+    "config_diff",
+    "config_hash",
+    "jsonable",
+    "parse_config",
+    "preset_docs",
+]
 
 C = TypeVar("C")
+
+RUN_NOT_IDENTITY = (
+    "output_dir",
+    "resume",
+    "resume_force",
+    "overwrite",
+    "log_with",
+    "torch_threads",
+)
+"""`RunSettings` fields a resumed run may change: where it writes, how it resumes and logs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The settings every training run has: precision, seed, run folder, checkpoints, resume,
+    logging, threads. Each recipe's ``Config`` extends it (and may change a default by
+    declaring the field again)."""
+
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    seed: int = 0
+    output_dir: str = "runs/run"
+    save_every_steps: int = 1000
+    """Checkpoint every N optimizer updates (and at every epoch end)."""
+    resume: str | None = None
+    """'latest' (the newest complete checkpoint in --output-dir) or a checkpoint folder."""
+    resume_force: bool = False
+    """Resume although the checkpoint's run had another config (the differences are listed)."""
+    overwrite: bool = False
+    """Start afresh in a non-empty --output-dir: the old run is moved to OUT.old-<timestamp>."""
+    log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
+    torch_threads: int | None = None
+    """torch.set_num_threads for CPU runs (None = torch's default)."""
 
 
 def preset_docs(presets: Mapping[str, Any], notes: Mapping[str, str] | None = None) -> str:

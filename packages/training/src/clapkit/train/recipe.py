@@ -35,18 +35,20 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from clapkit.data import SkippedFiles
 from clapkit.train.checkpointing import Progress, save_checkpoint
-from clapkit.train.config import jsonable, parse_config
+from clapkit.train.config import RunSettings, jsonable, parse_config
 from clapkit.train.setup import start_run
 
 __all__ = ["TrainingRecipe"]
 
-C = TypeVar("C")
+C = TypeVar("C", bound=RunSettings)
 
 
 class TrainingRecipe(Generic[C]):
     """What a training recipe does the same way as the others; subclasses add the training.
 
-    ``TrainingRecipe[Config]``: ``self.cfg`` is a ``Config``.
+    ``TrainingRecipe[Config]``: ``self.cfg`` is a ``Config``, a
+    ``clapkit.train.config.RunSettings`` (precision, seed, run folder, checkpoints, resume,
+    logging, threads) with the recipe's own fields.
 
     Class attributes (set by each recipe):
         name: the recipe's name (tracker project, log lines); default: its file's name
@@ -93,8 +95,7 @@ class TrainingRecipe(Generic[C]):
     def __init__(self, cfg: C, preset: str = "custom") -> None:
         self.cfg: C = cfg
         self.preset = preset
-        settings: Any = cfg
-        self.out = Path(settings.output_dir)
+        self.out = Path(cfg.output_dir)
         self.progress, self.skipped = Progress(), SkippedFiles()
         self.resolved: dict[str, Any] = {}
         self.accelerator: Any = None
@@ -160,7 +161,7 @@ class TrainingRecipe(Generic[C]):
         }  # fmt: skip
         if accelerator.is_main_process:
             (self.out / "config.json").write_text(json.dumps(self.resolved, indent=2))
-        if getattr(self.cfg, "log_with", "none") != "none":
+        if self.cfg.log_with != "none":
             config = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
                       for k, v in jsonable(self.cfg).items()}  # fmt: skip
             accelerator.init_trackers(self.name, config=config)
@@ -263,8 +264,7 @@ class TrainingRecipe(Generic[C]):
         bar.update(1)
         bar.set_postfix(**shown, loss=f"{scalars['loss']:.3f}")
         self.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
-        every: int = getattr(self.cfg, "save_every_steps", 0)
-        if not every or step % every:
+        if step % self.cfg.save_every_steps:
             return False
         self.save_checkpoint(f"step_{step:08d}")
         return True

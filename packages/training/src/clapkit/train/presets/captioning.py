@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from clapkit.train.config import RUN_NOT_IDENTITY, RunSettings
+
 __all__ = [
     "AUDIOCAPS",
     "CLOTHO",
@@ -27,14 +29,18 @@ __all__ = [
 ]
 
 NOT_IDENTITY = (
-    "output_dir", "resume", "resume_force", "overwrite", "log_with", "torch_threads", "num_workers",
-    "epochs", "eval_every", "examples", "save_every_steps",
-)  # fmt: skip
+    *RUN_NOT_IDENTITY,
+    "num_workers",
+    "epochs",
+    "eval_every",
+    "examples",
+    "save_every_steps",
+)
 """Fields that may change when a run is resumed: where it writes, how it logs, when it stops."""
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RunSettings):
     """Every setting of a captioner run; defaults are the paper's (the ``audiocaps`` preset)."""
 
     # Model
@@ -82,20 +88,8 @@ class Config:
     eval_every: int = 1
     """Caption the test set every N epochs (and after the last)."""
     examples: int = 20
-    # Runtime
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
-    seed: int = 0
+    # Runtime (and clapkit.train.config.RunSettings)
     output_dir: str = "runs/train_captioner"
-    save_every_steps: int = 1000
-    """Checkpoint every N optimizer updates (and at every epoch end)."""
-    resume: str | None = None
-    """'latest' (the newest complete checkpoint) or a checkpoint folder of this run."""
-    resume_force: bool = False
-    """Resume although the config differs from the checkpoint's run."""
-    overwrite: bool = False
-    """Move a previous run in --output-dir aside instead of refusing to start."""
-    log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
-    torch_threads: int | None = None
 
 
 AUDIOCAPS = Config(output_dir="runs/captioner-audiocaps")

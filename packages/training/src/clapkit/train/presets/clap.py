@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from clapkit.train.config import RUN_NOT_IDENTITY, RunSettings
+
 __all__ = [
     "NOTES",
     "NOT_IDENTITY",
@@ -31,23 +33,13 @@ __all__ = [
     "suite_task_specs",
 ]
 
-NOT_IDENTITY = (
-    "output_dir",
-    "resume",
-    "overwrite",
-    "resume_force",
-    "log_with",
-    "max_steps",
-    "save_every_steps",
-    "torch_threads",
-    "extra",
-)
+NOT_IDENTITY = (*RUN_NOT_IDENTITY, "max_steps", "save_every_steps", "extra")
 """Config fields that may change when a run is resumed (where it is written, how it is logged,
 when it stops): left out of run.json's hash and of the resume check."""
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RunSettings):
     """Every setting of a pretraining run; defaults are the paper's (Table 1, HTSAT-22 + GPT2)."""
 
     # Model
@@ -122,24 +114,13 @@ class Config:
     accum_freq): embeddings first without gradients, then each micro-batch again with them.
     --no-accumulate-negatives: a loss per micro-batch (negatives within one micro-step)."""
     max_grad_norm: float | None = None
-    # Runtime
+    # Runtime (and clapkit.train.config.RunSettings)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     grad_checkpointing: bool = False
-    seed: int = 0
     output_dir: str = "runs/pretrain_clap"
     save_every_steps: int = 500
-    """accelerator.save_state every N optimizer steps (and at every epoch end)."""
-    resume: str | None = None
-    """'latest' (the newest complete checkpoint in --output-dir) or a checkpoint folder."""
-    overwrite: bool = False
-    """Start afresh in a non-empty --output-dir: the old run is moved to OUT.old-<timestamp>."""
-    resume_force: bool = False
-    """Resume although the checkpoint's run had another config (the differences are logged)."""
-    log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     max_steps: int | None = None
     """Stop after this many optimizer steps in total (benchmarks, interruption tests)."""
-    torch_threads: int | None = None
-    """torch.set_num_threads for CPU runs (None = torch's default)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Free-form notes stored with the config."""
 

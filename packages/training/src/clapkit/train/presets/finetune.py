@@ -21,6 +21,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from clapkit.train.config import RUN_NOT_IDENTITY, RunSettings
+
 __all__ = [
     "NOTES",
     "NOT_IDENTITY",
@@ -33,14 +35,11 @@ __all__ = [
 
 PAPER_ESC50 = (96.70, 98.25)
 """The paper's ESC-50 fine-tuning figures: accuracy 96.70% -> 98.25%."""
-NOT_IDENTITY = (
-    "output_dir", "resume", "resume_force", "overwrite", "log_with", "torch_threads",
-    "num_workers", "save_every_steps", "max_steps",
-)  # fmt: skip
+NOT_IDENTITY = (*RUN_NOT_IDENTITY, "num_workers", "save_every_steps", "max_steps")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RunSettings):
     """Every setting of a run; defaults are the ``esc50`` preset (HTSAT-22 on ESC-50)."""
 
     # Model
@@ -95,20 +94,11 @@ class Config:
     eval_every: int = 1
     select: Literal["last", "best"] = "last"
     """Which epoch of a fold is reported and saved: the last, or the best on the test fold."""
-    # Runtime
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
-    seed: int = 0
+    # Runtime (and clapkit.train.config.RunSettings)
     output_dir: str = "runs/finetune_audio"
     save_every_steps: int = 500
-    """Checkpoint every N optimizer updates (and at every epoch end)."""
-    resume: str | None = None
-    """'latest' (the newest complete checkpoint) or a checkpoint folder of this run."""
-    resume_force: bool = False
-    overwrite: bool = False
-    log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     max_steps: int | None = None
     """Stop after this many optimizer updates in total (interruption tests)."""
-    torch_threads: int | None = None
 
 
 TINY_AUDIO: dict[str, Any] = {

@@ -19,6 +19,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from clapkit.train.config import RUN_NOT_IDENTITY, RunSettings
+
 __all__ = [
     "NOTES",
     "NOT_IDENTITY",
@@ -30,15 +32,12 @@ __all__ = [
     "parse_weights",
 ]
 
-NOT_IDENTITY = (
-    "output_dir", "resume", "resume_force", "overwrite", "log_with", "torch_threads", "num_workers",
-    "epochs", "eval_every", "save_every_steps",
-)  # fmt: skip
+NOT_IDENTITY = (*RUN_NOT_IDENTITY, "num_workers", "epochs", "eval_every", "save_every_steps")
 """Fields that may change when a run is resumed: where it writes, how it logs, when it stops."""
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(RunSettings):
     """Every setting of a run; defaults are the paper's HTSAT-22 (the ``pengi-22`` preset)."""
 
     # Model
@@ -100,18 +99,10 @@ class Config:
     # Evaluation
     max_new_tokens: int = 16
     eval_every: int = 1
-    # Runtime
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    # Runtime (and clapkit.train.config.RunSettings)
     grad_checkpointing: bool = False
-    seed: int = 0
     output_dir: str = "runs/pretrain_htsat22"
     save_every_steps: int = 2000
-    resume: str | None = None
-    """'latest' (the newest complete checkpoint) or a checkpoint folder of this run."""
-    resume_force: bool = False
-    overwrite: bool = False
-    log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
-    torch_threads: int | None = None
 
 
 # The paper names none of them; these are Pengi's families (Deshmukh et al., arXiv 2305.11834,

@@ -72,6 +72,22 @@ def test_overwrite_moves_the_old_run_aside(
         plan_run(out, CONFIG, seed=0, overwrite=True, resume="latest")
 
 
+def test_overwrite_twice_in_one_second_keeps_both_old_runs(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    names = []
+    for n in range(3):
+        out.mkdir(exist_ok=True)
+        (out / "report.md").write_text(f"run {n}")
+        plan = plan_run(out, CONFIG, seed=0, overwrite=True, now=1000.0)
+        plan.apply()
+        assert plan.move_aside is not None
+        names.append(plan.move_aside.name)
+    stamp = names[0].removeprefix("run.old-")
+    assert names == [f"run.old-{stamp}", f"run.old-{stamp}-2", f"run.old-{stamp}-3"]
+    for n, name in enumerate(names):
+        assert (tmp_path / name / "report.md").read_text() == f"run {n}"
+
+
 def test_resume_checks_the_checkpoint_config(tmp_path: Path) -> None:
     out = tmp_path / "run"
     fake_checkpoint(out / "checkpoints" / "step_00000004", CONFIG)

@@ -160,6 +160,10 @@ def plan_run(
                 )
             stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
             plan.move_aside = out.with_name(f"{out.name}.old-{stamp}")
+            n = 1
+            while plan.move_aside.exists():  # two replacements within one second
+                n += 1
+                plan.move_aside = out.with_name(f"{out.name}.old-{stamp}-{n}")
         return plan
     try:
         if resume == "latest":

@@ -59,7 +59,8 @@ class RunSettings:
     resume_force: bool = False
     """Resume although the checkpoint's run had another config (the differences are listed)."""
     overwrite: bool = False
-    """Start afresh in a non-empty --output-dir: the old run is moved to OUT.old-<timestamp> (-2, -3... within one second)."""
+    """Start afresh in a non-empty --output-dir: the old run is moved to OUT.old-<timestamp>
+    (then -2, -3... within one second)."""
     log_with: Literal["tensorboard", "wandb", "none"] = "tensorboard"
     torch_threads: int | None = None
     """torch.set_num_threads for CPU runs (None = torch's default)."""

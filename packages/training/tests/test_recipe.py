@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from clapkit.data import SkippedItem
 from clapkit.train.checkpointing import find_checkpoint
 from clapkit.train.config import RUN_NOT_IDENTITY, RunSettings
-from clapkit.train.recipe import TrainingRecipe
+from clapkit.train.recipe import TrainingDivergedError, TrainingRecipe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,8 @@ class ToyConfig(RunSettings):
     max_grad_norm: float | None = 1.0
     stop_at_step: int | None = None
     """Raise after this optimizer step (a crash in the middle of an epoch)."""
+    nan_at_step: int | None = None
+    """The loss of this optimizer step's micro-batches is NaN (a diverged run)."""
 
 
 class SimulatedCrashError(RuntimeError):
@@ -72,7 +76,7 @@ class ToyRecipe(TrainingRecipe[ToyConfig]):
     """A whole recipe in ~30 lines: what a new recipe writes on top of TrainingRecipe."""
 
     name, script = "toy", "recipes/toy.py"
-    not_identity = (*RUN_NOT_IDENTITY, "stop_at_step")
+    not_identity = (*RUN_NOT_IDENTITY, "stop_at_step", "nan_at_step")
     config_class, presets, default_preset = ToyConfig, {"toy": ToyConfig()}, "toy"
 
     def setup(self) -> None:
@@ -94,8 +98,7 @@ class ToyRecipe(TrainingRecipe[ToyConfig]):
             self.model.train()
             for batch in self.epoch_batches(self.data, self.loader, needs="labels"):
                 loss = self.micro_step(
-                    lambda b=batch: torch.nn.functional.mse_loss(self.model(b["x"]), b["y"]),
-                    max_grad_norm=self.cfg.max_grad_norm,
+                    partial(self.loss, batch), max_grad_norm=self.cfg.max_grad_norm
                 )
                 if loss is not None:
                     self.step_done(bar, {"loss": loss.item()}, epoch=self.progress.epoch)
@@ -103,6 +106,12 @@ class ToyRecipe(TrainingRecipe[ToyConfig]):
                         raise SimulatedCrashError
             self.close_epoch(self.epoch_record(**self.evaluate()))
         return self.progress.history
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        loss = torch.nn.functional.mse_loss(self.model(batch["x"]), batch["y"])
+        if self.progress.step + 1 == self.cfg.nan_at_step:
+            loss = loss * float("nan")
+        return loss
 
     def evaluate(self) -> dict[str, float]:
         with torch.no_grad():
@@ -176,3 +185,41 @@ def test_epoch_batches_count_and_filter(tmp_path: Path) -> None:
     assert sum(len(b["labels"]) for b in yielded) == 32
     assert recipe.skipped.in_epoch(0) == 8
     recipe.cleanup()
+
+
+def test_a_nan_loss_stops_the_run_before_it_saves_anything(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stop:
+        run(out, "--nan-at-step", "7")
+    message = str(stop.value.code)
+    assert message.startswith("toy: step 7 (epoch 1): the training loss is nan on 1 of 1 process")
+    assert f"{out / 'checkpoints' / 'step_00000006'} holds the weights of step 6" in message
+    assert "--resume latest" in message
+    assert isinstance(stop.value.__cause__, TrainingDivergedError)
+    # nothing of step 7 or later is saved; what is saved is finite
+    assert find_checkpoint(out / "checkpoints").name == "step_00000006"
+    for name, tensor in load_file(out / "checkpoints/step_00000006/model.safetensors").items():
+        assert tensor.isfinite().all(), name
+    # the run goes on from there (its config differs in nan_at_step only, which is not identity)
+    history = run(out, "--resume", "latest")
+    assert [e["step"] for e in history] == [5, 10, 15]
+    assert all(math.isfinite(x) for e in history for x in e["step_losses"])
+
+
+def test_a_nan_loss_on_the_first_step_says_nothing_was_saved(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no checkpoint was saved before it"):
+        run(tmp_path / "run", "--nan-at-step", "1")
+
+
+def test_a_step_the_fp16_scaler_skipped_only_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import accelerate
+
+    # fp16 needs a GPU; the gradient scaler's verdict is what the recipe reads (here the
+    # weights do turn NaN, as no scaler skipped the step: the run must still not stop)
+    skipped = property(lambda self: True)
+    monkeypatch.setattr(accelerate.Accelerator, "optimizer_step_was_skipped", skipped)
+    history = run(tmp_path / "run", "--nan-at-step", "3", "--epochs", "1")
+    assert history[0]["step"] == 5
+    assert "step 3: loss nan; the fp16 gradient scaler skipped the update" in capfd.readouterr().err

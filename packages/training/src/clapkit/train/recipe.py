@@ -4,7 +4,9 @@ A recipe is a subclass of :class:`TrainingRecipe` that fills in ``setup`` (model
 data), ``train`` (returns its outcome) and ``evaluate``; what every training run does the same
 way lives here: the run's start (threads, accelerator, logging, run folder, seed), the resolved
 config written beside the checkpoints, the resume, atomic checkpoints with the run's identity,
-and the end (trackers closed, skipped files named, the report printed). ``main`` is one call::
+a stop at the first NaN or infinite loss (:class:`TrainingDivergedError`, before anything of
+that step is saved), and the end (trackers closed, skipped files named, the report printed).
+``main`` is one call::
 
     class MyRecipe(TrainingRecipe[Config]):  # in recipes/my_recipe.py
         config_class, presets, default_preset, notes = Config, PRESETS, "paper", NOTES
@@ -41,6 +43,11 @@ from clapkit.train.setup import start_run
 __all__ = ["TrainingRecipe"]
 
 C = TypeVar("C", bound=RunSettings)
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite: the run stops before it saves anything of
+    that step."""
 
 
 class TrainingRecipe(Generic[C]):
@@ -103,6 +110,7 @@ class TrainingRecipe(Generic[C]):
         self.model: Any = None  # the prepared model, optimizer and training loader
         self.optimizer: Any = None
         self.train_loader: Any = None
+        self.last_checkpoint: tuple[Path, int] | None = None  # (folder, step) saved or resumed
 
     @property
     def log(self) -> logging.Logger:
@@ -145,6 +153,7 @@ class TrainingRecipe(Generic[C]):
             return
         accelerator.load_state(str(self.plan.resume_from))
         p = self.progress
+        self.last_checkpoint = (Path(self.plan.resume_from), p.step)
         self.log.info(
             "%s resumed from %s: epoch %d, step %d, batch %d of the epoch",
             self.name, self.plan.resume_from, p.epoch, p.step, p.batches_in_epoch,
@@ -261,6 +270,7 @@ class TrainingRecipe(Generic[C]):
             Whether a checkpoint was saved (its time is neither data wait nor compute).
         """
         step = self.progress.step
+        self._check_loss(scalars["loss"])
         bar.update(1)
         bar.set_postfix(**shown, loss=f"{scalars['loss']:.3f}")
         self.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
@@ -268,6 +278,33 @@ class TrainingRecipe(Generic[C]):
             return False
         self.save_checkpoint(f"step_{step:08d}")
         return True
+
+    def _check_loss(self, loss: float) -> None:
+        """Stop a run whose loss is NaN or infinite on any process, before anything of that
+        step is saved; under fp16 a step the gradient scaler skipped only warns (the weights
+        did not change)."""
+        import torch
+
+        accelerator, p = self.accelerator, self.progress
+        bad = torch.tensor(0.0 if math.isfinite(loss) else 1.0, device=accelerator.device)
+        processes = int(accelerator.reduce(bad, "sum"))
+        if not processes:
+            return
+        if accelerator.optimizer_step_was_skipped:
+            self.log.warning("step %d: loss %s; the fp16 gradient scaler skipped the update",
+                             p.step, loss)  # fmt: skip
+            return
+        if self.last_checkpoint is None:
+            kept = "no checkpoint was saved before it"
+        else:
+            folder, step = self.last_checkpoint
+            kept = f"{folder} holds the weights of step {step}"
+        raise TrainingDivergedError(
+            f"step {p.step} (epoch {p.epoch}): the training loss is {loss} on {processes} of "
+            f"{accelerator.num_processes} process(es); the run stops and saves nothing of this "
+            f"step ({kept}). Go on from there with --resume latest and a lower learning rate "
+            "or gradient clipping (and --resume-force, as the config changes)"
+        )
 
     def epoch_record(self, **fields: Any) -> dict[str, Any]:
         """The record of the epoch that ends: epoch, step, its mean training loss over the
@@ -314,6 +351,7 @@ class TrainingRecipe(Generic[C]):
         ``config.json`` beside it. Call on every process."""
         files = {"run.json": self.plan.run_json, "config.json": json.dumps(self.resolved, indent=2)}
         folder = save_checkpoint(self.accelerator, self.out / "checkpoints" / name, files=files)
+        self.last_checkpoint = (folder, self.progress.step)
         self.log.info("checkpoint saved: %s", folder.name)
         return folder
 
@@ -357,6 +395,10 @@ class TrainingRecipe(Generic[C]):
         recipe = cls(cfg, preset)
         recipe.start()
         recipe.setup()
-        result = recipe.train()
+        try:
+            result = recipe.train()
+        except TrainingDivergedError as error:
+            recipe.accelerator.end_training()  # the trackers keep what was logged
+            raise SystemExit(f"{recipe.name}: {error}") from error
         recipe.cleanup()
         return result

@@ -44,7 +44,7 @@ from clapkit.train.augment import (
     batch_generator,
     configure_spec_augment,
 )
-from clapkit.train.checkpointing import replace_folder
+from clapkit.train.checkpointing import written_aside
 from clapkit.train.config import jsonable
 from clapkit.train.finetune_report import write_finetune_report
 from clapkit.train.finetuning import AudioClassifier, build_encoder, classifier_logits
@@ -290,11 +290,8 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
         if progress.best is None or result.get("score", -1.0) > progress.best["score"]:
             progress.best = result
             if accelerator.is_main_process:
-                staged = self.out / ".best.partial"
-                if staged.exists():
-                    shutil.rmtree(staged)
-                shutil.copytree(self.out / "folds" / fold, staged)
-                replace_folder(staged, self.out / "best")
+                with written_aside(self.out / "best") as staged:
+                    shutil.copytree(self.out / "folds" / fold, staged)
         self.log.info("fold %s: %s", fold, json.dumps(result))
         cv.fold, cv.current = cv.fold + 1, None
         progress.epoch, progress.batches_in_epoch = 0, 0
@@ -318,11 +315,8 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return
-        staged = self.out / "folds" / f".{fold}.partial"
-        if staged.exists():
-            shutil.rmtree(staged)
-        self.classifier.save_pretrained(staged)
-        replace_folder(staged, self.out / "folds" / fold)
+        with written_aside(self.out / "folds" / fold) as staged:
+            self.classifier.save_pretrained(staged)
 
     def metrics(self) -> dict[str, Any]:
         """What metrics.json holds (see ``write_finetune_report``)."""

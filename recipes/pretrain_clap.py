@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -45,8 +44,8 @@ from clapkit.core import ContrastiveLoss
 from clapkit.data import read_manifest
 from clapkit.train.checkpointing import (
     full_state_dict,
-    replace_folder,
     save_whole_pretrained,
+    written_aside,
 )
 from clapkit.train.config import parse_config
 from clapkit.train.contrastive import ContrastiveUpdates, build_model, flops_per_sample
@@ -149,13 +148,9 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
     # -- train ----------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Epochs of contrastive training, each followed by ``evaluate``; returns the outcome."""
-        cfg, accelerator, progress, updates = (
-            self.cfg,
-            self.accelerator,
-            self.progress,
-            self.updates,
-        )
-        batches = self._batches_per_epoch()
+        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
+        updates = self.updates
+        batches = self.batches_per_epoch()
         bar = self.progress_bar(cfg.epochs, micro_steps=updates.micro_steps)
         started = time.perf_counter()
         meter = ThroughputMeter(self.flops_per_sample)
@@ -188,16 +183,12 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
                     loss = updates.feed({k: batch[k] for k in keys})
                     if loss is None:  # gathered for a full-negatives update
                         continue
-                # kept in Progress: a resumed epoch averages all its losses
-                progress.loss_sum += loss.item()
-                progress.loss_count += 1
+                value = self.count_loss(loss, updated=updates.updated)
                 if not updates.updated:
                     meter.micro_step_done()
                     continue
-                progress.step += 1
-                progress.step_losses.append(loss.item())
                 speed, samples = meter.step_done(samples), 0
-                scalars = {"loss": loss.item(), "lr": self.optimizer.param_groups[0]["lr"],
+                scalars = {"loss": value, "lr": self.optimizer.param_groups[0]["lr"],
                            "logit_scale": self._logit_scale(), **speed.as_dict(),
                            "skipped_files": self.skipped.in_epoch(epoch)}  # fmt: skip
                 if self.step_done(bar, scalars, epoch=epoch):
@@ -214,12 +205,6 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         bar.close()
         return {"history": progress.history, "best": progress.best,
                 "skipped": self.skipped.state_dict()}  # fmt: skip
-
-    def _batches_per_epoch(self) -> int | None:
-        try:
-            return len(self.train_loader)
-        except TypeError:  # shards without --samples-per-epoch: one pass of unknown length
-            return None
 
     def _end_epoch(self, seconds: float, speed: dict[str, float]) -> None:
         results = self.evaluate()
@@ -257,21 +242,18 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         if not accelerator.is_main_process:
             return
         cfg, best = self.cfg, self.progress.best or {}
-        staged = self.out / ".best.partial"
-        if staged.exists():
-            shutil.rmtree(staged)
         data = [f"training: `{self.train_manifest or cfg.train_shards}`"]
         data += [f"zero-shot evaluation: `{t.task.name}`" for t in self.tasks]
-        write_model_card(  # before save_pretrained, which keeps an existing README.md
-            staged, recipe=self.script, preset=self.preset,
-            model=f"audio `{cfg.audio}` + text `{cfg.text}` (size {cfg.size}), "
-            f"projection {cfg.projection} to {cfg.projection_dim}, seed {cfg.seed}",
-            data=data, metrics=best,
-            command=f"accelerate launch {self.script} --preset {self.preset} ...",
-        )  # fmt: skip
         model = accelerator.unwrap_model(self.model)
-        save_whole_pretrained(model, staged, state, tokenizer=model.text_encoder.tokenizer)
-        replace_folder(staged, self.out / "best")
+        with written_aside(self.out / "best") as staged:
+            write_model_card(  # before save_pretrained, which keeps an existing README.md
+                staged, recipe=self.script, preset=self.preset,
+                model=f"audio `{cfg.audio}` + text `{cfg.text}` (size {cfg.size}), "
+                f"projection {cfg.projection} to {cfg.projection_dim}, seed {cfg.seed}",
+                data=data, metrics=best,
+                command=f"accelerate launch {self.script} --preset {self.preset} ...",
+            )  # fmt: skip
+            save_whole_pretrained(model, staged, state, tokenizer=model.text_encoder.tokenizer)
 
     def write_report(self) -> None:
         """metrics.json, report.md, history.csv and curves.png in the run folder."""

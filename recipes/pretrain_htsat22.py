@@ -36,7 +36,6 @@ Outputs: ``run.json``, ``config.json``, ``metrics.json``, ``report.md``, ``histo
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -58,7 +57,7 @@ from clapkit.data import (
     WeightedTaskSampler,
     read_multitask_manifest,
 )
-from clapkit.train.checkpointing import replace_folder
+from clapkit.train.checkpointing import written_aside
 from clapkit.train.multitask import build_model, fsdd_multitask_manifests
 from clapkit.train.presets.htsat22 import (
     NOT_IDENTITY,
@@ -69,7 +68,7 @@ from clapkit.train.presets.htsat22 import (
 )
 from clapkit.train.recipe import TrainingRecipe
 from clapkit.train.reporting import write_report
-from clapkit.train.setup import enable_grad_checkpointing
+from clapkit.train.setup import enable_grad_checkpointing, linear_warmup
 from clapkit.train.throughput import ThroughputMeter, count_flops
 
 PRESETS = htsat22_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
@@ -129,11 +128,8 @@ class PretrainHtsat22Recipe(TrainingRecipe[Config]):
         self.flops_per_sample = self._count_flops(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
-        warmup = cfg.warmup_steps
         # stepped once per update by the recipe, checkpointed via register_for_checkpointing
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
+        self.scheduler = linear_warmup(optimizer, cfg.warmup_steps)
         self.model, self.optimizer, self.train_loader = accelerator.prepare(
             model, optimizer, loader
         )
@@ -243,12 +239,6 @@ class PretrainHtsat22Recipe(TrainingRecipe[Config]):
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return
-        staged = self.out / ".best.partial"
-        if staged.exists():
-            shutil.rmtree(staged)
-        staged.mkdir(parents=True)
-        save_weights(self.lm.audio_encoder, staged / "audio_encoder.safetensors")
-        self.lm.save_pretrained(staged / "prefix_lm")
         best = self.progress.best or {}
         card = [
             f"# HTSAT-22 audio encoder trained by `{self.script}` (preset `{self.preset}`)", "",
@@ -260,8 +250,11 @@ class PretrainHtsat22Recipe(TrainingRecipe[Config]):
             "For CLAP pretraining: `accelerate launch recipes/pretrain_clap.py --preset "
             "table1-htsat22-gpt2 --audio-weights best/audio_encoder.safetensors ...`",
         ]  # fmt: skip
-        (staged / "README.md").write_text("\n".join(card) + "\n")
-        replace_folder(staged, self.out / "best")
+        with written_aside(self.out / "best") as staged:
+            staged.mkdir()
+            save_weights(self.lm.audio_encoder, staged / "audio_encoder.safetensors")
+            self.lm.save_pretrained(staged / "prefix_lm")
+            (staged / "README.md").write_text("\n".join(card) + "\n")
 
     def summary(self) -> list[str]:
         """The report's lines under its heading."""

@@ -28,7 +28,6 @@ mid-epoch included), TensorBoard logs.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -43,13 +42,14 @@ from clapkit.data import ClapCollator, ManifestDataset, read_manifest
 from clapkit.train.captioning import build_captioner, one_caption_each
 from clapkit.train.checkpointing import (
     full_state_dict,
-    replace_folder,
     save_whole_pretrained,
+    written_aside,
 )
 from clapkit.train.demo import fsdd_manifests
 from clapkit.train.presets.captioning import NOT_IDENTITY, PRESET_NOTES, Config, captioning_presets
 from clapkit.train.recipe import TrainingRecipe
 from clapkit.train.reporting import write_report
+from clapkit.train.setup import linear_warmup
 
 PRESETS = captioning_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
 
@@ -96,12 +96,8 @@ class TrainCaptionerRecipe(TrainingRecipe[Config]):
         )  # fmt: skip
         trainable = [p for p in captioner.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr)
-        warmup = cfg.warmup_steps
-        # stepped once per optimizer update by the recipe (not prepared: accelerate would step
-        # it once per process), checkpointed through register_for_checkpointing
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
-        )
+        # stepped once per optimizer update by the recipe, checkpointed by resume()
+        self.scheduler = linear_warmup(optimizer, cfg.warmup_steps)
         prepared = accelerator.prepare(captioner, optimizer, loader)
         self.model, self.optimizer, self.train_loader = prepared
         self.captioner: ClapCaptioner = accelerator.unwrap_model(self.model)
@@ -192,11 +188,8 @@ class TrainCaptionerRecipe(TrainingRecipe[Config]):
         state = full_state_dict(self.accelerator, self.model)
         if not self.accelerator.is_main_process:
             return
-        staged = self.out / ".best.partial"
-        if staged.exists():
-            shutil.rmtree(staged)
-        save_whole_pretrained(self.captioner, staged, state, tokenizer=self.captioner.tokenizer)
-        replace_folder(staged, self.out / "best")
+        with written_aside(self.out / "best") as staged:
+            save_whole_pretrained(self.captioner, staged, state, tokenizer=self.captioner.tokenizer)
         (self.out / "examples.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
 
     def summary(self) -> list[str]:

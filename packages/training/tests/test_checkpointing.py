@@ -23,6 +23,7 @@ from clapkit.train.checkpointing import (
     replace_folder,
     save_checkpoint,
     verify_checkpoint,
+    written_aside,
 )
 
 
@@ -148,3 +149,30 @@ def test_replace_folder_swaps_whole_folders(tmp_path: Path) -> None:
     again.mkdir()
     replace_folder(again, tmp_path / "fresh")  # no previous folder
     assert (tmp_path / "fresh").is_dir()
+
+
+def test_written_aside_replaces_only_a_finished_folder(tmp_path: Path) -> None:
+    final = tmp_path / "folds" / "a"
+    (tmp_path / "folds" / ".a.partial").mkdir(parents=True)  # left by a killed write
+    (tmp_path / "folds" / ".a.partial" / "stale.txt").write_text("stale")
+    with written_aside(final) as staged:
+        assert staged == tmp_path / "folds" / ".a.partial"
+        assert not staged.exists()
+        staged.mkdir()
+        (staged / "model.txt").write_text("first")
+    assert [p.name for p in final.iterdir()] == ["model.txt"]
+
+    # a write that fails leaves the finished folder as it was
+    def fail_half_way(staged: Path) -> None:
+        staged.mkdir()
+        (staged / "model.txt").write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"), written_aside(final) as staged:
+        fail_half_way(staged)
+    assert (final / "model.txt").read_text() == "first"
+    with written_aside(final) as staged:
+        staged.mkdir()
+        (staged / "model.txt").write_text("second")
+    assert (final / "model.txt").read_text() == "second"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["a"]

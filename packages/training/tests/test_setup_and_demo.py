@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clapkit.train.demo import build_encoders, build_word_tokenizer, fsdd_manifests, speech_frontend
-from clapkit.train.setup import accumulation_steps, enable_grad_checkpointing
+from clapkit.train.setup import accumulation_steps, enable_grad_checkpointing, linear_warmup
 
 FSDD = Path(__file__).resolve().parents[3] / "data" / "fsdd"
 
@@ -34,6 +34,20 @@ class Checkpointable(torch.nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.enabled = enable
+
+
+def test_linear_warmup() -> None:
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=0.5)
+    scheduler = linear_warmup(optimizer, 4)
+    rates = []
+    for _ in range(6):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.125, 0.25, 0.375, 0.5, 0.5, 0.5])
+    constant = linear_warmup(torch.optim.SGD([weight], lr=0.5), 0)
+    assert constant.get_last_lr() == [0.5]
 
 
 def test_grad_checkpointing_reaches_every_encoder() -> None:

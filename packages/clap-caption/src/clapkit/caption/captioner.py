@@ -22,14 +22,12 @@ from clapkit.caption.mappers import build_mapper
 from clapkit.caption.parts import CaptionerParts, clap_parts
 from clapkit.caption.tokenizer import TokenizerLike, load_tokenizer
 from clapkit.core import (
-    HUB_ARGUMENTS,
     AudioInput,
     build_projection,
-    check_pretrained_source,
     embed_audio_input,
     load_pretrained_weights,
     load_strict,
-    pretrained_folder,
+    locate_pretrained,
     read_pretrained,
     write_pretrained,
 )
@@ -304,12 +302,10 @@ class ClapCaptioner(
             ValueError: a malformed ``config.json``, or one that is not a captioner config
                 (the file named).
         """
-        check_pretrained_source(pretrained_model_name_or_path, what="clapkit captioner")
-        # fetched here, not by the hub mixin, whose own errors do not say that no such local
-        # folder exists either
-        hub = {name: kwargs.pop(name) for name in HUB_ARGUMENTS if name in kwargs}
-        folder = pretrained_folder(pretrained_model_name_or_path, **hub)
-        return super().from_pretrained(os.fspath(folder), **kwargs)
+        folder, rest = locate_pretrained(
+            pretrained_model_name_or_path, kwargs, what="clapkit captioner"
+        )
+        return super().from_pretrained(os.fspath(folder), **rest)
 
     @classmethod
     def _from_pretrained(
@@ -338,10 +334,7 @@ class ClapCaptioner(
         for name in ("config", "audio", "mapper", "language_model", "audio_projection"):
             if not isinstance(model_kwargs.get(name), nn.Module):
                 model_kwargs.pop(name, None)
-        try:
-            config = CaptionerConfig.from_dict(files.config)
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"{files.folder / 'config.json'}: {error}") from error
+        config = files.typed_config(CaptionerConfig.from_dict)
         tokenizer = model_kwargs.pop("tokenizer", None) or files.tokenizer
         model = cls(config, tokenizer=tokenizer, **model_kwargs)
         load_pretrained_weights(model, files)

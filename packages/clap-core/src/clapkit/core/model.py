@@ -23,11 +23,8 @@ from clapkit.core.convert import (
 from clapkit.core.embedding import ClapInference
 from clapkit.core.inference import normalize as l2_normalize
 from clapkit.core.pretrained import (
-    CONFIG_FILE,
-    HUB_ARGUMENTS,
-    check_pretrained_source,
     load_pretrained_weights,
-    pretrained_folder,
+    locate_pretrained,
     read_pretrained,
     write_pretrained,
 )
@@ -297,12 +294,10 @@ class ClapModel(
                 file named).
             CheckpointError: missing or unexpected weights, by name.
         """
-        check_pretrained_source(pretrained_model_name_or_path, what="clapkit model")
-        # fetched here, not by the hub mixin, whose own errors do not say that no such local
-        # folder exists either
-        hub = {name: kwargs.pop(name) for name in HUB_ARGUMENTS if name in kwargs}
-        folder = pretrained_folder(pretrained_model_name_or_path, **hub)
-        return super().from_pretrained(os.fspath(folder), **kwargs)
+        folder, rest = locate_pretrained(
+            pretrained_model_name_or_path, kwargs, what="clapkit model"
+        )
+        return super().from_pretrained(os.fspath(folder), **rest)
 
     @classmethod
     def _from_pretrained(
@@ -328,12 +323,9 @@ class ClapModel(
             local_files_only=local_files_only,
             token=token,
         )
-        try:
-            ClapConfig.from_dict(files.config)
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"{files.folder / CONFIG_FILE}: {error}") from error
+        parsed = files.typed_config(ClapConfig.from_dict)
         tokenizer = model_kwargs.pop("tokenizer", None) or files.tokenizer
-        model = cls(config or files.config, tokenizer=tokenizer, **model_kwargs)
+        model = cls(config or parsed, tokenizer=tokenizer, **model_kwargs)
         load_pretrained_weights(model, files)
         return model.to(map_location).eval()
 

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from huggingface_hub import snapshot_download
 from safetensors.torch import save_model
@@ -27,6 +27,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "PretrainedFolder",
     "load_pretrained_weights",
+    "locate_pretrained",
     "pretrained_folder",
     "read_pretrained",
     "write_pretrained",
@@ -37,6 +38,7 @@ WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 HUB_ARGUMENTS = ("revision", "cache_dir", "force_download", "local_files_only", "token")
 """The ``from_pretrained`` keyword arguments that `pretrained_folder` hands to the hub."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,18 @@ class PretrainedFolder:
     config: dict[str, Any]
     weights: Path
     tokenizer: Path
+
+    def typed_config(self, parse: Callable[[dict[str, Any]], T]) -> T:
+        """The config through ``parse`` (e.g. ``ClapConfig.from_dict``).
+
+        Raises:
+            ValueError: ``parse`` refused it (a foreign or outdated config): its message,
+                after the ``config.json`` path.
+        """
+        try:
+            return parse(self.config)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{self.folder / CONFIG_FILE}: {error}") from error
 
 
 def _looks_local(model_id: str) -> bool:
@@ -174,6 +188,30 @@ def pretrained_folder(
             f"hub repo failed: {type(error).__name__}: {error}"
         ) from error
     return Path(folder)
+
+
+def locate_pretrained(
+    model_id: str | os.PathLike[str], kwargs: dict[str, Any], *, what: str
+) -> tuple[Path, dict[str, Any]]:
+    """The folder a ``from_pretrained(model_id, **kwargs)`` call reads, found before the hub
+    mixin sees it (whose own errors do not say that no such local folder exists).
+
+    Args:
+        model_id: a local folder or a hub repo id.
+        kwargs: the call's keyword arguments; the `HUB_ARGUMENTS` among them fetch the repo.
+        what: the kind of model, for messages (``"clapkit model"``).
+
+    Returns:
+        The local folder, and ``kwargs`` without the hub arguments.
+
+    Raises:
+        FileNotFoundError: as `check_pretrained_source` and `pretrained_folder`.
+        ValueError: the folder's ``config.json`` is malformed.
+    """
+    check_pretrained_source(model_id, what=what)
+    hub = {name: value for name, value in kwargs.items() if name in HUB_ARGUMENTS}
+    rest = {name: value for name, value in kwargs.items() if name not in HUB_ARGUMENTS}
+    return pretrained_folder(model_id, **hub), rest
 
 
 def read_pretrained(model_id: str | os.PathLike[str], *, what: str, **hub: Any) -> PretrainedFolder:

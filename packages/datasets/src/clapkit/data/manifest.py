@@ -11,10 +11,17 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".mp3")
-R = TypeVar("R")
+
+
+class _Keyed(Protocol):
+    @property
+    def key(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Keyed)
 
 
 class ManifestError(ValueError):
@@ -153,10 +160,9 @@ def read_json_lines(
             except json.JSONDecodeError as error:
                 raise ManifestError(f"{where}: not valid JSON ({error.msg})") from error
             record = parse(decoded, manifest.parent, where)
-            key = record.key  # type: ignore[attr-defined]
-            if key in seen:
-                raise ManifestError(f"{where}: key {key!r} repeats {seen[key]}")
-            seen[key] = where
+            if record.key in seen:
+                raise ManifestError(f"{where}: key {record.key!r} repeats {seen[record.key]}")
+            seen[record.key] = where
             records.append(record)
     return records
 

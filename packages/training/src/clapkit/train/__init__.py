@@ -7,11 +7,11 @@ Modules (import them by name; this file imports nothing heavy):
 - :mod:`clapkit.train.presets`: each recipe's config dataclass, presets and notes.
 - :mod:`clapkit.train.config`: presets + typed overrides (``parse_config``), config hash/diff.
 - :mod:`clapkit.train.setup`: the ``Accelerator`` (accumulation to the global batch), logging,
-  gradient checkpointing.
+  gradient checkpointing, the warm-up schedule.
 - :mod:`clapkit.train.runs`: run folders that never mix (``plan_run``: ``--resume``,
   ``--overwrite``, ``run.json``).
 - :mod:`clapkit.train.checkpointing`: atomic checkpoints, ``find_checkpoint`` (newest
-  complete), ``verify_checkpoint``, ``replace_folder``.
+  complete), ``verify_checkpoint``, ``replace_folder``, ``written_aside``.
 - :mod:`clapkit.train.evaluation`: per-epoch zero-shot tasks and scores (clap-core's path).
 - :mod:`clapkit.train.throughput`: samples/s, data wait vs compute, TFLOP/s.
 - :mod:`clapkit.train.reporting`: metrics.json, report.md, history.csv, curves.png, model card.

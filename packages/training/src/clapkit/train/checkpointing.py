@@ -23,7 +23,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ __all__ = [
     "save_checkpoint",
     "save_whole_pretrained",
     "verify_checkpoint",
+    "written_aside",
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,6 +98,30 @@ def replace_folder(staged: Path, final: Path) -> None:
     staged.rename(final)
     if old.exists():
         shutil.rmtree(old)
+
+
+@contextmanager
+def written_aside(final: str | Path) -> Iterator[Path]:
+    """A folder to write in place of ``final``: the block writes ``.NAME.partial`` beside it
+    (emptied first: a killed write may have left one; created by the block), which replaces
+    ``final`` by :func:`replace_folder` when the block ends without an error::
+
+        with written_aside(out / "best") as staged:
+            model.save_pretrained(staged)
+
+    Args:
+        final: the folder to replace (it may not exist yet).
+
+    Yields:
+        The staging folder, which does not exist yet.
+    """
+    final = Path(final)
+    staged = _partial(final)
+    if staged.exists():
+        shutil.rmtree(staged)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    yield staged
+    replace_folder(staged, final)
 
 
 def save_checkpoint(

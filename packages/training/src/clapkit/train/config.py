@@ -39,8 +39,10 @@ RUN_NOT_IDENTITY = (
     "overwrite",
     "log_with",
     "torch_threads",
+    "save_every_steps",
 )
-"""`RunSettings` fields a resumed run may change: where it writes, how it resumes and logs."""
+"""`RunSettings` fields a resumed run may change: where it writes, how it resumes, logs and
+checkpoints."""
 
 
 @dataclasses.dataclass(frozen=True)

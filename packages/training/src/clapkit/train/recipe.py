@@ -40,7 +40,7 @@ from clapkit.train.checkpointing import Progress, save_checkpoint
 from clapkit.train.config import RunSettings, jsonable, parse_config
 from clapkit.train.setup import start_run
 
-__all__ = ["TrainingRecipe"]
+__all__ = ["TrainingDivergedError", "TrainingRecipe"]
 
 C = TypeVar("C", bound=RunSettings)
 
@@ -188,14 +188,20 @@ class TrainingRecipe(Generic[C]):
         from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
         micro = micro_steps or self.accelerator.gradient_accumulation_steps
-        try:
-            total: int | None = epochs * math.ceil(len(self.train_loader) / micro)
-        except TypeError:  # tar shards without --samples-per-epoch: one pass of unknown length
-            total = None
+        batches = self.batches_per_epoch()
+        total = None if batches is None else epochs * math.ceil(batches / micro)
         return tqdm(
             total=total, initial=self.progress.step, unit="step", dynamic_ncols=True,
             disable=not self.accelerator.is_local_main_process,
         )  # fmt: skip
+
+    def batches_per_epoch(self) -> int | None:
+        """The training loader's batches per epoch on this process; None when unknown (tar
+        shards without ``--samples-per-epoch``: one pass over a stream without a length)."""
+        try:
+            return len(self.train_loader)
+        except TypeError:
+            return None
 
     def epoch_batches(
         self, dataset: Any, loader: Any, *, needs: str | None = None
@@ -234,13 +240,12 @@ class TrainingRecipe(Generic[C]):
         autocast), backward, and at the accumulation's end gradient clipping to
         ``max_grad_norm``, the optimizer step and zeroed gradients.
 
-        The loss joins the epoch's mean (``progress``, checkpointed: a resumed epoch averages
-        all its losses); an optimizer step counts a step and keeps its loss.
+        The loss is counted (:meth:`count_loss`).
 
         Returns:
             The loss when the optimizer stepped, else None (more micro-batches to come).
         """
-        accelerator, p = self.accelerator, self.progress
+        accelerator = self.accelerator
         with accelerator.accumulate(self.model), accelerator.autocast():
             loss = compute_loss()
             accelerator.backward(loss)
@@ -248,13 +253,27 @@ class TrainingRecipe(Generic[C]):
                 accelerator.clip_grad_norm_(self.model.parameters(), max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad()
-        p.loss_sum += loss.item()
+        self.count_loss(loss, updated=accelerator.sync_gradients)
+        return loss if accelerator.sync_gradients else None
+
+    def count_loss(self, loss: Any, *, updated: bool) -> float:
+        """A micro-batch's loss joins the epoch's mean (``progress``, checkpointed: a resumed
+        epoch averages all its losses); with ``updated`` (the optimizer stepped) a step is
+        counted and the loss kept as the update's.
+
+        :meth:`micro_step` calls it; a recipe that runs its own updates (full-batch
+        negatives) calls it once per micro-batch.
+
+        Returns:
+            The loss as a float.
+        """
+        p, value = self.progress, float(loss.item())
+        p.loss_sum += value
         p.loss_count += 1
-        if not accelerator.sync_gradients:
-            return None
-        p.step += 1
-        p.step_losses.append(loss.item())
-        return loss
+        if updated:
+            p.step += 1
+            p.step_losses.append(value)
+        return value
 
     def step_done(self, bar: Any, scalars: Mapping[str, float], **shown: Any) -> bool:
         """After an optimizer step: the bar moves (showing ``shown`` and the loss), the

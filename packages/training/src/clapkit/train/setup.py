@@ -7,6 +7,7 @@
     setup_logging(accelerator)
     set_seed(cfg.seed)                              # accelerate.utils.set_seed
     enable_grad_checkpointing(model)                # --grad-checkpointing
+    scheduler = linear_warmup(optimizer, cfg.warmup_steps)  # step it once per update
 """
 
 from __future__ import annotations
@@ -20,10 +21,33 @@ from typing import Any
 __all__ = [
     "accumulation_steps",
     "enable_grad_checkpointing",
+    "linear_warmup",
     "make_accelerator",
     "setup_logging",
     "start_run",
 ]
+
+
+def linear_warmup(optimizer: Any, steps: int) -> Any:
+    """A learning rate rising linearly to the optimiser's own over ``steps`` updates, then
+    constant: ``lr x min(1, (update + 1) / steps)``; ``steps`` 0 keeps it constant.
+
+    Step it once per optimizer update, not per process (it is not for ``accelerator.prepare``,
+    which would step it once per process); register it for checkpointing.
+
+    Args:
+        optimizer: the run's optimiser.
+        steps: warm-up updates.
+
+    Returns:
+        The ``torch.optim.lr_scheduler.LambdaLR``.
+    """
+    import torch
+
+    def factor(update: int) -> float:
+        return min(1.0, (update + 1) / steps) if steps else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def accumulation_steps(global_batch_size: int, batch_size: int, num_processes: int) -> int:

@@ -34,7 +34,6 @@ NOT_IDENTITY = (
     "epochs",
     "eval_every",
     "examples",
-    "save_every_steps",
 )
 """Fields that may change when a run is resumed: where it writes, how it logs, when it stops."""
 

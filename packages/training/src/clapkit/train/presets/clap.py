@@ -33,7 +33,7 @@ __all__ = [
     "suite_task_specs",
 ]
 
-NOT_IDENTITY = (*RUN_NOT_IDENTITY, "max_steps", "save_every_steps", "extra")
+NOT_IDENTITY = (*RUN_NOT_IDENTITY, "max_steps", "extra")
 """Config fields that may change when a run is resumed (where it is written, how it is logged,
 when it stops): left out of run.json's hash and of the resume check."""
 

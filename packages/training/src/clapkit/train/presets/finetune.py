@@ -35,7 +35,7 @@ __all__ = [
 
 PAPER_ESC50 = (96.70, 98.25)
 """The paper's ESC-50 fine-tuning figures: accuracy 96.70% -> 98.25%."""
-NOT_IDENTITY = (*RUN_NOT_IDENTITY, "num_workers", "save_every_steps", "max_steps")
+NOT_IDENTITY = (*RUN_NOT_IDENTITY, "num_workers", "max_steps")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ __all__ = [
     "parse_weights",
 ]
 
-NOT_IDENTITY = (*RUN_NOT_IDENTITY, "num_workers", "epochs", "eval_every", "save_every_steps")
+NOT_IDENTITY = (*RUN_NOT_IDENTITY, "num_workers", "epochs", "eval_every")
 """Fields that may change when a run is resumed: where it writes, how it logs, when it stops."""
 
 

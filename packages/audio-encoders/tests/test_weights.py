@@ -204,12 +204,34 @@ def test_missing_unexpected_and_misshapen_keys_are_listed(htsat_state: dict[str,
     assert "norm.weight: file (5,) vs encoder (768,)" in message
 
 
-def test_non_strict_loads_the_backbone_only(htsat_state: dict[str, Tensor]) -> None:
-    encoder = htsat(num_classes=0)
-    with pytest.raises(CheckpointError, match=r"tscam_conv\.weight"):
-        load_reference_state_dict(encoder, htsat_state)
-    load_reference_state_dict(encoder, htsat_state, strict=False)
-    assert torch.equal(encoder.norm.weight, htsat_state["norm.weight"])
+def test_headless_encoder_drops_the_file_classifier_by_name(
+    htsat_state: dict[str, Tensor],
+) -> None:
+    headed, headless = htsat(), htsat(num_classes=0)
+    load_reference_state_dict(headed, htsat_state)
+    load_reference_state_dict(headless, htsat_state)  # strict: tscam_conv.* dropped by name
+    assert not any(k.startswith("head.") for k in headless.state_dict())
+    wave = torch.randn(1, 32000)
+    with torch.no_grad():
+        expected = headed.eval()(wave).embedding
+        torch.testing.assert_close(headless.eval()(wave).embedding, expected)
+    broken = dict(htsat_state)
+    broken["layers.0.blocks.0.extra.weight"] = torch.zeros(3)
+    with pytest.raises(CheckpointError, match=r"layers\.0\.blocks\.0\.extra\.weight"):
+        load_reference_state_dict(htsat(num_classes=0), broken)
+    load_reference_state_dict(headless, htsat_state, strict=False)
+    assert torch.equal(headless.norm.weight, htsat_state["norm.weight"])
+
+
+def test_headed_encoder_from_a_headless_file_says_how(tmp_path: Path) -> None:
+    path = tmp_path / "tower.safetensors"
+    save_weights(tiny("cnn14", num_classes=0), path)
+    with pytest.raises(
+        CheckpointError, match=r"head\.weight.*build the encoder with num_classes=0"
+    ):
+        tiny("cnn14", weights=path)
+    headless = tiny("cnn14", num_classes=0, weights=path)
+    assert headless.num_classes == 0
 
 
 def test_architecture_mismatch(tmp_path: Path, htsat_state: dict[str, Tensor]) -> None:

@@ -13,6 +13,7 @@ from transformers import GPT2Config, GPT2TokenizerFast
 import clapkit.audio
 import clapkit.text
 from clapkit.core import (
+    ContrastiveLoss,
     build_clap,
     create_audio_encoder,
     create_text_encoder,
@@ -82,11 +83,15 @@ def test_every_audio_name_builds_through_create_and_build_clap(name: str) -> Non
         audio_kwargs=_tiny_audio_kwargs(name),
         text_kwargs=_tiny_text_kwargs("gpt2-eot"),
     ).eval()
-    assert model.config.audio == direct.get_config()
-    with torch.no_grad():
-        out = model(torch.randn(2, 8000), ["a dog barks", "rain"])
+    # CLAP's audio tower has no classifier head, whatever the builder's knobs said
+    assert model.config.audio == {**direct.get_config(), "num_classes": 0}
+    assert not [k for k in model.state_dict() if k.startswith("audio_encoder.head.")]
+    out = model.train()(torch.randn(2, 8000), ["a dog barks", "rain"])
     assert out.audio_embeds.shape == out.text_embeds.shape == (2, 8)
     assert torch.isfinite(out.audio_embeds).all()
+    ContrastiveLoss()(out.audio_embeds, out.text_embeds, out.logit_scale_exp).backward()
+    no_gradient = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert no_gradient == []
 
 
 @pytest.mark.parametrize("name", TEXT_NAMES)

@@ -77,6 +77,11 @@ def _droppable(architecture: str, key: str) -> bool:
     return architecture == "htsat" and (key in _UNUSED_HTSAT or bool(_CONSTANT_BUFFER.match(key)))
 
 
+def _classifier_key(name: str) -> bool:
+    """A clapkit name of the classifier head (``head.*``), the only part after the embedding."""
+    return name.startswith("head.")
+
+
 def _suggest_frontend(stored: Tensor, frontend: FrontendConfig) -> str:
     """Name a common filterbank design that matches ``stored``, if any."""
     n_fft = (stored.shape[0] - 1) * 2
@@ -138,7 +143,9 @@ def load_reference_state_dict(
     names (``patch_embed.*``, ``layers.*``, ``norm.*``, ``tscam_conv.*``) are mapped onto the
     encoder. Dropped by name: the STFT kernels (their shape is checked), ``melW`` (after checking
     it equals the encoder's filterbank), HTS-AT's ``relative_position_index`` and ``attn_mask``
-    buffers and its unused ``head`` layer.
+    buffers and its unused ``head`` layer, and, when the encoder has no classifier
+    (``num_classes=0``, as CLAP's audio towers), the file's classifier (``fc_audioset.*``,
+    ``tscam_conv.*``), which no embedding depends on.
 
     Args:
         encoder: A clapkit encoder (``cnn14`` or ``htsat`` architecture).
@@ -169,6 +176,8 @@ def load_reference_state_dict(
         if _droppable(architecture, key):
             continue
         name = rename(key)
+        if name is not None and encoder.num_classes == 0 and _classifier_key(name):
+            continue
         if name is None or name not in own:
             unexpected.append(key)
         else:
@@ -184,6 +193,8 @@ def _load_checked(
     where: str,
 ) -> None:
     own = encoder.state_dict()
+    if encoder.num_classes == 0:  # a headless encoder takes a headed file's backbone
+        tensors = {k: v for k, v in tensors.items() if not _classifier_key(k)}
     missing = sorted(k for k in own if k not in tensors)
     unexpected = sorted(set(unexpected) | {k for k in tensors if k not in own})
     shapes = sorted(
@@ -195,7 +206,10 @@ def _load_checked(
     if shapes:
         problems.append(f"shape mismatches: {shapes}")
     if strict and missing:
-        problems.append(f"missing keys (encoder names): {missing}")
+        hint = ""
+        if all(_classifier_key(k) for k in missing):
+            hint = " (the file has no classifier head: build the encoder with num_classes=0)"
+        problems.append(f"missing keys (encoder names): {missing}{hint}")
     if strict and unexpected:
         problems.append(f"unexpected keys: {unexpected}")
     if problems:

@@ -57,6 +57,7 @@ from clapkit.core.projection import (
 )
 from clapkit.core.registry import (
     create_audio_encoder,
+    create_audio_tower,
     create_text_encoder,
     import_encoder_package,
     list_audio_encoders,
@@ -104,6 +105,7 @@ __all__ = [
     "convert_msclap",
     "convert_transformers",
     "create_audio_encoder",
+    "create_audio_tower",
     "create_text_encoder",
     "drop_harmless_buffers",
     "embed_audio_input",

@@ -32,9 +32,10 @@ from clapkit.core.projection import build_projection
 from clapkit.core.registry import (
     build_audio_encoder_from_config,
     build_text_encoder_from_config,
-    create_audio_encoder,
+    create_audio_tower,
     create_text_encoder,
     import_encoder_package,
+    without_classifier,
 )
 from clapkit.core.state_dict import load_strict
 
@@ -416,7 +417,9 @@ def build_clap(
         init_temperature: initial temperature (logits = cosine / temperature); the paper's
             0.007 starts at the clamp (see `ClapConfig`), msclap's code used 0.07.
         max_logit_scale: clamp of ``exp(logit_scale)``; ``None`` for no clamp.
-        audio_kwargs: keyword arguments of the audio builder (e.g. ``weights=``).
+        audio_kwargs: keyword arguments of the audio builder (e.g. ``weights=``); the audio
+            tower is built without a classifier head (`create_audio_tower`): a head no loss
+            reaches would leave DDP with parameters that never get a gradient.
         text_kwargs: keyword arguments of the text builder (e.g. ``pretrained=``).
 
     Returns:
@@ -427,8 +430,8 @@ def build_clap(
         ImportError: when an encoder package is missing.
         ValueError: for bad numbers (see `ClapConfig`).
     """
-    audio_encoder: Any = (
-        create_audio_encoder(audio, **(audio_kwargs or {})) if isinstance(audio, str) else audio
+    audio_encoder: Any = without_classifier(
+        create_audio_tower(audio, **(audio_kwargs or {})) if isinstance(audio, str) else audio
     )
     text_encoder: Any = (
         create_text_encoder(text, **(text_kwargs or {})) if isinstance(text, str) else text

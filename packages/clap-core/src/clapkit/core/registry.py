@@ -10,6 +10,7 @@ built-in names are unknown: looking one up raises ``ImportError`` naming what to
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -19,12 +20,14 @@ __all__ = [
     "build_audio_encoder_from_config",
     "build_text_encoder_from_config",
     "create_audio_encoder",
+    "create_audio_tower",
     "create_text_encoder",
     "import_encoder_package",
     "list_audio_encoders",
     "list_text_encoders",
     "register_audio_encoder",
     "register_text_encoder",
+    "without_classifier",
 ]
 
 Builder = Callable[..., nn.Module]
@@ -207,6 +210,40 @@ def create_audio_encoder(name: str, **overrides: Any) -> nn.Module:
             naming what to install.
     """
     return _lookup("audio", name)(**overrides)
+
+
+def create_audio_tower(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered audio encoder as an audio tower: without a classifier head.
+
+    CLAP, its captioner and fine-tuning use the embedding only; a head no loss reaches is a set
+    of parameters without gradients, which DDP refuses at the second update. Builders that take
+    ``num_classes`` (every ``clapkit.audio`` builder) get ``num_classes=0``, so a weight file's
+    classifier is dropped by name when it loads; any other encoder with ``reset_classifier``
+    loses its head after building.
+
+    Args:
+        name: a name from `list_audio_encoders`.
+        **overrides: keyword arguments of the builder (e.g. ``weights=``).
+
+    Returns:
+        The encoder, ``num_classes == 0`` where it has the attribute.
+
+    Raises:
+        KeyError: for an unknown name, listing the registered ones.
+        ImportError: when the name's package is not installed, naming what to install.
+    """
+    builder = _lookup("audio", name)
+    parameters = inspect.signature(builder).parameters.values()
+    if any(p.name == "num_classes" or p.kind is p.VAR_KEYWORD for p in parameters):
+        overrides.setdefault("num_classes", 0)
+    return without_classifier(builder(**overrides))
+
+
+def without_classifier(encoder: nn.Module) -> nn.Module:
+    """``encoder`` with its classifier head removed (``reset_classifier(0)``), if it has one."""
+    if getattr(encoder, "num_classes", 0) and callable(getattr(encoder, "reset_classifier", None)):
+        encoder.reset_classifier(0)  # type: ignore[operator]
+    return encoder
 
 
 def create_text_encoder(name: str, **overrides: Any) -> nn.Module:

@@ -170,10 +170,10 @@ def build_encoders(cfg: Any, texts: Sequence[str]) -> tuple[Any, Any]:
         ValueError: a small size for an encoder it is not defined for, or a random-init
             full-size text encoder without ``tokenizer``.
     """
-    from clapkit.core import create_audio_encoder, create_text_encoder
+    from clapkit.core import create_audio_tower, create_text_encoder
 
     if cfg.size == "full":
-        audio = create_audio_encoder(cfg.audio, weights=cfg.audio_weights)
+        audio = create_audio_tower(cfg.audio, weights=cfg.audio_weights)
         if cfg.text_pretrained:
             text = create_text_encoder(cfg.text, pretrained=cfg.text_pretrained)
         else:  # random init at the architecture's base size (no download)
@@ -185,7 +185,7 @@ def build_encoders(cfg: Any, texts: Sequence[str]) -> tuple[Any, Any]:
         raise ValueError(f"size {cfg.size!r} is defined for text 'gpt2-eot' only")
     from transformers import GPT2Config
 
-    audio = create_audio_encoder(
+    audio = create_audio_tower(
         cfg.audio, frontend=speech_frontend(cfg.clip_seconds), **SMALL_AUDIO[cfg.audio][cfg.size]
     )
     tokenizer = build_word_tokenizer([t.replace("{}", "") for t in texts])

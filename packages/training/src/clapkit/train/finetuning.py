@@ -227,9 +227,9 @@ def build_encoder(
 
         encoder: Any = ClapModel.from_pretrained(clap).audio_encoder
     else:
-        from clapkit.core import create_audio_encoder
+        from clapkit.core import create_audio_tower
 
-        encoder = create_audio_encoder(name, weights=weights, **overrides)
+        encoder = create_audio_tower(name, weights=weights, **overrides)
     if getattr(encoder, "num_classes", 0):
         encoder.reset_classifier(0)
     return encoder.train()

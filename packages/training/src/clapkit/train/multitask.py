@@ -13,8 +13,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from clapkit.caption import PrefixLanguageModel
 from clapkit.data import (
     classification_records,
@@ -68,14 +66,14 @@ def build_model(cfg: Config, texts: list[str]) -> PrefixLanguageModel:
         texts: every prompt and answer (the tiny model's word vocabulary).
 
     Returns:
-        The model; a classification head of the encoder is frozen (no loss reaches it; kept so
-        that the file loads strictly as ``htsat_22``, and DDP sees no unused parameter).
+        The model; the encoder has no classification head (no loss reaches one, and DDP
+        refuses parameters without gradients).
     """
     from transformers import AutoModelForCausalLM, GPT2Config
 
     from clapkit.audio import cnn14_encoder, htsat_encoder
     from clapkit.caption import mlp_mapper, transformer_mapper
-    from clapkit.core import create_audio_encoder
+    from clapkit.core import create_audio_tower
 
     if cfg.size == "tiny":
         # FSDD's words last ~0.4 s: zero-padded to the clip, half of it would sit at the -100 dB
@@ -100,7 +98,7 @@ def build_model(cfg: Config, texts: list[str]) -> PrefixLanguageModel:
         )  # fmt: skip
         width = lm.n_embd
     else:
-        encoder = create_audio_encoder(
+        encoder = create_audio_tower(
             cfg.audio, weights=cfg.audio_weights, spec_augment=cfg.spec_augment
         )
         tokenizer = cfg.tokenizer or cfg.language_model
@@ -120,7 +118,4 @@ def build_model(cfg: Config, texts: list[str]) -> PrefixLanguageModel:
         projection_dropout=cfg.projection_dropout, normalize_embedding=cfg.normalize_prefix,
         freeze_language_model=cfg.freeze_language_model,
     )  # fmt: skip
-    head = getattr(model.audio_encoder, "head", None)
-    if isinstance(head, torch.nn.Module):  # after build: set_frozen switches the encoder on
-        head.requires_grad_(False)
     return model

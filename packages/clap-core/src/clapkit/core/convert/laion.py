@@ -119,7 +119,9 @@ def convert_laion(
     audio_lib = import_encoder_package("clapkit.audio")
     text_lib = import_encoder_package("clapkit.text")
     builder, sizes = LAION_AUDIO_ENCODERS[audio]
-    audio_encoder = getattr(audio_lib, builder)(frontend=audio_lib.LAION_FRONTEND, **sizes)
+    audio_encoder = getattr(audio_lib, builder)(
+        frontend=audio_lib.LAION_FRONTEND, num_classes=0, **sizes
+    )  # CLAP reads the embedding only: the file's classifier is dropped by name
     load_audio_weights(audio_lib, audio_encoder, audio_state, source=source, prefix="audio_branch.")
     text_builder, kind, default_tokenizer = LAION_TEXT_ENCODERS[text]
     text_encoder = getattr(text_lib, text_builder)(

@@ -106,7 +106,7 @@ def split_msclap_audio(
     if not audio_state:
         raise checkpoint_error(f"{source}: no {prefix}{below}* keys (msclap {version} audio)")
     audio_lib = import_encoder_package("clapkit.audio")
-    encoder = getattr(audio_lib, preset)()
+    encoder = getattr(audio_lib, preset)(num_classes=0)  # CLAP reads the embedding only
     load_audio_weights(audio_lib, encoder, audio_state, source=source, prefix=prefix + below)
     return MsclapAudio(
         config=encoder.get_config(),

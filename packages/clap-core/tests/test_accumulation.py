@@ -95,6 +95,21 @@ def test_equals_one_whole_batch_forward(tiny_model: Any, sizes: tuple[int, ...])
     assert tiny_model.logit_scale.grad.abs() > 1e-4  # the scale's gradient is checked, not 0
 
 
+def test_valid_masks_reach_the_padded_loss(tiny_model: Any) -> None:
+    # micro-batches (3, 1, 4); rows 1 and 3 marked invalid: the step equals one over the others
+    reference = copy.deepcopy(tiny_model)
+    batch = _batch(tiny_model)
+    keep = torch.tensor([True, False, True, False, True, True, True, True])
+    want = ContrastiveLoss()(**vars(reference(**{k: v[keep] for k, v in batch.items()})))
+    want.backward()
+    micro_batches = _split({**batch, "valid": keep}, (3, 1, 4))
+    got = accumulated_contrastive_step(
+        tiny_model, micro_batches, ContrastiveLoss(pad_to=8), check_ranks=False
+    )
+    torch.testing.assert_close(got, want.detach(), **TOL)
+    _assert_same_grads(_grads(tiny_model), _grads(reference))
+
+
 @pytest.mark.parametrize("sizes", SPLITS, ids=lambda s: "-".join(map(str, s)))
 def test_dropout_draws_the_same_numbers_in_both_passes(
     tiny_model: Any, sizes: tuple[int, ...]

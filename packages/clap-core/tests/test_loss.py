@@ -15,8 +15,17 @@ from torch import nn
 from clapkit.core import ContrastiveLoss
 
 GLOBAL_BATCH = 8
-# (name, local_loss, rows held by rank 0, rows held by rank 1)
-CASES = [("global", False, 4, 4), ("local", True, 4, 4), ("uneven", False, 5, 3)]
+# (name, local_loss, rows held by rank 0, rows held by rank 1, pad_to)
+CASES = [
+    ("global", False, 4, 4, None),
+    ("local", True, 4, 4, None),
+    ("uneven", False, 5, 3, None),
+    ("padded", False, 4, 4, 6),
+    ("padded-local", True, 4, 4, 4),
+    ("padded-uneven", False, 5, 3, 5),
+    # rank 1 lost every clip: it sends one stand-in row marked invalid, asking nobody
+    ("stand-in", False, 8, 0, 8),
+]
 
 
 class _TinyClap(nn.Module):
@@ -48,11 +57,14 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
     )
     try:
         audio, text = _data()
-        for name, local_loss, rows0, _ in CASES:
+        for name, local_loss, rows0, _, pad_to in CASES:
             model = nn.parallel.DistributedDataParallel(_model())
             start, stop = (0, rows0) if rank == 0 else (rows0, GLOBAL_BATCH)
+            valid = None if pad_to is None else torch.ones(stop - start, dtype=torch.bool)
+            if start == stop:
+                start, stop, valid = 0, 1, torch.zeros(1, dtype=torch.bool)
             a, t, scale = model(audio[start:stop], text[start:stop])
-            loss = ContrastiveLoss(local_loss=local_loss)(a, t, scale)
+            loss = ContrastiveLoss(local_loss=local_loss, pad_to=pad_to)(a, t, scale, valid)
             loss.backward()
             grads = {n: p.grad.clone() for n, p in model.module.named_parameters()}
             torch.save({"loss": loss.detach(), "grads": grads}, Path(out_dir) / f"{name}_{rank}.pt")
@@ -91,6 +103,28 @@ def test_loss_drops_when_pairs_align() -> None:
     assert loss(a, a, scale) < 0.05 < loss(a, shuffled, scale)
 
 
+def test_padded_loss_leaves_invalid_rows_out() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(6, 3, generator=g), dim=-1).requires_grad_()
+    t = F.normalize(torch.randn(6, 3, generator=g), dim=-1)
+    scale = torch.tensor(10.0)
+    valid = torch.tensor([True, False, True, True, False, True])
+    expected = ContrastiveLoss()(a[valid], t[valid], scale)
+    for local_loss in (False, True):
+        padded = ContrastiveLoss(local_loss=local_loss, pad_to=8)
+        loss = padded(a, t, scale, valid)
+        torch.testing.assert_close(loss, expected)
+        (gradient,) = torch.autograd.grad(loss, a)
+        assert gradient[~valid].abs().max() == 0
+        assert gradient[valid].abs().max() > 0
+    nothing = torch.zeros(6, dtype=torch.bool)
+    assert ContrastiveLoss(pad_to=6)(a, t, scale, nothing) == 0
+    with pytest.raises(ValueError, match="7 rows do not fit the gather's 6 rows"):
+        ContrastiveLoss(pad_to=6)(torch.randn(7, 3), torch.randn(7, 3), scale)
+    with pytest.raises(ValueError, match=r"valid rows need ContrastiveLoss\(pad_to=...\)"):
+        ContrastiveLoss()(a, t, scale, valid)
+
+
 def test_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match=r"\(4, 3\) and \(5, 3\)"):
         ContrastiveLoss()(torch.randn(4, 3), torch.randn(5, 3), torch.tensor(1.0))
@@ -105,7 +139,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
         join=True,
     )
     ref_loss, ref_grads = _single_process_reference()
-    for name, local_loss, _, _ in CASES:
+    for name, local_loss, _, _, _ in CASES:
         results = [
             torch.load(tmp_path / f"{name}_{r}.pt", weights_only=True) for r in range(world_size)
         ]

@@ -37,14 +37,21 @@ def mel_filterbank(frontend: FrontendConfig) -> Tensor:
 
 
 def _stripe_mask(
-    batch: int, total: int, max_width: int, stripes: int, generator: torch.Generator | None
+    batch: int,
+    total: int,
+    max_width: int,
+    stripes: int,
+    generator: torch.Generator | None,
+    device: torch.device,
 ) -> Tensor:
     """Boolean ``[batch, total]`` mask, True inside ``stripes`` random stripes per row.
 
     Each stripe has a width drawn uniformly from ``[0, max_width)`` and a start drawn uniformly
-    from the positions where it fits, as torchlibrosa's ``DropStripes`` does.
+    from the positions where it fits, as torchlibrosa's ``DropStripes`` does. Drawn on the
+    generator's device, else on ``device`` (the features', so a GPU run copies nothing).
     """
-    device = generator.device if generator is not None else torch.device("cpu")
+    if generator is not None:
+        device = generator.device
     width = torch.randint(0, max_width, (batch, stripes), generator=generator, device=device)
     width = width.clamp(max=total)
     start = torch.rand(batch, stripes, generator=generator, device=device) * (total - width + 1)
@@ -102,14 +109,17 @@ class LogMelFrontend(nn.Module):
             self._dsp[key] = (window.to(device, dtype), bank.to(device, dtype))
         return self._dsp[key]
 
-    def power_mel(self, waveform: Tensor) -> Tensor:
+    def power_mel(self, waveform: Tensor, *, float32: bool = False) -> Tensor:
         """Mel power spectrogram.
 
         Args:
             waveform: ``[b, t]`` float samples at ``config.sample_rate``.
+            float32: compute in float32 instead of float64 (what :meth:`forward` does under
+                autocast; within ``FP32_LOG_MEL_ERROR_DB`` of float64 on real audio).
 
         Returns:
-            ``[b, n_mels, f]`` mel power (float64, float32 on MPS), ``f = t // hop_length + 1``.
+            ``[b, n_mels, f]`` mel power (float64; float32 on MPS or with ``float32``),
+            ``f = t // hop_length + 1``.
 
         Raises:
             ValueError: If the waveform is not 2-D or too short for the reflect padding.
@@ -123,9 +133,11 @@ class LogMelFrontend(nn.Module):
                 f"waveform has {waveform.shape[1]} samples; the centred STFT needs more than "
                 f"n_fft // 2 = {self.config.n_fft // 2} (fill short audio with fit_length)"
             )
-        # float64 where the device has it: a float32 FFT leaves a noise floor about 120 dB under
-        # the frame peak, visible in the near-silent mel bins that the dB scale magnifies.
-        dtype = torch.float32 if waveform.device.type == "mps" else torch.float64
+        # float64 where the device has it (the reference-exact path): a float32 FFT leaves a
+        # noise floor about 120 dB under the frame peak, visible in the near-silent mel bins that
+        # the dB scale magnifies. Mixed-precision training asks for float32: GPUs run float64
+        # at a small fraction of float32's speed.
+        dtype = torch.float32 if float32 or waveform.device.type == "mps" else torch.float64
         window, bank = self._window_and_filterbank(waveform.device, dtype)
         spectrum = torch.stft(
             waveform.to(dtype),
@@ -141,16 +153,18 @@ class LogMelFrontend(nn.Module):
         power = torch.addcmul(spectrum.real.square(), spectrum.imag, spectrum.imag)
         return torch.matmul(bank, power)
 
-    def log_mel(self, waveform: Tensor) -> Tensor:
+    def log_mel(self, waveform: Tensor, *, float32: bool = False) -> Tensor:
         """Log-mel spectrogram in dB before ``bn0``.
 
         Args:
             waveform: ``[b, t]``.
+            float32: compute in float32 (see :meth:`power_mel`).
 
         Returns:
             ``[b, n_mels, f]`` float32: ``10 * log10(max(mel, 1e-10))``.
         """
-        return (10.0 * torch.log10(self.power_mel(waveform).clamp(min=AMIN))).float()
+        power = self.power_mel(waveform, float32=float32)
+        return (10.0 * torch.log10(power.clamp(min=AMIN))).float()
 
     def forward(self, waveform: Tensor) -> Tensor:
         """Normalised (and, in training, augmented) log-mel spectrogram.
@@ -161,8 +175,11 @@ class LogMelFrontend(nn.Module):
         Returns:
             ``[b, 1, f, n_mels]`` in the dtype of ``bn0`` (float32 unless the module was cast).
         """
-        with torch.autocast(device_type=waveform.device.type, enabled=False):
-            log_mel = self.log_mel(waveform).to(self.bn0.weight.dtype)
+        device = waveform.device.type
+        # under autocast (mixed-precision training) the spectrogram is computed in float32
+        float32 = torch.is_autocast_enabled(device)
+        with torch.autocast(device_type=device, enabled=False):
+            log_mel = self.log_mel(waveform, float32=float32).to(self.bn0.weight.dtype)
             features = self.bn0(log_mel).transpose(1, 2).unsqueeze(1)
             if self.training and self.spec_augment:
                 features = self.augment(features)
@@ -178,9 +195,12 @@ class LogMelFrontend(nn.Module):
             ``[b, c, f, m]`` with stripes set to 0 (a new tensor).
         """
         batch, _, frames, mels = features.shape
+        device = features.device
         time_drop = _stripe_mask(
-            batch, frames, self.time_stripe_width, self.stripes, self.generator
+            batch, frames, self.time_stripe_width, self.stripes, self.generator, device
         )
-        freq_drop = _stripe_mask(batch, mels, self.freq_stripe_width, self.stripes, self.generator)
+        freq_drop = _stripe_mask(
+            batch, mels, self.freq_stripe_width, self.stripes, self.generator, device
+        )
         drop = time_drop[:, None, :, None] | freq_drop[:, None, None, :]
-        return features.masked_fill(drop.to(features.device), 0.0)
+        return features.masked_fill(drop.to(features.device, non_blocking=True), 0.0)

@@ -30,7 +30,7 @@ from clapkit.core.inference import (
     format_prompts,
     zero_shot_scores,
 )
-from clapkit.core.loss import ContrastiveLoss, gather_with_grad
+from clapkit.core.loss import ContrastiveLoss, gather_padded_with_grad, gather_with_grad
 from clapkit.core.metrics import (
     accuracy,
     f1_score,
@@ -112,6 +112,7 @@ __all__ = [
     "ensemble_class_embeddings",
     "f1_score",
     "format_prompts",
+    "gather_padded_with_grad",
     "gather_with_grad",
     "import_encoder_package",
     "list_audio_encoders",

@@ -134,6 +134,20 @@ def _check_same_count_on_every_rank(count: int, device: torch.device) -> None:
         raise ValueError(f"every rank must pass the same number of micro-batches, got {seen}")
 
 
+def _concat_valid(
+    masks: Sequence[Tensor | None], micro_batches: Sequence[Mapping[str, Any]]
+) -> Tensor:
+    """One ``[B]`` validity mask: the given masks, all-True for micro-batches without one."""
+    parts = []
+    for mask, batch in zip(masks, micro_batches, strict=True):
+        if mask is None:
+            rows = next(iter(_tensors(batch))).shape[0]
+            device = next(iter(_tensors(batch))).device
+            mask = torch.ones(rows, dtype=torch.bool, device=device)
+        parts.append(mask)
+    return torch.cat(parts)
+
+
 def _default_backward(loss: Tensor) -> None:
     loss.backward()
 
@@ -145,6 +159,7 @@ def accumulated_contrastive_step(
     *,
     backward: Callable[[Tensor], None] | None = None,
     no_sync: Callable[[], AbstractContextManager[Any]] | None = None,
+    check_ranks: bool = True,
 ) -> Tensor:
     """Accumulate the gradient of the contrastive loss over the whole batch of ``k`` micro-batches.
 
@@ -172,6 +187,13 @@ def accumulated_contrastive_step(
             ``lambda loss: scaler.scale(loss).backward()``); default ``loss.backward()``.
         no_sync: returns the context that suspends gradient all-reduce; it wraps all but the
             last micro-batch's forward and backward.
+        check_ranks: check that every rank passed as many micro-batches (a rank with fewer
+            would leave the others waiting); the check reads a count back to the host, so a
+            training loop whose loader already guarantees it passes False.
+
+    A micro-batch may carry ``valid`` (``[b_i]`` bool, which pairs are real): it is not given
+    to the model but to the loss (``ContrastiveLoss(pad_to=...)``), concatenated over the
+    micro-batches.
 
     Returns:
         The full-batch loss, a detached scalar.
@@ -183,10 +205,14 @@ def accumulated_contrastive_step(
     if len(micro_batches) == 0:
         raise ValueError("accumulated_contrastive_step needs at least one micro-batch")
     run_backward = backward or _default_backward
+    masks = [batch.get("valid") for batch in micro_batches]
+    valid = None if all(m is None for m in masks) else _concat_valid(masks, micro_batches)
+    micro_batches = [{k: v for k, v in b.items() if k != "valid"} for b in micro_batches]
+    extra = {} if valid is None else {"valid": valid}
     k = len(micro_batches)
     if k == 1:  # nothing to cache: the ordinary step
         out = _check_output(model(**micro_batches[0]))
-        loss = loss_fn(out.audio_embeds, out.text_embeds, out.logit_scale_exp)
+        loss = loss_fn(out.audio_embeds, out.text_embeds, out.logit_scale_exp, **extra)
         run_backward(loss)
         return loss.detach()
 
@@ -209,7 +235,8 @@ def accumulated_contrastive_step(
         for buffer, saved in zip(buffers, saved_buffers, strict=True):
             buffer.copy_(saved)
     after_pass_one = _capture_rng(cuda_devices, generators)
-    _check_same_count_on_every_rank(k, cached_audio[0].device)
+    if check_ranks:
+        _check_same_count_on_every_rank(k, cached_audio[0].device)
 
     # pass 2: each micro-batch with autograd against the cached rest of the batch
     loss = torch.zeros(())
@@ -223,7 +250,7 @@ def accumulated_contrastive_step(
             text = torch.cat([*cached_text[:i], out.text_embeds, *cached_text[i + 1 :]])
             # d loss / d scale is whole in every pass: let exactly one backward carry it
             scale = out.logit_scale_exp if last else out.logit_scale_exp.detach()
-            loss = loss_fn(audio, text, scale)
+            loss = loss_fn(audio, text, scale, **extra)
             run_backward(loss)
     _restore_rng(after_pass_one)
     return loss.detach()

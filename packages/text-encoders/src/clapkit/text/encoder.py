@@ -371,7 +371,11 @@ def _check_token_batch(
             f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape "
             f"{tuple(input_ids.shape)}"
         )
-    empty_rows = (attention_mask == 0).all(dim=-1).nonzero().flatten().tolist()
-    if empty_rows:
-        raise ValueError(f"attention_mask rows {empty_rows} have no real token")
-    return input_ids.to(device), attention_mask.to(device)
+    # checked without reading the mask back to the host (a GPU would stop queueing work): an
+    # asynchronous assert, which on the CPU raises at once and there names the rows
+    try:
+        torch._assert_async(attention_mask.ne(0).any(dim=-1).all(), "a row has no real token")
+    except RuntimeError:
+        empty_rows = (attention_mask == 0).all(dim=-1).nonzero().flatten().tolist()
+        raise ValueError(f"attention_mask rows {empty_rows} have no real token") from None
+    return input_ids.to(device, non_blocking=True), attention_mask.to(device, non_blocking=True)

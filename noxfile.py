@@ -23,6 +23,7 @@ nox.options.sessions = [
     "integration",
     "robustness",
     "recipes",
+    "scale",
     "parity",
 ]
 
@@ -107,6 +108,19 @@ def recipes(session: nox.Session) -> None:
         session.skip("no recipe has tests yet")
     _sync(session, "--all-packages", "--all-extras", "--group", "test", "--group", "recipes")
     _pytest(session, *PARALLEL, "recipes/tests")
+
+
+@nox.session
+def scale(session: nox.Session) -> None:
+    """Every preset of every training recipe at the paper's model size on two gloo processes.
+
+    Random weights, text towers saved locally at their real sizes, tiny batches: two updates,
+    a checkpoint and the epoch's end each, gradients and identical weights on both processes
+    checked, one resume per recipe (``tests/scale``).
+    """
+    _sync(session, "--all-packages", "--all-extras", "--group", "test", "--group", "recipes")
+    session.env["HF_HUB_OFFLINE"] = "1"
+    _pytest(session, "tests/scale")
 
 
 @nox.session

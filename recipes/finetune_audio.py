@@ -29,7 +29,6 @@ import json
 import math
 import shutil
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +63,7 @@ from clapkit.train.presets.finetune import (
     tiny_encoder,
 )
 from clapkit.train.recipe import TrainingRecipe
+from clapkit.train.steps import update_groups
 
 PRESETS = finetune_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
 
@@ -120,7 +120,9 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
             generator=torch.Generator().manual_seed(cfg.seed),
         )  # fmt: skip
         groups = self.classifier.parameter_groups(cfg.lr, cfg.encoder_lr_ratio)
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(
+            groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **self.optimizer_options()
+        )
         self.model, self.optimizer, self.train_loader = accelerator.prepare(
             self.classifier, optimizer, loader
         )
@@ -193,8 +195,8 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
     # -- train ----------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Every remaining fold and epoch; returns metrics.json's content."""
-        cfg, accelerator, progress, cv = self.cfg, self.accelerator, self.progress, self.cv
-        updates = math.ceil(len(self.train_loader) / accelerator.gradient_accumulation_steps)
+        cfg, progress, cv = self.cfg, self.progress, self.cv
+        updates = math.ceil(len(self.train_loader) / self.micro_steps)
         bar = self.progress_bar(len(self.folds) * cfg.epochs)
         stop = False
         while cv.fold < len(self.folds) and not stop:
@@ -226,37 +228,40 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
 
     def _train_epoch(self, updates: int, bar: Any) -> bool:
         """The rest of the current epoch; True when ``max_steps`` stopped it."""
-        cfg, accelerator, progress, cv = self.cfg, self.accelerator, self.progress, self.cv
+        cfg, progress, cv = self.cfg, self.progress, self.cv
         epoch, started = progress.epoch, time.perf_counter()
         self.model.train()
-        for batch in self.epoch_batches(self.train_set, self.train_loader, needs="labels"):
-            targets = target_tensor(batch["labels"], self.class_index, multilabel=self.multilabel)
-            generator = batch_generator(
-                cfg.seed, self.folds[cv.fold].name, epoch, progress.batches_in_epoch,
-                accelerator.process_index,
-            )  # fmt: skip
-            waveform, targets = augment_batch(
-                batch["waveform"], targets.to(accelerator.device), self.augment, generator,
-                encoder=self.encoder,
-            )  # fmt: skip
+        batches = self.epoch_batches(self.train_set, self.train_loader, needs="labels")
+        for group in update_groups(map(self._augmented, batches), self.micro_steps):
             factor = self._lr_factor(progress.step - cv.fold_start_step, updates)
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
-            loss = self.micro_step(
-                partial(self.loss, waveform, targets), max_grad_norm=cfg.max_grad_norm
-            )
-            if loss is None:
-                continue
-            scalars = {"loss": loss.item(), "lr_head": cfg.lr * factor}
-            self.step_done(bar, scalars, fold=self.folds[cv.fold].name, epoch=epoch)
+            for param_group in self.optimizer.param_groups:
+                param_group["lr"] = param_group["base_lr"] * factor
+            loss = self.update(group, self.loss_step)
+            figures = {"lr_head": cfg.lr * factor}
+            self.step_done(bar, loss, figures, fold=self.folds[cv.fold].name, epoch=epoch)
             if cfg.max_steps is not None and progress.step >= cfg.max_steps:
                 self.log.info("stopping at step %d (max_steps)", progress.step)
                 return True
         self.epoch_seconds = time.perf_counter() - started
         return False
 
-    def loss(self, waveform: Any, targets: Any) -> Any:
+    def _augmented(self, batch: dict[str, Any]) -> tuple[Any, Any]:
+        """A batch's waveforms and targets after mixup and time shift, drawn as it arrives
+        (the draws are keyed on its place in the epoch: a resumed epoch repeats them)."""
+        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
+        targets = target_tensor(batch["labels"], self.class_index, multilabel=self.multilabel)
+        generator = batch_generator(
+            cfg.seed, self.folds[self.cv.fold].name, progress.epoch, progress.batches_in_epoch,
+            accelerator.process_index,
+        )  # fmt: skip
+        return augment_batch(  # type: ignore[no-any-return]
+            batch["waveform"], targets.to(accelerator.device, non_blocking=True), self.augment,
+            generator, encoder=self.encoder,
+        )  # fmt: skip
+
+    def loss_step(self, batch: tuple[Any, Any]) -> Any:
         """Cross-entropy (soft targets under mixup), or binary cross-entropy if multilabel."""
+        waveform, targets = batch
         logits = self.model(waveform).float()
         if self.multilabel:
             return F.binary_cross_entropy_with_logits(logits, targets)

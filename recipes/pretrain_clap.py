@@ -33,14 +33,15 @@ as negatives (two passes per micro-batch: about 1.3-1.5x the compute of plain ac
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import functools
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from clapkit.core import ContrastiveLoss
+from clapkit.core import ContrastiveLoss, accumulated_contrastive_step
 from clapkit.data import read_manifest
 from clapkit.train.checkpointing import (
     full_state_dict,
@@ -48,10 +49,10 @@ from clapkit.train.checkpointing import (
     written_aside,
 )
 from clapkit.train.config import parse_config
-from clapkit.train.contrastive import ContrastiveUpdates, build_model, flops_per_sample
+from clapkit.train.contrastive import build_model, flops_per_sample
 from clapkit.train.demo import fsdd_manifests
 from clapkit.train.evaluation import load_zero_shot_tasks, zero_shot_evaluate
-from clapkit.train.loaders import build_train_data, prepare_train_loader, record_keys
+from clapkit.train.loaders import build_train_data, prepare_train_loader
 from clapkit.train.presets.clap import (
     NOT_IDENTITY,
     NOTES,
@@ -62,6 +63,7 @@ from clapkit.train.presets.clap import (
 from clapkit.train.recipe import TrainingRecipe
 from clapkit.train.reporting import write_model_card, write_report
 from clapkit.train.setup import enable_grad_checkpointing
+from clapkit.train.steps import update_groups
 from clapkit.train.throughput import ThroughputMeter
 
 __all__ = ["NOTES", "PRESETS", "Config", "PretrainClapRecipe", "main", "parse_config"]
@@ -92,41 +94,46 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         self.model = build_model(cfg, texts)
         if cfg.grad_checkpointing:
             self.log.info("gradient checkpointing in %s", enable_grad_checkpointing(self.model))
-        self.loss_fn = ContrastiveLoss()
+        # one loss over the whole global batch when an update takes several micro-batches
+        self.full_negatives = cfg.accumulate_negatives and self.micro_steps > 1
+        # every rank's rows padded to a fixed count for the gather: nothing read back per step
+        rows = cfg.batch_size * (self.micro_steps if self.full_negatives else 1)
+        self.loss_fn = ContrastiveLoss(pad_to=rows)
         frontend = self.model.audio_encoder.frontend
+        self.clip_samples = int(frontend.sample_rate * cfg.clip_seconds)
+        self.tokenize = self.model.text_encoder.tokenize
+        if cfg.compile:  # static shapes: the fixed crop, captions padded to a few lengths
+            self.tokenize = functools.partial(self.tokenize, pad_to_multiple_of=cfg.caption_bucket)
         data = build_train_data(
             cfg, dataclasses.replace(frontend, clip_seconds=cfg.clip_seconds),
-            self.model.text_encoder.tokenize, manifest=self.train_manifest,
+            self.tokenize, manifest=self.train_manifest,
             rank=accelerator.process_index, num_processes=accelerator.num_processes,
         )  # fmt: skip
         self.train_data = data.dataset
         self.tasks = load_zero_shot_tasks(
             self.eval_manifests, self.eval_tasks, template=cfg.prompt_template
         )
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, **self.optimizer_options()
+        )
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="max" if self.tasks else "min", factor=cfg.plateau_factor,
             patience=cfg.plateau_patience,
         )  # fmt: skip
-        prompt = cfg.prompt_template.format("sound")
-        self.flops_per_sample = flops_per_sample(
-            self.model, self.loss_fn, clip_seconds=cfg.clip_seconds, prompt=prompt
-        )
+        self.flops = flops_per_sample(self.model, self.loss_fn, clip_seconds=cfg.clip_seconds)
+        if cfg.compile:  # after the count: FlopCounterMode runs the eager modules
+            for module in (self.model.audio_encoder, self.model.text_encoder, self.loss_fn):
+                module.compile()
         self.model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
         self.train_loader = prepare_train_loader(
             accelerator, data.loader, splits_itself=data.splits_itself,
             batches_per_epoch=data.batches_per_epoch,
         )  # fmt: skip
-        self.updates = ContrastiveUpdates(
-            accelerator, self.model, self.optimizer, self.loss_fn,
-            accumulate_negatives=cfg.accumulate_negatives, max_grad_norm=cfg.max_grad_norm,
-        )  # fmt: skip
         self.resume(self.scheduler)
         self.write_config(
             train_manifest=self.train_manifest, eval_manifest=self.eval_manifests,
-            eval_task=self.eval_tasks, gradient_accumulation_steps=self.updates.micro_steps,
-            accumulate_negatives=self.updates.full_negatives,
-            flops_per_sample=self.flops_per_sample,
+            eval_task=self.eval_tasks, accumulate_negatives=self.full_negatives,
+            flops_per_sample=dict([self.flops.short, self.flops.long]),
         )  # fmt: skip
 
     def _setup_data_sources(self) -> None:
@@ -147,51 +154,27 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
 
     # -- train ----------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
-        """Epochs of contrastive training, each followed by ``evaluate``; returns the outcome."""
-        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
-        updates = self.updates
+        """Epochs of contrastive training, each followed by ``evaluate``; returns the outcome.
+
+        One step: the epoch's micro-batches are grouped into updates (``update_groups``); an
+        update is :meth:`contrastive_update` (forward, loss, backward, optimizer step) and
+        ``step_done`` counts it, keeping its loss on the device until the next log step.
+        """
+        cfg, progress = self.cfg, self.progress
         batches = self.batches_per_epoch()
-        bar = self.progress_bar(cfg.epochs, micro_steps=updates.micro_steps)
+        bar = self.progress_bar(cfg.epochs)
         started = time.perf_counter()
-        meter = ThroughputMeter(self.flops_per_sample)
-        rank = accelerator.process_index
+        meter = self.throughput_meter()
         while progress.epoch < cfg.epochs:
-            epoch = progress.epoch
-            loader = self.epoch_batches(self.train_data, self.train_loader)
+            epoch, stop = progress.epoch, False
             self.model.train()
             meter.reset()
             meter.start()
-            stop, samples = False, 0
-            # None closes the epoch: a short last group of micro-batches still makes an update
-            for batch in itertools.chain(loader, [None]):
-                if batch is None:
-                    loss = updates.flush()
-                    if loss is None:
-                        break
-                else:
-                    meter.batch_arrived()
-                    record_keys(batch, epoch=epoch, rank=rank)
-                    sizes = accelerator.gather(
-                        torch.tensor([batch["waveform"].shape[0]], device=accelerator.device)
-                    )
-                    if int(sizes.min()) < 2:  # every clip of a micro-batch was bad on some rank
-                        self.log.warning("skipping a micro-batch with sizes %s", sizes.tolist())
-                        meter.micro_step_done()
-                        continue
-                    samples += int(sizes.sum())
-                    keys = ("waveform", "input_ids", "attention_mask")
-                    loss = updates.feed({k: batch[k] for k in keys})
-                    if loss is None:  # gathered for a full-negatives update
-                        continue
-                value = self.count_loss(loss, updated=updates.updated)
-                if not updates.updated:
-                    meter.micro_step_done()
-                    continue
-                speed, samples = meter.step_done(samples), 0
-                scalars = {"loss": value, "lr": self.optimizer.param_groups[0]["lr"],
-                           "logit_scale": self._logit_scale(), **speed.as_dict(),
-                           "skipped_files": self.skipped.in_epoch(epoch)}  # fmt: skip
-                if self.step_done(bar, scalars, epoch=epoch):
+            epoch_batches = meter.timed(self.epoch_batches(self.train_data, self.train_loader))
+            for group in update_groups(epoch_batches, self.micro_steps):
+                loss = self.contrastive_update(group)
+                meter.step_done(*self._work(group))
+                if self.step_done(bar, loss, lambda: self._figures(meter), epoch=epoch):
                     meter.start()  # the save is neither data wait nor training compute
                 if cfg.max_steps is not None and progress.step >= cfg.max_steps:
                     stop = True
@@ -205,6 +188,69 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         bar.close()
         return {"history": progress.history, "best": progress.best,
                 "skipped": self.skipped.state_dict()}  # fmt: skip
+
+    def contrastive_update(self, group: list[dict[str, Any]]) -> Tensor:
+        """One optimizer update from its micro-batches; returns its loss (on the device).
+
+        With full-batch negatives (``--accumulate-negatives`` and several micro-batches) one
+        contrastive loss spans the whole global batch
+        (``clapkit.core.accumulated_contrastive_step``); otherwise each micro-batch has its
+        own loss over the micro-batch gathered from every process (``TrainingRecipe.update``).
+        """
+        inputs = [self.model_inputs(batch) for batch in group]
+        if not self.full_negatives:
+            return self.update(inputs, self.loss_step)
+        accelerator = self.accelerator
+        with accelerator.autocast():
+            loss: Tensor = accumulated_contrastive_step(
+                self.model, inputs, self.loss_fn, backward=accelerator.backward,
+                no_sync=lambda: accelerator.no_sync(self.model), check_ranks=False,
+            )  # fmt: skip
+        self.optimizer_step()
+        return loss
+
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """A collated batch as the model's keyword arguments plus ``valid`` (the loss's).
+
+        A batch whose every clip was bad on this process becomes one silent stand-in row
+        marked invalid: the loss's collectives stay in step without asking the others.
+        """
+        if len(batch["keys"]):
+            waveform, ids, mask = batch["waveform"], batch["input_ids"], batch["attention_mask"]
+            valid = torch.ones(waveform.shape[0], dtype=torch.bool, device=waveform.device)
+            return {"waveform": waveform, "input_ids": ids, "attention_mask": mask,
+                    "valid": valid}  # fmt: skip
+        device = self.accelerator.device
+        tokens = self.tokenize([""])
+        return {
+            "waveform": torch.zeros(1, self.clip_samples, device=device),
+            "input_ids": tokens["input_ids"].to(device),
+            "attention_mask": tokens["attention_mask"].to(device),
+            "valid": torch.zeros(1, dtype=torch.bool, device=device),
+        }
+
+    def loss_step(self, inputs: dict[str, Tensor]) -> Tensor:
+        """A micro-batch's contrastive loss: both towers, the projections, the gathered
+        symmetric cross-entropy (no backward)."""
+        out = self.model(
+            inputs["waveform"], input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+        )  # fmt: skip
+        loss: Tensor = self.loss_fn(
+            out.audio_embeds, out.text_embeds, out.logit_scale_exp, inputs["valid"]
+        )
+        return loss
+
+    def _work(self, group: list[dict[str, Any]]) -> tuple[int, float]:
+        """This process's clips of an update and their FLOPs at each batch's caption length."""
+        clips = [(len(b["keys"]), b["input_ids"].shape[1]) for b in group if len(b["keys"])]
+        return sum(n for n, _ in clips), sum(n * self.flops(length) for n, length in clips)
+
+    def _figures(self, meter: ThroughputMeter) -> dict[str, float]:
+        """What a log step records beside the loss (read there only)."""
+        return {"lr": self.optimizer.param_groups[0]["lr"], "logit_scale": self._logit_scale(),
+                **meter.take_window().as_dict(),
+                "skipped_files": self.skipped.in_epoch(self.progress.epoch)}  # fmt: skip
 
     def _end_epoch(self, seconds: float, speed: dict[str, float]) -> None:
         results = self.evaluate()
@@ -257,17 +303,18 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
 
     def write_report(self) -> None:
         """metrics.json, report.md, history.csv and curves.png in the run folder."""
-        cfg = self.cfg
+        cfg, flops = self.cfg, self.flops
         summary = [
             f"audio `{cfg.audio}` + text `{cfg.text}` (size {cfg.size}), seed {cfg.seed}, "
             f"prompt `{cfg.prompt_template}`, preset `{self.preset}`",
             "",
-            f"FLOPs per sample (forward + backward): {self.flops_per_sample:.3e}",
+            "FLOPs per sample (forward + backward): "
+            + ", ".join(f"{f:.3e} at {n} caption tokens" for n, f in (flops.short, flops.long)),
         ]
         write_report(
             self.out, title="pretrain_clap report", summary=summary,
             history=self.progress.history, best=self.progress.best, skipped=self.skipped,
-            extra={"flops_per_sample": self.flops_per_sample},
+            extra={"flops_per_sample": dict([flops.short, flops.long])},
         )  # fmt: skip
 
 

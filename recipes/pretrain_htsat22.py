@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +68,7 @@ from clapkit.train.presets.htsat22 import (
 from clapkit.train.recipe import TrainingRecipe
 from clapkit.train.reporting import write_report
 from clapkit.train.setup import enable_grad_checkpointing, linear_warmup
+from clapkit.train.steps import update_groups
 from clapkit.train.throughput import ThroughputMeter, count_flops
 
 PRESETS = htsat22_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
@@ -127,7 +127,7 @@ class PretrainHtsat22Recipe(TrainingRecipe[Config]):
         )  # fmt: skip
         self.flops_per_sample = self._count_flops(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
+        optimizer = torch.optim.Adam(trainable, lr=cfg.lr, **self.optimizer_options())
         # stepped once per update by the recipe, checkpointed via register_for_checkpointing
         self.scheduler = linear_warmup(optimizer, cfg.warmup_steps)
         self.model, self.optimizer, self.train_loader = accelerator.prepare(
@@ -148,40 +148,33 @@ class PretrainHtsat22Recipe(TrainingRecipe[Config]):
     def train(self) -> dict[str, Any]:
         """Every remaining epoch: updates, a checkpoint every ``save_every_steps``, then the
         epoch's evaluation and end checkpoint. Returns ``{"epochs": ..., "best": ...}``."""
-        cfg, accelerator, progress = self.cfg, self.accelerator, self.progress
+        cfg, progress = self.cfg, self.progress
         bar = self.progress_bar(cfg.epochs)
-        meter = ThroughputMeter(self.flops_per_sample)
+        meter = self.throughput_meter(self.flops_per_sample)
         while progress.epoch < cfg.epochs:
             epoch, started = progress.epoch, time.perf_counter()
             self.model.train()
             meter.reset()
             meter.start()
-            samples = 0
             # the epoch's task draws are the same in every process (WeightedTaskSampler)
-            for batch in self.epoch_batches(self.train_set, self.train_loader, needs="answers"):
-                meter.batch_arrived()
-                samples += len(batch["answers"]) * accelerator.num_processes
-                loss = self.micro_step(
-                    partial(self.answer_loss, batch), max_grad_norm=cfg.max_grad_norm
-                )
-                if loss is None:
-                    meter.micro_step_done()
-                    continue
+            batches = self.epoch_batches(self.train_set, self.train_loader, needs="answers")
+            for group in update_groups(meter.timed(batches), self.micro_steps):
+                loss = self.update(group, self.loss_step)
                 self.scheduler.step()
-                speed, samples = meter.step_done(samples), 0
-                scalars = {
-                    "loss": loss.item(),
-                    "lr": float(self.scheduler.get_last_lr()[0]),
-                    "skipped_files": self.skipped.in_epoch(epoch),
-                    **speed.as_dict(),
-                }
-                if self.step_done(bar, scalars, epoch=epoch):
+                meter.step_done(sum(len(batch["answers"]) for batch in group))
+                if self.step_done(bar, loss, lambda: self._figures(meter), epoch=epoch):
                     meter.start()  # the save is neither data wait nor compute
             self.end_epoch(epoch, started, meter.summary().as_dict())
         bar.close()
         return {"epochs": progress.history, "best": progress.best}
 
-    def answer_loss(self, batch: dict[str, Any]) -> Any:
+    def _figures(self, meter: ThroughputMeter) -> dict[str, float]:
+        """What a log step records beside the loss (read there only)."""
+        return {"lr": float(self.scheduler.get_last_lr()[0]),
+                "skipped_files": self.skipped.in_epoch(self.progress.epoch),
+                **meter.take_window().as_dict()}  # fmt: skip
+
+    def loss_step(self, batch: dict[str, Any]) -> Any:
         """Cross-entropy of a batch's answer tokens, after its audio prefix and task prompts."""
         ids = self.lm.tokenize_prompted(
             batch["prompts"], batch["answers"], max_answer_tokens=self.cfg.max_answer_tokens

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,7 @@ from clapkit.train.presets.captioning import NOT_IDENTITY, PRESET_NOTES, Config,
 from clapkit.train.recipe import TrainingRecipe
 from clapkit.train.reporting import write_report
 from clapkit.train.setup import linear_warmup
+from clapkit.train.steps import update_groups
 
 PRESETS = captioning_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
 
@@ -95,7 +95,7 @@ class TrainCaptionerRecipe(TrainingRecipe[Config]):
             generator=torch.Generator().manual_seed(cfg.seed),
         )  # fmt: skip
         trainable = [p for p in captioner.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr)
+        optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, **self.optimizer_options())
         # stepped once per optimizer update by the recipe, checkpointed by resume()
         self.scheduler = linear_warmup(optimizer, cfg.warmup_steps)
         prepared = accelerator.prepare(captioner, optimizer, loader)
@@ -112,20 +112,20 @@ class TrainCaptionerRecipe(TrainingRecipe[Config]):
         while progress.epoch < cfg.epochs:
             epoch, started = progress.epoch, time.perf_counter()
             self.model.train()
-            for batch in self.epoch_batches(self.train_set, self.train_loader, needs="captions"):
-                loss = self.micro_step(
-                    partial(self.caption_loss, batch), max_grad_norm=cfg.max_grad_norm
-                )
-                if loss is None:
-                    continue
+            batches = self.epoch_batches(self.train_set, self.train_loader, needs="captions")
+            for group in update_groups(batches, self.micro_steps):
+                loss = self.update(group, self.loss_step)
                 self.scheduler.step()
-                lr = float(self.scheduler.get_last_lr()[0])
-                self.step_done(bar, {"loss": loss.item(), "lr": lr}, epoch=epoch)
+                self.step_done(bar, loss, self._figures, epoch=epoch)
             self.end_epoch(epoch, started)
         bar.close()
         return {"epochs": progress.history, "best": progress.best}
 
-    def caption_loss(self, batch: dict[str, Any]) -> Any:
+    def _figures(self) -> dict[str, float]:
+        """What a log step records beside the loss."""
+        return {"lr": float(self.scheduler.get_last_lr()[0])}
+
+    def loss_step(self, batch: dict[str, Any]) -> Any:
         """The captioning loss of a batch (cross-entropy on its caption tokens)."""
         ids = self.captioner.tokenize_captions(
             batch["captions"], max_tokens=self.cfg.max_caption_tokens

@@ -42,24 +42,26 @@ def launch(
     *args: str,
     processes: int = 1,
     extra_env: dict[str, str] | None = None,
+    precision: str = "no",
 ) -> subprocess.CompletedProcess[str]:
     """``accelerate launch`` on the CPU with ``processes`` processes.
 
-    ``extra_env`` adds environment variables (e.g. test hooks).
+    ``extra_env`` adds environment variables; ``precision`` is the launcher's
+    ``--mixed_precision``.
 
     One process: ``--cpu``. Several: accelerate's ``--cpu`` spawns extra processes only through
     mpirun, so they are started by torchrun (``--multi_gpu``) with no GPU visible and
     ``ACCELERATE_USE_CPU=true``: accelerate then runs DDP over gloo on the CPU (MULTI_CPU).
     """
     mode = (
-        CPU_LAUNCH
+        [*CPU_LAUNCH[:3], "--mixed_precision", precision, *CPU_LAUNCH[5:]]
         if processes == 1
         else [
             "--multi_gpu",
             "--num_machines",
             "1",
             "--mixed_precision",
-            "no",
+            precision,
             "--dynamo_backend",
             "no",
             "--main_process_port",

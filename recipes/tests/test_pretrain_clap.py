@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -78,7 +79,11 @@ def test_smoke_preset_under_accelerate_launch(tmp_path: Path) -> None:
     # throughput in the report and in TensorBoard
     report = (out / "report.md").read_text()
     assert "| samples/s | data wait s/step | compute s/step | TFLOP/s |" in report
-    assert metrics["flops_per_sample"] > 1e6
+    # counted at 8 caption tokens and the text encoder's longest (32): more tokens, more FLOPs
+    flops = metrics["flops_per_sample"]
+    assert list(flops) == ["8", "32"]
+    assert 1e6 < flops["8"] < flops["32"]
+    assert config["precision"] == "no"  # launched with --mixed_precision no: the CPU default
     assert all(e["samples_per_s"] > 0 and e["compute_s"] > 0 for e in epochs)
     assert (out / "history.csv").read_text().splitlines()[0].startswith("epoch,step,train_loss")
     # the run's identity and an honest model card
@@ -186,3 +191,19 @@ def test_corrupt_file_is_skipped_and_reported(tmp_path: Path) -> None:
     assert "epoch 1 skipped 1 bad clips (2 over the run)" in done.stderr
     assert "skipping bad audio" in done.stderr
     assert "broken.flac" in done.stderr
+
+
+def test_the_launchers_precision_is_the_runs_unless_the_recipe_says(tmp_path: Path) -> None:
+    short = ["--preset", "smoke", "--epochs", "1", "--fsdd-clips-per-digit", "1",
+             "--log-with", "none"]  # fmt: skip
+    launch("pretrain_clap.py", *short, "--output-dir", str(tmp_path / "bf16"), precision="bf16")
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert (config["mixed_precision"], config["precision"]) == ("auto", "bf16")
+    epoch = metrics_of(tmp_path / "bf16")["epochs"][0]  # bf16 updates on the CPU, finite
+    assert all(math.isfinite(loss) for loss in epoch["step_losses"])
+    assert len(epoch["step_losses"]) == 2
+    # the recipe's own flag wins over the launcher's
+    out = tmp_path / "flag"
+    launch("pretrain_clap.py", *short, "--mixed-precision", "no", "--output-dir", str(out),
+           precision="bf16")  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["precision"] == "no"

@@ -24,7 +24,7 @@ from clapkit.audio import (
     save_weights,
 )
 from clapkit.caption import PrefixLanguageModel
-from clapkit.core import create_audio_encoder
+from clapkit.core import create_audio_tower
 from clapkit.data import read_multitask_manifest
 from clapkit.train.demo import DIGITS
 from clapkit.train.multitask import build_model
@@ -187,9 +187,11 @@ def test_probe_on_the_pretrained_encoder_beats_the_random_one(smoke: Path) -> No
 
 # -- the encoder file's loaders ----------------------------------------------------------
 def test_paper_size_encoder_file_loads_strictly_in_both_loaders(tmp_path: Path) -> None:
-    """What ``best/audio_encoder.safetensors`` is at paper size: ``htsat_22(weights=...)`` and
-    ``pretrain_clap.py --audio-weights`` (``create_audio_encoder("htsat-22", weights=...)``,
-    what clapkit.train.demo.build_encoders calls) load it strictly."""
+    """What ``best/audio_encoder.safetensors`` is at paper size: a headless HTSAT-22 (no loss
+    reaches a classifier, and DDP refuses parameters without gradients) that
+    ``htsat_22(num_classes=0, weights=...)`` and ``pretrain_clap.py --audio-weights``
+    (``create_audio_tower("htsat-22", weights=...)``, what clapkit.train.demo.build_encoders
+    calls) load strictly; a headed ``htsat_22`` is told to build without a head."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     lm = tmp_path / "lm"
@@ -199,19 +201,27 @@ def test_paper_size_encoder_file_loads_strictly_in_both_loaders(tmp_path: Path) 
         tokenizer=str(RECIPES.parent / "data" / "reference" / "tokenizers" / "gpt2"),
     )  # fmt: skip
     encoder = build_model(cfg, []).audio_encoder
-    assert all(not p.requires_grad for p in encoder.head.parameters())  # no loss reaches it
+    assert encoder.num_classes == 0
+    assert not [name for name in encoder.state_dict() if name.startswith("head.")]
     with torch.no_grad():
-        encoder.head.weight.add_(1.0)  # a trained file differs from any fresh init
+        encoder.norm.weight.add_(1.0)  # a trained file differs from any fresh init
     path = tmp_path / "audio_encoder.safetensors"
     save_weights(encoder, path)  # what save_best writes
-    for loaded in (htsat_22(weights=path), create_audio_encoder("htsat-22", weights=path)):
+    for loaded in (
+        htsat_22(num_classes=0, weights=path),
+        create_audio_tower("htsat-22", weights=path),
+    ):
         for name, tensor in encoder.state_dict().items():
             assert loaded.state_dict()[name].equal(tensor), name
+    with pytest.raises(
+        CheckpointError, match=r"head\.weight.*build the encoder with num_classes=0"
+    ):
+        htsat_22(weights=path)
     tensors = load_file(path)
-    tensors.pop("head.bias")
+    tensors.pop("norm.bias")
     save_file(tensors, str(tmp_path / "short.safetensors"))
-    with pytest.raises(CheckpointError, match=r"head\.bias"):
-        htsat_22(weights=tmp_path / "short.safetensors")
+    with pytest.raises(CheckpointError, match=r"norm\.bias"):
+        htsat_22(num_classes=0, weights=tmp_path / "short.safetensors")
 
 
 # -- resume and processes -----------------------------------------------------------------

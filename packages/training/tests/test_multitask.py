@@ -34,7 +34,7 @@ def test_presets_the_paper_and_the_smoke() -> None:
     )  # fmt: skip
     smoke = presets["smoke"]
     assert smoke == dataclasses.replace(SMOKE, fsdd_root="somewhere/fsdd")
-    assert (smoke.size, smoke.mixed_precision, smoke.num_workers) == ("tiny", "no", 0)
+    assert (smoke.size, smoke.mixed_precision, smoke.num_workers) == ("tiny", "auto", 0)
     assert len({name for name, *_ in PENGI_22}) == len(PENGI_22) == 22
 
 

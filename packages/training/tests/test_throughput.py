@@ -64,3 +64,26 @@ def test_count_flops_of_a_linear_and_no_side_effects() -> None:
     assert torch.equal(torch.random.get_rng_state(), before)  # dropout's draws were forked
     assert torch.equal(model[1].running_mean, running)  # BatchNorm statistics restored
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_windows_count_flops_per_device_and_mfu() -> None:
+    clock = FakeClock()
+    meter = ThroughputMeter(flops_per_sample=1e12, clock=clock, peak_flops=20e12)
+    meter.start()
+    for flops in (None, 30e12):  # the second update counted at its own caption lengths
+        clock.now += 0.5
+        meter.batch_arrived()
+        clock.now += 1.5
+        meter.step_done(samples=10, flops=flops)
+    first = meter.take_window()
+    assert first.samples_per_s == pytest.approx(20 / 4.0)
+    assert first.tflops == pytest.approx(40 / 4.0)
+    assert first.mfu == pytest.approx(10 / 20)
+    clock.now += 1.0
+    meter.batch_arrived()
+    clock.now += 1.0
+    meter.step_done(samples=4)
+    second = meter.take_window()
+    assert (second.samples_per_s, second.tflops) == (pytest.approx(2.0), pytest.approx(2.0))
+    assert meter.summary().samples_per_s == pytest.approx(24 / 6.0)
+    assert "mfu" not in ThroughputMeter(1.0, clock=clock).summary().as_dict()

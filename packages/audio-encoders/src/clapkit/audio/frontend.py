@@ -94,19 +94,22 @@ class LogMelFrontend(nn.Module):
         self.stripes = stripes
         self.generator: torch.Generator | None = None
         self.bn0 = nn.BatchNorm1d(frontend.n_mels)
-        # Window and filterbank are derived from the config, never trained nor saved; kept per
-        # device in float64 so ``.half()`` or ``.to(bfloat16)`` cannot degrade them.
+        # Window and filterbank are derived from the config, never trained nor saved; made once
+        # in float64 and kept per device and dtype, so ``.half()`` or ``.to(bfloat16)`` cannot
+        # degrade them.
+        self._window = torch.hann_window(frontend.win_length, periodic=True, dtype=torch.float64)
+        # [n_mels, n_freqs], so the product lands as [b, n_mels, f] for bn0.
+        self._bank = mel_filterbank(frontend).T.to(torch.float64).contiguous()
         self._dsp: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
 
     def _window_and_filterbank(
         self, device: torch.device, dtype: torch.dtype
     ) -> tuple[Tensor, Tensor]:
+        if torch.compiler.is_compiling():  # constants of the graph: no cache to fill
+            return self._window.to(device, dtype), self._bank.to(device, dtype)
         key = (device, dtype)
         if key not in self._dsp:
-            window = torch.hann_window(self.config.win_length, periodic=True, dtype=torch.float64)
-            # [n_mels, n_freqs], so the product lands as [b, n_mels, f] for bn0.
-            bank = mel_filterbank(self.config).T.to(torch.float64).contiguous()
-            self._dsp[key] = (window.to(device, dtype), bank.to(device, dtype))
+            self._dsp[key] = (self._window.to(device, dtype), self._bank.to(device, dtype))
         return self._dsp[key]
 
     def power_mel(self, waveform: Tensor, *, float32: bool = False) -> Tensor:

@@ -164,6 +164,11 @@ class TextEncoder(nn.Module):
         self.out_dim = spec.embedding_dim(model.config)
         self._tail_length = tail_length
         self._warned_truncation = False
+        # GPT2's states at real tokens never see right padding (it is causal), so the model gets
+        # the causal mask alone, as a ready 4-D mask: transformers reads a 2-D mask's values on
+        # the host to simplify it (a GPU sync every forward) and leaves a 4-D one as it is.
+        # Pooling still reads the padding mask.
+        self._causal_only = spec.name == "gpt2-eot" and tokenizer.padding_side == "right"
 
     @staticmethod
     def _check_suffix(
@@ -189,8 +194,10 @@ class TextEncoder(nn.Module):
             f"max_length={self.max_length}, out_dim={self.out_dim}{suffix}"
         )
 
-    def tokenize(self, texts: Iterable[str]) -> dict[str, Tensor]:
-        """Tokenise texts, padded to the longest one in the batch.
+    def tokenize(
+        self, texts: Iterable[str], *, pad_to_multiple_of: int | None = None
+    ) -> dict[str, Tensor]:
+        """Tokenise texts, padded to the longest one in the batch (or further, to a bucket).
 
         GPT2-EOT appends ``eot_suffix`` first. Texts longer than ``max_length`` tokens are cut
         keeping their final special token(s) (warns once per encoder with
@@ -198,6 +205,8 @@ class TextEncoder(nn.Module):
 
         Args:
             texts: The texts.
+            pad_to_multiple_of: pad the length up to a multiple of this (at most
+                ``max_length``): a compiled model then sees a few fixed shapes, not one per batch.
 
         Returns:
             ``{"input_ids": [b, s], "attention_mask": [b, s]}`` long tensors on the CPU.
@@ -230,7 +239,16 @@ class TextEncoder(nn.Module):
                 TextTruncationWarning,
                 stacklevel=2,
             )
-        return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        ids, mask = batch.input_ids, batch.attention_mask
+        if pad_to_multiple_of:
+            length = min(
+                -(-ids.shape[1] // pad_to_multiple_of) * pad_to_multiple_of, self.max_length
+            )
+            extra = max(length - ids.shape[1], 0)
+            side = (extra, 0) if self.tokenizer.padding_side == "left" else (0, extra)
+            ids = torch.nn.functional.pad(ids, side, value=int(self.tokenizer.pad_token_id))
+            mask = torch.nn.functional.pad(mask, side, value=0)
+        return {"input_ids": ids, "attention_mask": mask}
 
     def forward(
         self,
@@ -268,8 +286,9 @@ class TextEncoder(nn.Module):
             input_ids, attention_mask = _check_token_batch(input_ids, attention_mask, device)
 
         extra: dict[str, Any] = {"use_cache": False} if self.architecture == "gpt2-eot" else {}
+        model_mask = self._causal_mask(input_ids) if self._causal_only else attention_mask
         outputs = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **extra
+            input_ids=input_ids, attention_mask=model_mask, return_dict=True, **extra
         )
         hidden = outputs.last_hidden_state
         if self.pooling == "cls":
@@ -282,6 +301,19 @@ class TextEncoder(nn.Module):
             embedding = pool_at(hidden, last_real_token_index(attention_mask))
         return TextEncoderOutput(
             embedding=embedding, last_hidden_state=hidden, attention_mask=attention_mask
+        )
+
+    def _causal_mask(self, input_ids: Tensor) -> Tensor:
+        """``[b, 1, s, s]`` causal mask in the form the model's attention takes (bool for SDPA
+        and flash kernels, additive float for eager attention)."""
+        rows, length = input_ids.shape
+        causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
+        mask = causal.expand(rows, 1, length, length)
+        if getattr(self.model.config, "_attn_implementation", "sdpa") != "eager":
+            return mask
+        dtype = next(self.model.parameters()).dtype
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(dtype).min
         )
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

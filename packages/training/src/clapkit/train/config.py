@@ -38,6 +38,7 @@ RUN_NOT_IDENTITY = (
     "resume_force",
     "overwrite",
     "log_with",
+    "log_every",
     "torch_threads",
     "save_every_steps",
 )
@@ -51,7 +52,16 @@ class RunSettings:
     logging, threads. Each recipe's ``Config`` extends it (and may change a default by
     declaring the field again)."""
 
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """auto: the launcher's (``accelerate launch --mixed_precision`` or its config file), else
+    bf16 on a GPU that has it and no (float32) elsewhere (``clapkit.train.setup.
+    resolve_precision``); a value here overrides the launcher."""
+    tf32: bool = True
+    """TensorFloat-32 for float32 matrix products and convolutions on CUDA (the paper's runs:
+    ~8x an H100's plain float32 rate; the front end's STFT is unaffected)."""
+    log_every: int = 50
+    """Read the losses back from the device, check them and log every N optimizer updates (and
+    at every checkpoint and epoch end); in between nothing waits for the device."""
     seed: int = 0
     output_dir: str = "runs/run"
     save_every_steps: int = 1000

@@ -38,7 +38,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 from clapkit.data import SkippedFiles
 from clapkit.train.checkpointing import Progress, save_checkpoint
 from clapkit.train.config import RunSettings, jsonable, parse_config
-from clapkit.train.setup import start_run
+from clapkit.train.setup import accumulation_steps, start_run
+from clapkit.train.steps import LossWindow, StepLosses, accumulate, optimizer_step
 
 __all__ = ["TrainingDivergedError", "TrainingRecipe"]
 
@@ -111,6 +112,8 @@ class TrainingRecipe(Generic[C]):
         self.optimizer: Any = None
         self.train_loader: Any = None
         self.last_checkpoint: tuple[Path, int] | None = None  # (folder, step) saved or resumed
+        self.micro_steps = 1  # micro-batches per optimizer update, set by start()
+        self.losses = StepLosses()  # the updates' losses not yet read from the device
 
     @property
     def log(self) -> logging.Logger:
@@ -137,6 +140,10 @@ class TrainingRecipe(Generic[C]):
         ``clapkit.train.runs``) and the seed; returns the accelerator."""
         self.accelerator, self.plan = start_run(
             self.cfg, ignore=self.not_identity, flush_denormal=self.flush_denormal
+        )
+        cfg: Any = self.cfg
+        self.micro_steps = accumulation_steps(
+            cfg.global_batch_size, cfg.batch_size, self.accelerator.num_processes
         )
         return self.accelerator
 
@@ -165,7 +172,8 @@ class TrainingRecipe(Generic[C]):
         accelerator = self.accelerator
         self.resolved = {
             **jsonable(self.cfg), "preset": self.preset,
-            "gradient_accumulation_steps": accelerator.gradient_accumulation_steps,
+            "gradient_accumulation_steps": self.micro_steps,
+            "precision": accelerator.mixed_precision,
             "num_processes": accelerator.num_processes, **jsonable(extra),
         }  # fmt: skip
         if accelerator.is_main_process:
@@ -181,13 +189,13 @@ class TrainingRecipe(Generic[C]):
 
         Args:
             epochs: epochs in the run (or in every fold).
-            micro_steps: micro-batches per update (default: the accelerator's accumulation).
+            micro_steps: micro-batches per update (default: :attr:`micro_steps`).
                 The total is ``epochs`` x updates per epoch of ``train_loader``; unknown
                 (a stream without a length) when the loader has no length.
         """
         from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
-        micro = micro_steps or self.accelerator.gradient_accumulation_steps
+        micro = micro_steps or self.micro_steps
         batches = self.batches_per_epoch()
         total = None if batches is None else epochs * math.ceil(batches / micro)
         return tqdm(
@@ -235,83 +243,119 @@ class TrainingRecipe(Generic[C]):
             if needs is None or len(batch[needs]):
                 yield batch
 
-    def micro_step(self, compute_loss: Callable[[], Any], *, max_grad_norm: float | None) -> Any:
-        """One micro-batch under accelerate's gradient accumulation: ``compute_loss()`` (under
-        autocast), backward, and at the accumulation's end gradient clipping to
-        ``max_grad_norm``, the optimizer step and zeroed gradients.
+    def throughput_meter(self, flops_per_sample: float = 0.0) -> Any:
+        """A ``ThroughputMeter`` of this device: MFU against its peak for the run's precision
+        (``clapkit.train.throughput.peak_flops``; None on a device the table does not list)."""
+        import torch
 
-        The loss is counted (:meth:`count_loss`).
+        from clapkit.train.throughput import ThroughputMeter, peak_flops
 
-        Returns:
-            The loss when the optimizer stepped, else None (more micro-batches to come).
-        """
         accelerator = self.accelerator
-        with accelerator.accumulate(self.model), accelerator.autocast():
-            loss = compute_loss()
-            accelerator.backward(loss)
-            if accelerator.sync_gradients and max_grad_norm:
-                accelerator.clip_grad_norm_(self.model.parameters(), max_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad()
-        self.count_loss(loss, updated=accelerator.sync_gradients)
-        return loss if accelerator.sync_gradients else None
+        peak = peak_flops(accelerator.device, accelerator.mixed_precision,
+                          tf32=torch.backends.cuda.matmul.allow_tf32)  # fmt: skip
+        return ThroughputMeter(flops_per_sample, peak_flops=peak)
 
-    def count_loss(self, loss: Any, *, updated: bool) -> float:
-        """A micro-batch's loss joins the epoch's mean (``progress``, checkpointed: a resumed
-        epoch averages all its losses); with ``updated`` (the optimizer stepped) a step is
-        counted and the loss kept as the update's.
+    def optimizer_options(self) -> dict[str, Any]:
+        """Keyword arguments of the recipe's Adam/AdamW for this run's device: the fused
+        implementation on CUDA (one kernel, its step counter on the device: nothing is read
+        back per step); torch's default elsewhere (on a CPU the step counter is a host value)."""
+        return {"fused": True} if self.accelerator.device.type == "cuda" else {}
 
-        :meth:`micro_step` calls it; a recipe that runs its own updates (full-batch
-        negatives) calls it once per micro-batch.
+    def update(self, group: Sequence[Any], loss_step: Callable[[Any], Any]) -> Any:
+        """One optimizer update from its micro-batches (``clapkit.train.steps``): forward and
+        backward of each (``loss_step`` under autocast, the all-reduce once), gradient clipping
+        to ``cfg.max_grad_norm`` when the config has one, the optimizer step.
+
+        Args:
+            group: the update's micro-batches (from ``update_groups``).
+            loss_step: a micro-batch's loss, forward only.
 
         Returns:
-            The loss as a float.
+            The update's loss (a device scalar; not read).
         """
-        p, value = self.progress, float(loss.item())
-        p.loss_sum += value
-        p.loss_count += 1
-        if updated:
-            p.step += 1
-            p.step_losses.append(value)
-        return value
+        loss = accumulate(self.accelerator, self.model, group, loss_step)
+        self.optimizer_step()
+        return loss
 
-    def step_done(self, bar: Any, scalars: Mapping[str, float], **shown: Any) -> bool:
-        """After an optimizer step: the bar moves (showing ``shown`` and the loss), the
-        trackers get ``train/<scalar>`` and every ``save_every_steps`` steps a checkpoint is
-        saved. Call on every process.
+    def optimizer_step(self) -> None:
+        """Clip to ``cfg.max_grad_norm`` (if the config has one), step, drop the gradients."""
+        max_grad_norm = getattr(self.cfg, "max_grad_norm", None)
+        optimizer_step(self.accelerator, self.model, self.optimizer, max_grad_norm=max_grad_norm)
+
+    def step_done(
+        self,
+        bar: Any,
+        loss: Any,
+        extra: Mapping[str, float] | Callable[[], Mapping[str, float]] | None = None,
+        **shown: Any,
+    ) -> bool:
+        """After an optimizer update: the step is counted and its loss kept on the device; the
+        bar moves. Every ``log_every`` steps the losses are read back (once for the window),
+        checked and logged with ``extra()`` as ``train/<name>``; every ``save_every_steps``
+        steps a checkpoint is saved. Call on every process.
 
         Args:
             bar: the run's :meth:`progress_bar`.
-            scalars: the step's figures; ``loss`` is required.
+            loss: the update's loss (a device scalar).
+            extra: the step's other figures (learning rate, throughput...), or a function
+                giving them, called at log steps only.
             shown: what the bar shows beside the loss (epoch, fold...).
 
         Returns:
             Whether a checkpoint was saved (its time is neither data wait nor compute).
         """
-        step = self.progress.step
-        self._check_loss(scalars["loss"])
+        p, cfg = self.progress, self.cfg
+        p.step += 1
+        self.losses.add(p.step, loss)
         bar.update(1)
-        bar.set_postfix(**shown, loss=f"{scalars['loss']:.3f}")
-        self.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
-        if step % self.cfg.save_every_steps:
+        logging_step = p.step % cfg.log_every == 0
+        saving_step = p.step % cfg.save_every_steps == 0
+        if logging_step:
+            window = self.read_losses()
+            assert window is not None
+            mean = math.fsum(window.losses) / len(window.losses)
+            bar.set_postfix(**shown, loss=f"{mean:.3f}")
+            figures = extra() if callable(extra) else (extra or {})
+            scalars = {"loss": mean, **figures}
+            self.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=p.step)
+        if not saving_step:
             return False
-        self.save_checkpoint(f"step_{step:08d}")
+        self.save_checkpoint(f"step_{p.step:08d}")
         return True
 
-    def _check_loss(self, loss: float) -> None:
-        """Stop a run whose loss is NaN or infinite on any process, before anything of that
-        step is saved; under fp16 a step the gradient scaler skipped only warns (the weights
-        did not change)."""
-        import torch
+    def read_losses(self) -> LossWindow | None:
+        """Read the losses kept since the last read, stop on a NaN or infinite one, and add them
+        to the progress (the epoch's mean and each update's loss, checkpointed). Call on every
+        process at the same steps (:meth:`step_done`, :meth:`epoch_record` and
+        :meth:`save_checkpoint` do).
 
+        Returns:
+            The window read, or None when nothing was pending.
+
+        Raises:
+            TrainingDivergedError: a loss of the window is NaN or infinite on any process
+                (under fp16 it only warns: the gradient scaler skips such updates).
+        """
+        window = self.losses.read(self.accelerator)
+        if window is None:
+            return None
+        if window.bad_processes:
+            self._diverged(window)
+        p = self.progress
+        p.loss_sum += math.fsum(v for v in window.losses if math.isfinite(v))
+        p.loss_count += sum(1 for v in window.losses if math.isfinite(v))
+        p.step_losses.extend(window.losses)
+        return window
+
+    def _diverged(self, window: LossWindow) -> None:
+        """Stop a run whose loss became NaN or infinite, before anything of it is saved."""
         accelerator, p = self.accelerator, self.progress
-        bad = torch.tensor(0.0 if math.isfinite(loss) else 1.0, device=accelerator.device)
-        processes = int(accelerator.reduce(bad, "sum"))
-        if not processes:
-            return
-        if accelerator.optimizer_step_was_skipped:
-            self.log.warning("step %d: loss %s; the fp16 gradient scaler skipped the update",
-                             p.step, loss)  # fmt: skip
+        here = window.first_bad_step
+        where = f" (first here at step {here})" if here is not None else ""
+        if accelerator.mixed_precision == "fp16":
+            self.log.warning("steps %d-%d: a loss is not finite%s; the fp16 gradient scaler "
+                             "skips such updates", window.first_step, window.last_step,
+                             where)  # fmt: skip
             return
         if self.last_checkpoint is None:
             kept = "no checkpoint was saved before it"
@@ -319,10 +363,12 @@ class TrainingRecipe(Generic[C]):
             folder, step = self.last_checkpoint
             kept = f"{folder} holds the weights of step {step}"
         raise TrainingDivergedError(
-            f"step {p.step} (epoch {p.epoch}): the training loss is {loss} on {processes} of "
-            f"{accelerator.num_processes} process(es); the run stops and saves nothing of this "
-            f"step ({kept}). Go on from there with --resume latest and a lower learning rate "
-            "or gradient clipping (and --resume-force, as the config changes)"
+            f"between steps {window.first_step} and {window.last_step} (epoch {p.epoch}) the "
+            f"training loss became NaN or infinite{where} on {window.bad_processes} of "
+            f"{accelerator.num_processes} process(es); the run stops and saves nothing of "
+            f"those steps ({kept}). Go on from there with --resume latest and a lower learning "
+            "rate or gradient clipping (and --resume-force, as the config changes); "
+            "--log-every 1 narrows the window to the step"
         )
 
     def epoch_record(self, **fields: Any) -> dict[str, Any]:
@@ -335,6 +381,7 @@ class TrainingRecipe(Generic[C]):
         """
         import torch
 
+        self.read_losses()
         p, accelerator = self.progress, self.accelerator
         mean = torch.tensor(p.loss_sum / max(p.loss_count, 1), device=accelerator.device)
         return {
@@ -368,6 +415,7 @@ class TrainingRecipe(Generic[C]):
         """Atomic ``accelerator.save_state`` (model, optimiser, RNG, samplers, what
         :meth:`resume` registered) as ``checkpoints/NAME``, with ``run.json`` and
         ``config.json`` beside it. Call on every process."""
+        self.read_losses()  # the progress saved holds every loss; a NaN stops before the save
         files = {"run.json": self.plan.run_json, "config.json": json.dumps(self.resolved, indent=2)}
         folder = save_checkpoint(self.accelerator, self.out / "checkpoints" / name, files=files)
         self.last_checkpoint = (folder, self.progress.step)

@@ -25,6 +25,7 @@ THROUGHPUT_COLUMNS = (
     ("data_wait_s", "data wait s/step", "{:.3f}"),
     ("compute_s", "compute s/step", "{:.3f}"),
     ("tflops", "TFLOP/s", "{:.3g}"),
+    ("mfu", "MFU", "{:.1%}"),
 )
 
 
@@ -139,10 +140,12 @@ def write_report(
     if shown:
         lines += [
             "",
-            "Throughput per epoch: samples/s over the epoch's optimizer steps; a step's time is "
-            "split into waiting for data and computing; TFLOP/s = FLOPs per sample (counted "
-            "once with torch.utils.flop_counter.FlopCounterMode, forward + backward) x samples "
-            "/ step time.",
+            "Throughput per epoch and per device: this process's samples/s over the epoch's "
+            "optimizer steps; a step's time is split into waiting for data and computing; "
+            "TFLOP/s = FLOPs per sample (counted with torch.utils.flop_counter.FlopCounterMode, "
+            "forward + backward, at the batches' padded caption lengths) x samples / step time; "
+            "MFU = TFLOP/s over the device's dense peak for the run's precision "
+            "(clapkit.train.throughput.PEAK_FLOPS; shown on the GPUs it lists).",
         ]
     if best is not None:
         lines += ["", f"Best epoch: {best['epoch']} (score {best['score']:.3f}), saved in `best/`."]

@@ -2,8 +2,8 @@
 
 ::
 
-    accelerator = make_accelerator(out, mixed_precision="bf16", log_with="tensorboard",
-                                   global_batch_size=1536, batch_size=64)
+    precision, source = resolve_precision("auto", launcher="bf16", bf16_device=True)
+    accelerator = make_accelerator(out, mixed_precision=precision, log_with="tensorboard")
     setup_logging(accelerator)
     set_seed(cfg.seed)                              # accelerate.utils.set_seed
     enable_grad_checkpointing(model)                # --grad-checkpointing
@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "PRECISION_ENV",
     "accumulation_steps",
     "enable_grad_checkpointing",
+    "enable_tf32",
     "linear_warmup",
     "make_accelerator",
+    "resolve_precision",
     "setup_logging",
     "start_run",
 ]
@@ -73,32 +77,86 @@ def accumulation_steps(global_batch_size: int, batch_size: int, num_processes: i
     return global_batch_size // per_update
 
 
+PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
+"""What ``accelerate launch`` hands its processes: its ``--mixed_precision`` or its config
+file's (``"no"`` when neither says)."""
+
+
+def resolve_precision(
+    requested: str, *, launcher: str | None, bf16_device: bool
+) -> tuple[str, str]:
+    """The run's precision: the recipe's flag, else the launcher's, else the preset default.
+
+    ``accelerate launch`` always hands its processes a precision, ``"no"`` when neither its
+    ``--mixed_precision`` nor its config file says one, so a launcher's ``"no"`` cannot be told
+    from its default and counts as not said: force float32 with the recipe's
+    ``--mixed-precision no``.
+
+    Args:
+        requested: the config's ``mixed_precision`` (``"auto"`` = not given).
+        launcher: the launcher's value (``$ACCELERATE_MIXED_PRECISION``), or None.
+        bf16_device: the device computes bf16 natively (an Ampere or later GPU).
+
+    Returns:
+        ``(precision, where it came from)``: ``"no"``, ``"bf16"`` or ``"fp16"``, and one of
+        ``"recipe"``, ``"launcher"``, ``"default"``.
+
+    Raises:
+        SystemExit: an unknown value.
+    """
+    known = ("no", "bf16", "fp16")
+    if requested != "auto":
+        if requested not in known:
+            raise SystemExit(f"--mixed-precision {requested!r}: choose auto, {', '.join(known)}")
+        return requested, "recipe"
+    if launcher and launcher != "no":
+        if launcher not in known:
+            raise SystemExit(f"the launcher's mixed precision {launcher!r} is not one of {known}")
+        return launcher, "launcher"
+    return ("bf16" if bf16_device else "no"), "default"
+
+
+def enable_tf32(enable: bool) -> bool:
+    """TensorFloat-32 for float32 matrix products and cuDNN convolutions on CUDA.
+
+    Args:
+        enable: the run's ``tf32`` setting.
+
+    Returns:
+        Whether TF32 is on (False without CUDA).
+    """
+    import torch
+
+    on = enable and torch.cuda.is_available()
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+    return on
+
+
 def make_accelerator(
     output_dir: str | Path,
     *,
     mixed_precision: str = "no",
     log_with: str | None = "tensorboard",
-    global_batch_size: int,
-    batch_size: int,
+    pin_memory: bool | None = None,
 ) -> Any:
-    """An ``Accelerator`` for a recipe run, with accumulation set to reach the global batch.
+    """An ``Accelerator`` for a recipe run (no accumulation of its own: the recipe groups
+    micro-batches into updates itself, ``TrainingRecipe.micro_steps``).
 
     Seedable samplers (so a resumed epoch replays the same order), TensorBoard logs under
-    ``output_dir/logs``, and the scheduler stepped by the recipe (per epoch), not per update.
+    ``output_dir/logs``, the scheduler stepped by the recipe (per epoch), not per update, and
+    batches copied to the GPU without blocking the host (from pinned memory).
 
     Args:
         output_dir: the run folder.
         mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"``.
         log_with: a tracker name (``"tensorboard"``, ``"wandb"``), or ``None``/``"none"``.
-        global_batch_size: clips per optimizer update over all processes.
-        batch_size: clips per process and micro-step.
+        pin_memory: pin the loaders' batches (default: when CUDA is available).
 
     Returns:
-        The accelerator; ``gradient_accumulation_steps`` is set.
-
-    Raises:
-        SystemExit: see :func:`accumulation_steps`.
+        The accelerator.
     """
+    import torch
     from accelerate import Accelerator  # type: ignore[import-untyped]
     from accelerate.utils import (  # type: ignore[import-untyped]
         DataLoaderConfiguration,
@@ -106,17 +164,14 @@ def make_accelerator(
     )
 
     out = Path(output_dir)
-    accelerator = Accelerator(
+    pinned = torch.cuda.is_available() if pin_memory is None else pin_memory
+    return Accelerator(
         mixed_precision=mixed_precision,
         log_with=None if log_with in (None, "none") else log_with,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=pinned),
         step_scheduler_with_optimizer=False,
     )
-    accelerator.gradient_accumulation_steps = accumulation_steps(
-        global_batch_size, batch_size, accelerator.num_processes
-    )
-    return accelerator
 
 
 def setup_logging(accelerator: Any, level: int = logging.INFO) -> None:
@@ -190,14 +245,16 @@ def start_run(
     if flush_denormal:
         torch.set_flush_denormal(True)
     out = Path(cfg.output_dir)
-    accelerator = make_accelerator(
-        out,
-        mixed_precision=cfg.mixed_precision,
-        log_with=cfg.log_with,
-        global_batch_size=cfg.global_batch_size,
-        batch_size=cfg.batch_size,
+    bf16_gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    precision, source = resolve_precision(
+        cfg.mixed_precision, launcher=os.environ.get(PRECISION_ENV), bf16_device=bf16_gpu
     )
+    accelerator = make_accelerator(out, mixed_precision=precision, log_with=cfg.log_with)
     setup_logging(accelerator)
+    tf32 = enable_tf32(cfg.tf32)
+    logging.getLogger(__name__).info(
+        "precision %s (from the %s)%s", precision, source, ", TF32 on" if tf32 else ""
+    )
     identity = {**dataclasses.asdict(cfg), "num_processes": accelerator.num_processes}
     plan = plan_run(
         out,

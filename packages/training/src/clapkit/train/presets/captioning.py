@@ -113,7 +113,7 @@ SMOKE = dataclasses.replace(
     references_per_item=None, prefix_length=4, mapper_depth=1, mapper_heads=2,
     freeze_language_model=False,  # a random tiny LM knows no language: train it too
     max_caption_tokens=16, epochs=3, lr=1e-2, warmup_steps=0, batch_size=4, global_batch_size=8,
-    num_workers=0, beam_size=2, max_new_tokens=10, examples=4, mixed_precision="no",
+    num_workers=0, beam_size=2, max_new_tokens=10, examples=4,
     output_dir="runs/captioner-smoke", save_every_steps=3, torch_threads=1,
 )  # fmt: skip
 """FSDD digits (60 training clips, 20 test clips of a held-out speaker), a tiny random model,

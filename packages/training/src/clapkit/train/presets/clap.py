@@ -115,8 +115,11 @@ class Config(RunSettings):
     --no-accumulate-negatives: a loss per micro-batch (negatives within one micro-step)."""
     max_grad_norm: float | None = None
     # Runtime (and clapkit.train.config.RunSettings)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     grad_checkpointing: bool = False
+    compile: bool = False
+    """torch.compile both towers and the loss; captions are padded to multiples of
+    ``caption_bucket`` tokens so that the compiled graphs see a few fixed shapes."""
+    caption_bucket: int = 16
     output_dir: str = "runs/pretrain_clap"
     save_every_steps: int = 500
     max_steps: int | None = None

@@ -140,7 +140,7 @@ def finetune_presets(fsdd_root: str = "data/fsdd") -> dict[str, Config]:
         fsdd_clips_per_digit=30, fold_field="speaker", prompt_template="a man says the digit {}",
         clip_seconds=0.8, time_shift=0.1, spec_time_width=8, spec_freq_width=4, epochs=3, lr=3e-3,
         encoder_lr_ratio=1.0, warmup_epochs=0, global_batch_size=8, batch_size=8, num_workers=0,
-        cache_audio=True, mixed_precision="no", save_every_steps=10_000,
+        cache_audio=True, save_every_steps=10_000,
         output_dir="runs/finetune-smoke", torch_threads=1,
     )  # fmt: skip
     return {"esc50": esc50, "smoke": smoke}

@@ -144,7 +144,7 @@ SMOKE = dataclasses.replace(
     projection_dim=32, projection_dropout=0.0, mapper="mlp", prefix_length=4,
     task_weights=("digit=9", "speaker=1"), samples_per_epoch=2400, clip_seconds=0.8,
     max_answer_tokens=4, cache_audio=True, num_workers=0, epochs=6, lr=1e-3, warmup_steps=0,
-    global_batch_size=32, batch_size=16, max_new_tokens=3, mixed_precision="no",
+    global_batch_size=32, batch_size=16, max_new_tokens=3,
     output_dir="runs/htsat22-smoke", save_every_steps=30, torch_threads=1,
 )  # fmt: skip
 """FSDD (3 speakers x 10 digits x 50 clips, two tasks: which digit, weight 9; which speaker,

@@ -3,9 +3,9 @@
 ``accelerate launch tests/scale/checked_run.py RECIPE REPORT_DIR [recipe arguments]`` runs
 ``recipes/RECIPE`` (its ``TrainingRecipe`` subclass, through its own ``main``) with its
 ``optimizer_step`` wrapped: before the first update, every process writes down the trainable
-parameters that hold no gradient; at the end, every process writes a digest of its whole model
-(``REPORT_DIR/rank<R>.json``; its parameters: DDP's buffers are rank 0's only before a forward). The recipe itself carries no test hook: the checks live in a
-subclass made here.
+parameters that hold no gradient; at the end, every process writes a digest of its model's
+parameters (``REPORT_DIR/rank<R>.json``). The recipe itself carries no test hook: the checks
+live in a subclass made here.
 """
 
 from __future__ import annotations

@@ -58,18 +58,66 @@ def test_esc50_errors_name_the_file(
         get_task("esc50").load(root)
 
 
-def test_esc50_actions(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
-    root = _esc50(tmp_path, write_clip, write_table)
-    write_table(
-        root / "meta" / "esc50_actions.csv",
-        [["1-100032-A-0.wav", 1.0, 0.25], ["5-9032-A-0.wav", 0.5, 0.75]],
-        ["filename", "barking", "walking"],
-    )
-    data = get_task("esc50-actions").load(root)
-    assert data.class_names == ("barking", "walking")
-    assert [r.labels for r in data.records] == [("barking",), ("barking", "walking")]
-    assert data.targets().tolist() == [[1.0, 0.0], [1.0, 1.0]]
-    assert any("2 actions, the paper 20" in w for w in data.warnings)
+# github.com/bmartin1/Identifying_Actions_for_Sound_Event_Classification (11bb9ca),
+# action_vectors_dataset/actionvector_one_per_audiofile_sum.csv: its header and four rows as
+# published (sums of three listeners' 0-4 ratings).
+ACTIONS_SUM_CSV = """\
+filename,fold,target,category,blowing,breaking,calling,crumpling,dripping,exhaling,exploding,gasping,groaning,pouring,ringing,rolling,rotating,scraping,singing,sizzling,splashing,tapping,vibrating,wailing
+1-100032-A-0.wav,1,0,dog,1.0,0.0,10.0,0.0,0.0,3.0,0.0,3.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,1.0,4.0
+1-100038-A-14.wav,1,14,chirping_birds,0.0,0.0,2.0,0.0,0.0,1.0,0.0,0.0,0.0,0.0,2.0,0.0,0.0,0.0,6.0,0.0,0.0,0.0,3.0,3.0
+1-101336-A-30.wav,1,30,door_wood_knock,0.0,2.0,0.0,0.0,3.0,0.0,0.0,0.0,0.0,0.0,0.0,2.0,0.0,0.0,0.0,0.0,0.0,12.0,0.0,0.0
+1-17367-A-10.wav,1,10,rain,2.0,1.0,0.0,0.0,12.0,2.0,0.0,0.0,0.0,10.0,0.0,0.0,0.0,2.0,0.0,1.0,12.0,3.0,0.0,0.0
+"""
+# meta/esc50.csv rows of the same clips (karolpiczak/ESC-50; esc10 as the ESC-10 subset says)
+ACTION_CLIPS = [
+    ["1-100032-A-0.wav", 1, 0, "dog", "True", 100032, "A"],
+    ["1-100038-A-14.wav", 1, 14, "chirping_birds", "False", 100038, "A"],
+    ["1-101336-A-30.wav", 1, 30, "door_wood_knock", "False", 101336, "A"],
+    ["1-17367-A-10.wav", 1, 10, "rain", "True", 17367, "A"],
+]
+
+
+@pytest.mark.parametrize("folder", ["action_vectors_dataset", "meta"])
+def test_esc50_actions_published_sums(
+    tmp_path: Path, write_clip: Writer, write_table: Writer, folder: str
+) -> None:
+    for row in ACTION_CLIPS:
+        write_clip(tmp_path / "audio" / str(row[0]))
+    write_table(tmp_path / "meta" / "esc50.csv", ACTION_CLIPS, ESC50_HEADER)
+    (tmp_path / folder).mkdir(exist_ok=True)
+    (tmp_path / folder / "actionvector_one_per_audiofile_sum.csv").write_text(ACTIONS_SUM_CSV)
+    data = get_task("esc50-actions").load(tmp_path)
+    assert len(data.class_names) == 20
+    assert data.class_names[:3] == ("blowing", "breaking", "calling")
+    # an action is a label when its sum is >= 7 (mean rating above 2)
+    assert [r.labels for r in data.records] == [
+        ("calling",),
+        (),
+        ("tapping",),
+        ("dripping", "pouring", "splashing"),
+    ]
+    assert data.records[1].extra["ratings"]["singing"] == 6.0
+    assert data.targets().sum().item() == 5.0
+    assert data.prompts()[17] == ["this is a sound of tapping"]
+
+
+def test_esc50_actions_errors(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    for row in ACTION_CLIPS:
+        write_clip(tmp_path / "audio" / str(row[0]))
+    write_table(tmp_path / "meta" / "esc50.csv", ACTION_CLIPS, ESC50_HEADER)
+    with pytest.raises(TaskFileNotFoundError, match=r"actionvector_one_per_audiofile_sum\.csv not"):
+        get_task("esc50-actions").load(tmp_path)
+    table = tmp_path / "meta" / "actionvector_one_per_audiofile_sum.csv"
+    table.write_text(ACTIONS_SUM_CSV.replace(",1,14,chirping_birds,", ",1,14,crow,"))
+    with pytest.raises(TaskLayoutError, match=r"sum\.csv:3: fold 1, category 'crow' disagree"):
+        get_task("esc50-actions").load(tmp_path)
+    table.write_text(ACTIONS_SUM_CSV.replace("12.0,3.0,0.0,0.0\n", "13.0,3.0,0.0,0.0\n"))
+    with pytest.raises(TaskLayoutError, match=r"sum\.csv:5: rating sums \{'splashing': 13\.0\}"):
+        get_task("esc50-actions").load(tmp_path)
+    # the invented layout of before (filename + fractions) is named as not the published one
+    write_table(table, [["1-100032-A-0.wav", 1.0]], ["filename", "calling"])
+    with pytest.raises(TaskLayoutError, match=r"lacks \['fold', 'target', 'category', 'blowing'"):
+        get_task("esc50-actions").load(tmp_path)
 
 
 def test_fsd50k_multilabel(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
@@ -113,6 +161,9 @@ def test_us8k_all_folds(tmp_path: Path, write_clip: Writer, write_table: Writer)
 
 
 def test_dcase17_weak_labels(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    # groundtruth_weak_label_testing_set.csv (DCASE2017 task 4, tab-separated, no header): the
+    # first row as published (quoted in qiuqiangkong's DCASE2017 task 4 code); the others are
+    # of its form (a YouTube id with "_" and "-", a clip absent from the download)
     rows = [
         ["-5QrBL6MzLg_60.000_70.000.wav", "60.000", "70.000", "Train horn"],
         ["-5QrBL6MzLg_60.000_70.000.wav", "60.000", "70.000", "Train"],
@@ -129,6 +180,11 @@ def test_dcase17_weak_labels(tmp_path: Path, write_clip: Writer, write_table: Wr
     assert any("1 of 3 listed clips are absent" in w for w in data.warnings)
     with pytest.raises(TaskFileNotFoundError, match=r"evaluation_set\.csv not found"):
         get_task("dcase17-t4").load(tmp_path, split="evaluation")
+    # a second file with a listed clip's stem, in another folder, is named, not shadowed
+    write_clip(tmp_path / "backup" / "a_b-c_30.000_40.000.wav")
+    with pytest.raises(TaskLayoutError, match=r"2 files .* stem 'a_b-c_30\.000_40\.000': "
+                       r"\['backup/a_b-c_30\.000_40\.000\.wav', 'testing/a_b-c"):  # fmt: skip
+        get_task("dcase17-t4").load(tmp_path)
 
 
 def test_audioset_eval_segments(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
@@ -156,12 +212,21 @@ def test_audioset_eval_segments(tmp_path: Path, write_clip: Writer, write_table:
     assert any("2 clips found, 20371 published" in w for w in data.warnings)
 
 
-def test_sesa_class_from_file_name(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
-    for name in ("casual_000.wav", "Gunshot_011.wav", "explosion_3.wav", "siren_010.wav"):
+def test_sesa_class_from_file_name_or_folder(tmp_path: Path, write_clip: Writer) -> None:
+    # Zenodo 3519845's readme: classes 0 casual, 1 gunshot, 2 explosion, 3 siren; folders
+    # train/ (480 files) and test/ (105); where a clip's class is written is not stated, so
+    # both a name prefix and a class folder (by name or number) are read
+    for name in ("casual_000.wav", "Gunshot_011.wav", "explosion_3.wav", "siren/a.wav", "1/b.wav"):
         write_clip(tmp_path / "test" / name)
     write_clip(tmp_path / "train" / "siren_999.wav")
     data = get_task("sesa").load(tmp_path)
-    assert sorted(r.labels[0] for r in data.records) == ["casual", "explosion", "gunshot", "siren"]
+    assert [(r.key, r.labels[0]) for r in data.records] == [
+        ("test/1/b", "gunshot"),
+        ("test/Gunshot_011", "gunshot"),
+        ("test/casual_000", "casual"),
+        ("test/explosion_3", "explosion"),
+        ("test/siren/a", "siren"),
+    ]
     write_clip(tmp_path / "test" / "dog_1.wav")
-    with pytest.raises(TaskLayoutError, match=r"dog_1\.wav: the file name does not start"):
+    with pytest.raises(TaskLayoutError, match=r"dog_1\.wav: no class in its folder or name"):
         get_task("sesa").load(tmp_path)

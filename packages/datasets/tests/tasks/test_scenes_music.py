@@ -58,6 +58,7 @@ def test_tut2017_evaluation_reads_evaluate_txt(
 
 
 def test_gtzan_music_speech(tmp_path: Path, write_clip: Writer) -> None:
+    # marsyas music_speech.tar.gz: music_wav/, speech_wav/ (bagpipe.wav, comedy.wav published)
     for name in ("music_wav/bagpipe.wav", "music_wav/beat.wav", "speech_wav/comedy.wav"):
         write_clip(tmp_path / name)
     data = get_task("gtzan-ms").load(tmp_path)
@@ -71,6 +72,7 @@ def test_gtzan_music_speech(tmp_path: Path, write_clip: Writer) -> None:
 
 
 def test_gtzan_genres_au(tmp_path: Path, write_clip: Writer) -> None:
+    # marsyas genres.tar.gz: genres/{genre}/{genre}.000NN.au, e.g. genres/blues/blues.00000.au
     genres = get_task("gtzan-genres").class_names
     assert genres is not None
     for genre in genres:
@@ -116,6 +118,7 @@ def test_beijing_opera_published_flat_folder(tmp_path: Path, write_clip: Writer)
 
 
 def test_beijing_opera_class_folders(tmp_path: Path, write_clip: Writer) -> None:
+    # the one-folder-per-instrument form some copies use (not the Zenodo archive's)
     for folder in ("Bangu", "Daluo", "Naobo", "XiaoLuo"):
         for n in range(2):
             write_clip(tmp_path / "BeijingOpera" / folder / f"{folder.lower()}_{n}.wav")

@@ -14,9 +14,11 @@ ESC50_HEADER = ["filename", "fold", "target", "category", "esc10", "src_file", "
 
 
 def _esc50(root: Path, write_clip: Writer, write_table: Writer) -> Path:
+    # karolpiczak/ESC-50 meta/esc50.csv: the header and three rows (clips that the published
+    # action file lists too; esc10 True for the ESC-10 classes dog and sea_waves)
     rows = [
         ["1-100032-A-0.wav", 1, 0, "dog", "True", 100032, "A"],
-        ["2-109505-A-11.wav", 2, 11, "sea_waves", "False", 109505, "A"],
+        ["2-102852-A-11.wav", 2, 11, "sea_waves", "True", 102852, "A"],
         ["5-9032-A-0.wav", 5, 0, "dog", "True", 9032, "A"],
     ]
     for row in rows:
@@ -29,8 +31,8 @@ def test_esc50_reads_every_fold(tmp_path: Path, write_clip: Writer, write_table:
     data = get_task("esc50").load(_esc50(tmp_path, write_clip, write_table))
     assert [r.labels for r in data.records] == [("dog",), ("sea_waves",), ("dog",)]
     assert [r.extra["fold"] for r in data.records] == [1, 2, 5]
-    assert data.records[1].key == "audio/2-109505-A-11"
-    assert data.records[1].audio == tmp_path / "audio" / "2-109505-A-11.wav"
+    assert data.records[1].key == "audio/2-102852-A-11"
+    assert data.records[1].audio == tmp_path / "audio" / "2-102852-A-11.wav"
     assert data.split == "all-folds"
     assert len(data.class_names) == 50
     assert data.class_names[11] == "sea_waves"
@@ -121,6 +123,9 @@ def test_esc50_actions_errors(tmp_path: Path, write_clip: Writer, write_table: W
 
 
 def test_fsd50k_multilabel(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    # Zenodo 4060432, FSD50K.ground_truth: vocabulary.csv has no header (index, label, mid),
+    # eval.csv the header fname,labels,mids with quoted comma-separated labels; the 198 other
+    # classes are placeholders, the eval rows of the published form
     truth = tmp_path / "FSD50K.ground_truth"
     vocabulary = [[i, f"Label_{i}", f"/m/{i}"] for i in range(198)]
     vocabulary += [[198, "Electric_guitar", "/m/02sgy"], [199, "Guitar", "/m/0342h"]]
@@ -143,10 +148,11 @@ def test_fsd50k_multilabel(tmp_path: Path, write_clip: Writer, write_table: Writ
 
 
 def test_us8k_all_folds(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    # UrbanSound8K.tar.gz metadata/UrbanSound8K.csv: the header and its first two rows
     header = ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"]
     rows = [
         ["100032-3-0-0.wav", 100032, 0.0, 0.317551, 1, 5, 3, "dog_bark"],
-        ["100263-2-0-117.wav", 100263, 58.5, 62.5, 1, 10, 2, "children_playing"],
+        ["100263-2-0-117.wav", 100263, 58.5, 62.5, 1, 5, 2, "children_playing"],
     ]
     for row in rows:
         write_clip(tmp_path / "audio" / f"fold{row[5]}" / str(row[0]))
@@ -154,7 +160,7 @@ def test_us8k_all_folds(tmp_path: Path, write_clip: Writer, write_table: Writer)
     data = get_task("us8k").load(tmp_path)
     assert [r.key for r in data.records] == [
         "audio/fold5/100032-3-0-0",
-        "audio/fold10/100263-2-0-117",
+        "audio/fold5/100263-2-0-117",
     ]
     assert data.targets().tolist() == [3, 2]
     assert data.prompts()[3] == ["this is a sound of dog bark"]
@@ -188,26 +194,31 @@ def test_dcase17_weak_labels(tmp_path: Path, write_clip: Writer, write_table: Wr
 
 
 def test_audioset_eval_segments(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    # storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/eval_segments.csv: its
+    # comment lines and the row -0RWZT-miFs as published; the other two rows are of its form
     (tmp_path / "eval_segments.csv").write_text(
         "# Segments csv created Sun Mar  5 10:54:25 2017\n"
-        "# num_ytids=3, num_segs=3, num_unique_labels=3, num_positive_labels=4\n"
+        "# num_ytids=20371, num_segs=20371, num_unique_labels=527, num_positive_labels=51804\n"
         "# YTID, start_seconds, end_seconds, positive_labels\n"
-        '--4gqARaEJE, 0.000, 10.000, "/m/068hy,/m/07q6cd_"\n'
-        '--BfvyPmVMo, 20.000, 30.000, "/m/03l9g"\n'
-        '--U7joUcTCo, 0.000, 10.000, "/m/068hy"\n'
+        '-0RWZT-miFs, 420.000, 430.000, "/m/03v3yw,/m/0k4j"\n'
+        '--BfvyPmVMo, 20.000, 30.000, "/m/09x0r"\n'
+        '--U7joUcTCo, 0.000, 10.000, "/m/0k4j"\n'
     )
+    # class_labels_indices.csv: header index,mid,display_name; display names as published,
+    # the index column renumbered for the four classes kept
     write_table(
         tmp_path / "class_labels_indices.csv",
-        [[0, "/m/068hy", "Domestic animals, pets"], [1, "/m/07q6cd_", "Squeak"],
-         [2, "/m/03l9g", "Hammer"]],
+        [[0, "/m/09x0r", "Speech"], [1, "/m/05zppz", "Male speech, man speaking"],
+         [2, "/m/0k4j", "Car"], [3, "/m/03v3yw", "Keys jangling"]],
         ["index", "mid", "display_name"],
     )  # fmt: skip
-    write_clip(tmp_path / "eval" / "Y--4gqARaEJE.wav")
+    write_clip(tmp_path / "eval" / "Y-0RWZT-miFs.wav")
     write_clip(tmp_path / "eval" / "--BfvyPmVMo_20.000_30.000.flac", format="FLAC")
     data = get_task("audioset").load(tmp_path)
-    assert [r.labels for r in data.records] == [("Domestic animals, pets", "Squeak"), ("Hammer",)]
-    assert data.records[0].extra["mids"] == ["/m/068hy", "/m/07q6cd_"]
-    assert data.class_names == ("Domestic animals, pets", "Squeak", "Hammer")
+    assert [r.labels for r in data.records] == [("Keys jangling", "Car"), ("Speech",)]
+    assert data.records[0].extra["mids"] == ["/m/03v3yw", "/m/0k4j"]
+    assert data.class_names == ("Speech", "Male speech, man speaking", "Car", "Keys jangling")
+    assert data.prompts()[1] == ["this is a sound of male speech, man speaking"]
     assert any("1 of 3 listed clips are absent" in w for w in data.warnings)
     assert any("2 clips found, 20371 published" in w for w in data.warnings)
 

@@ -16,6 +16,8 @@ Writer = Callable[..., Path]
 
 
 def test_vocalsound_test_json(tmp_path: Path, write_clip: Writer) -> None:
+    # github.com/YuanGongND/vocalsound: datafiles/te.json {"data": [{"wav", "labels"}]} with
+    # AudioSet MIDs, clips audio_16k/{speaker}_{n}_{label}.wav (names of that form)
     names = ["f0003_0_cough.wav", "m0083_1_throatclearing.wav", "f1234_2_laughter.wav"]
     mids = ["/m/01b_21", "/m/0dl9sf8", "/m/01j3sz"]
     for name in names:
@@ -35,6 +37,8 @@ def test_vocalsound_test_json(tmp_path: Path, write_clip: Writer) -> None:
 
 
 def test_crema_d(tmp_path: Path, write_clip: Writer) -> None:
+    # github.com/CheyneyComputerScience/CREMA-D: AudioWAV/{actor}_{sentence}_{EMO}_{level}.wav,
+    # e.g. 1001_DFA_ANG_XX.wav as published
     for name in ("1001_DFA_ANG_XX.wav", "1001_IEO_HAP_HI.wav", "1091_WSI_SAD_LO.wav"):
         write_clip(tmp_path / "AudioWAV" / name)
     data = get_task("crema-d").load(tmp_path)
@@ -67,6 +71,8 @@ def test_git_lfs_pointer_is_named_with_the_fix(tmp_path: Path, write_clip: Write
 
 
 def test_ravdess_speech_and_song(tmp_path: Path, write_clip: Writer) -> None:
+    # Zenodo 1188976: Actor_XX/MM-VC-EE-II-SS-RR-AA.wav (03-01-01-01-01-01-01.wav is Actor_01's
+    # first file); the others are of the published form
     for name in ("03-01-01-01-01-01-01", "03-01-08-02-02-02-01", "03-02-05-01-01-01-01"):
         write_clip(tmp_path / "Actor_01" / f"{name}.wav")
     write_clip(tmp_path / "Actor_24" / "03-01-07-02-01-01-24.wav")
@@ -117,6 +123,7 @@ def test_speech_commands_12_class_test_set_is_the_default(
 
 
 def test_libricount(tmp_path: Path, write_clip: Writer) -> None:
+    # Zenodo 1216072, LibriCount10-0dB: {count}_{id}.wav in test/ (ids here are placeholders)
     for name in ("0_0a1b.wav", "3_1c2d.wav", "10_9f9f.wav"):
         write_clip(tmp_path / "test" / name)
     data = get_task("libricount").load(tmp_path)

@@ -167,29 +167,35 @@ def test_us8k_all_folds(tmp_path: Path, write_clip: Writer, write_table: Writer)
 
 
 def test_dcase17_weak_labels(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
-    # groundtruth_weak_label_testing_set.csv (DCASE2017 task 4, tab-separated, no header): the
-    # first row as published (quoted in qiuqiangkong's DCASE2017 task 4 code); the others are
-    # of its form (a YouTube id with "_" and "-", a clip absent from the download)
+    # groundtruth_weak_label_testing_set.csv (DCASE2017 task 4, tab-separated, no header), rows
+    # as published (a copy: ankitshah009/Task-4-Large-scale-weakly-supervised-sound-event-
+    # detection-for-smart-cars): a clip with two labels, a YouTube id ending in "_0"; the last
+    # row is of their form, its clip absent from the download
     rows = [
         ["-5QrBL6MzLg_60.000_70.000.wav", "60.000", "70.000", "Train horn"],
-        ["-5QrBL6MzLg_60.000_70.000.wav", "60.000", "70.000", "Train"],
-        ["a_b-c_30.000_40.000.wav", "30.000", "40.000", "Air horn, truck horn"],
+        ["-Gbohom8C4Q_30.000_40.000.wav", "30.000", "40.000", "Train horn"],
+        ["-Gbohom8C4Q_30.000_40.000.wav", "30.000", "40.000", "Air horn, truck horn"],
+        ["-9oKZsjjf_0_20.000_30.000.wav", "20.000", "30.000", "Skateboard"],
         ["gone_0.000_10.000.wav", "0.000", "10.000", "Car"],
     ]
     write_table(tmp_path / "groundtruth_weak_label_testing_set.csv", rows, delimiter="\t")
     write_clip(tmp_path / "audio" / "Y-5QrBL6MzLg_60.000_70.000.wav")
-    write_clip(tmp_path / "testing" / "a_b-c_30.000_40.000.wav")
+    write_clip(tmp_path / "audio" / "-Gbohom8C4Q_30.000_40.000.wav")
+    write_clip(tmp_path / "testing" / "-9oKZsjjf_0_20.000_30.000.wav")
     data = get_task("dcase17-t4").load(tmp_path)
-    assert [r.labels for r in data.records] == [("Train horn", "Train"), ("Air horn, truck horn",)]
-    assert [r.extra["ytid"] for r in data.records] == ["-5QrBL6MzLg", "a_b-c"]
+    assert [r.labels for r in data.records] == [
+        ("Train horn",), ("Train horn", "Air horn, truck horn"), ("Skateboard",)
+    ]  # fmt: skip
+    assert [r.extra["ytid"] for r in data.records] == ["-5QrBL6MzLg", "-Gbohom8C4Q", "-9oKZsjjf_0"]
+    assert data.targets().sum(dim=1).tolist() == [1.0, 2.0, 1.0]
     assert data.prompts()[1] == ["this is a sound of air horn, truck horn"]
-    assert any("1 of 3 listed clips are absent" in w for w in data.warnings)
+    assert any("1 of 4 listed clips are absent" in w for w in data.warnings)
     with pytest.raises(TaskFileNotFoundError, match=r"evaluation_set\.csv not found"):
         get_task("dcase17-t4").load(tmp_path, split="evaluation")
     # a second file with a listed clip's stem, in another folder, is named, not shadowed
-    write_clip(tmp_path / "backup" / "a_b-c_30.000_40.000.wav")
-    with pytest.raises(TaskLayoutError, match=r"2 files .* stem 'a_b-c_30\.000_40\.000': "
-                       r"\['backup/a_b-c_30\.000_40\.000\.wav', 'testing/a_b-c"):  # fmt: skip
+    write_clip(tmp_path / "backup" / "-9oKZsjjf_0_20.000_30.000.wav")
+    with pytest.raises(TaskLayoutError, match=r"2 files .* stem '-9oKZsjjf_0_20\.000_30\.000': "
+                       r"\['backup/-9oKZsjjf_0_20\.000_30\.000\.wav', 'testing/-9oK"):  # fmt: skip
         get_task("dcase17-t4").load(tmp_path)
 
 

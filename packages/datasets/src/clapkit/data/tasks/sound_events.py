@@ -211,8 +211,9 @@ SOUND_EVENT_TASKS = (
         reader=read_dcase17,
         splits=(("testing", 488), ("evaluation", 1103)),
         class_names=DCASE17_CLASSES,
-        # The paper does not define its F1. 108 of the 488 testing clips carry 2+ labels, so
-        # top-1 predictions cap recall at .805; zero-shot scores have no calibrated threshold
+        # The paper does not define its F1. 108 of the 488 testing clips carry 2+ labels (606
+        # labels; counted on the published file), so top-1 predictions cap recall at .805
+        # whatever the model; zero-shot scores have no calibrated threshold
         # (the challenge's own rule). "F1" predicts each clip's top k classes, k its label
         # count (micro F1, the challenge's instance-based averaging); "F1@top1" is the top-1
         # rule: clapkit.core.metrics.f1_score(top_k="labels" or 1).

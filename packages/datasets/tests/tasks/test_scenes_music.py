@@ -82,6 +82,12 @@ def test_gtzan_genres_au(tmp_path: Path, write_clip: Writer) -> None:
     assert len(data) == 11
     assert data.targets().bincount().tolist() == [1, 1, 1, 1, 2, 1, 1, 1, 1, 1]
     assert data.prompts()[4] == ["this is a sound of hip hop"]
+    # a converted copy beside the original is one clip twice: both named
+    write_clip(tmp_path / "genres" / "jazz" / "jazz.00000.wav")
+    with pytest.raises(TaskLayoutError, match=r"jazz\.00000\.au and .*jazz\.00000\.wav are one "
+                       r"clip key 'genres/jazz/jazz\.00000'"):  # fmt: skip
+        get_task("gtzan-genres").load(tmp_path)
+    (tmp_path / "genres" / "jazz" / "jazz.00000.wav").unlink()
     write_clip(tmp_path / "genres" / "rock" / "jazz.00054.au", format="AU")
     with pytest.raises(TaskLayoutError, match=r"jazz\.00054\.au: expected a name rock\.000NN"):
         get_task("gtzan-genres").load(tmp_path)

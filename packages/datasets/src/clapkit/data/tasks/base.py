@@ -176,7 +176,8 @@ class Task:
             TaskFileNotFoundError: ``root`` or a file of the layout is missing; a listed clip is
                 absent (unless ``missing_ok``).
             TaskLayoutError: a metadata file is malformed (file, line and expectation named);
-                clips are Git LFS pointer files (named, with the fix).
+                clips are Git LFS pointer files (named, with the fix); two clips have one key
+                (their path relative to ``root`` without suffix: both named).
             KeyError: ``split`` is not one of ``splits``.
         """
         counts = dict(self.splits)
@@ -192,11 +193,24 @@ class Task:
         pointers = lfs_pointer_message(self.title, (r.audio for r in records))
         if pointers:
             raise TaskLayoutError(pointers)
+        _check_keys(self.title, records)
         if len(records) != counts[split]:
             warnings.append(
                 f"{self.title} {split}: {len(records)} clips found, {counts[split]} published"
             )
         return TaskData(self, split, folder, tuple(records), class_names, tuple(warnings))
+
+
+def _check_keys(title: str, records: Sequence[ManifestRecord]) -> None:
+    """Raise if two records share a key (``x.wav`` and ``x.flac`` side by side), naming both."""
+    seen: dict[str, Path] = {}
+    for clip in records:
+        other = seen.setdefault(clip.key, clip.audio)
+        if other != clip.audio:
+            raise TaskLayoutError(
+                f"{title}: {other} and {clip.audio} are one clip key {clip.key!r} (the path "
+                "without suffix); keep one of them"
+            )
 
 
 @dataclass(frozen=True)

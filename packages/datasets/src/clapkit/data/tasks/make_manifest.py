@@ -28,6 +28,12 @@ __all__ = ["load_split", "main", "parse_spec", "resolve_split", "split_manifests
 def parse_spec(spec: str) -> tuple[Task, Path]:
     """``"clotho=/data/clotho"`` -> the task and the folder.
 
+    Args:
+        spec: ``NAME=PATH``, a registered task's name and its folder.
+
+    Returns:
+        The task and the folder.
+
     Raises:
         ValueError: not ``NAME=PATH``.
         KeyError: an unknown task name (the known ones listed).
@@ -41,6 +47,13 @@ def parse_spec(spec: str) -> tuple[Task, Path]:
 def resolve_split(task: Task, split: str) -> str:
     """The task's split called ``split``; ``train`` and ``test`` also name its training split
     and the paper's test split.
+
+    Args:
+        task: the task.
+        split: one of its split names, ``train`` or ``test``.
+
+    Returns:
+        The split name to load.
 
     Raises:
         KeyError: the task has no such split (its splits named), or no training split.

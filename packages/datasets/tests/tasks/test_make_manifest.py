@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from clapkit.data import read_manifest
+from clapkit.audio import FrontendConfig
+from clapkit.data import ManifestDataset, read_manifest
 from clapkit.data.tasks import get_task
 from clapkit.data.tasks.make_manifest import main, resolve_split, split_manifests
 
@@ -46,6 +47,11 @@ def test_clotho_training_split_as_a_manifest(
         (root / "development" / "Distorted AM Radio noise.wav").resolve(),
         (root / "development" / "Pipe hit.wav").resolve(),
     ]
+    # the dataset pretrain_clap.py builds from a manifest decodes it (one caption drawn)
+    frontend = FrontendConfig(sample_rate=16000, fmax=8000.0, clip_seconds=0.1)
+    item = ManifestDataset(records, frontend, train=True, seed=0)[0]
+    assert isinstance(item, dict)
+    assert item["waveform"].shape == (1600,)
     printed = capsys.readouterr()
     assert f"{out}: 2 clips of clotho development" in printed.out
     assert "warning: Clotho development: 2 clips found, 3839 published" in printed.err
@@ -80,6 +86,23 @@ def test_split_manifests_for_the_captioner(
     assert [len(r.captions) for r in read_manifest(test)] == [5]
     with pytest.raises(KeyError, match="no training split"):
         split_manifests(f"esc50={root}", tmp_path)
+
+
+def test_audiocaps_train_and_test_manifests(
+    tmp_path: Path, write_clip: Writer, write_table: Writer
+) -> None:
+    # github.com/cdjkim/audiocaps dataset/train.csv and test.csv: header and rows as published
+    header = ["audiocap_id", "youtube_id", "start_time", "caption"]
+    write_table(tmp_path / "train.csv", [[91139, "r1nicOVtvkQ", 130,
+                "A woman talks nearby as water pours"]], header)  # fmt: skip
+    write_table(tmp_path / "test.csv", [[103549, "7fmOlUlwoNg", 20,
+                "Constant rattling noise and sharp vibrations"]], header)  # fmt: skip
+    write_clip(tmp_path / "train" / "Yr1nicOVtvkQ.wav")
+    write_clip(tmp_path / "test" / "7fmOlUlwoNg_20_30.wav")
+    train, test = split_manifests(f"audiocaps={tmp_path}", tmp_path / "out")
+    assert [r.captions for r in read_manifest(train)] == [("A woman talks nearby as water pours",)]
+    assert read_manifest(train)[0].extra["youtube_id"] == "r1nicOVtvkQ"
+    assert read_manifest(test)[0].audio.name == "7fmOlUlwoNg_20_30.wav"
 
 
 def test_console_command_is_installed() -> None:

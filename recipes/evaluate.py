@@ -292,7 +292,7 @@ class EvaluateRecipe:
             self.confusions[run.name] = (confusion_counts(scores, targets, len(names)), names)
             return {"accuracy": accuracy(scores, targets)}, len(kept)
         if run.task.metrics[0] == "F1":
-            return {"F1": f1_score(scores, targets)}, len(kept)
+            return {"F1": f1_score(scores, targets, top_k="labels")}, len(kept)
         return {"mAP": mean_average_precision(scores, targets)}, len(kept)
 
     def retrieve(self, run: TaskRun, data: Any) -> tuple[dict[str, float], int]:

@@ -4,7 +4,8 @@ Launch:
     accelerate launch recipes/train_captioner.py --preset audiocaps --clap runs/clap/best \
         --train-manifest data/audiocaps/train.jsonl --test-manifest data/audiocaps/test.jsonl \
         --output-dir runs/captioner-audiocaps
-    accelerate launch recipes/train_captioner.py --preset clotho --clap CLAP_weights_2023.pth ...
+    accelerate launch recipes/train_captioner.py --preset clotho --clap CLAP_weights_2023.pth \
+        --data clotho=/data/clotho     # Clotho v2.1 as published: development / evaluation
     accelerate launch --cpu recipes/train_captioner.py --preset smoke   # the CI check (FSDD)
 
 Reproduces: Elizalde, Deshmukh, Wang (arXiv 2309.05767), Table 2, "AudioCaps captioning" and
@@ -38,6 +39,7 @@ from torch.utils.data import DataLoader
 
 from clapkit.caption import ClapCaptioner, evaluate_captions
 from clapkit.data import ClapCollator, ManifestDataset, read_manifest
+from clapkit.data.tasks import split_manifests
 from clapkit.train.captioning import build_captioner, one_caption_each
 from clapkit.train.checkpointing import (
     full_state_dict,
@@ -72,12 +74,14 @@ class TrainCaptionerRecipe(TrainingRecipe[Config]):
         cfg = self.cfg
         accelerator = self.accelerator
         train_manifest, test_manifest = cfg.train_manifest, cfg.test_manifest
-        if cfg.fsdd_root is not None:
+        if cfg.data is not None:  # the publisher's layout: training and test splits
+            train_manifest, test_manifest = split_manifests(cfg.data, self.out / "data")
+        elif cfg.fsdd_root is not None:
             train_manifest, test_manifest = fsdd_manifests(
                 cfg.fsdd_root, self.out / "data", cfg.heldout_speaker, cfg.fsdd_clips_per_digit
             )
         if train_manifest is None or test_manifest is None:
-            raise SystemExit("give --train-manifest and --test-manifest")
+            raise SystemExit("give --data NAME=PATH, or --train-manifest and --test-manifest")
         train_records, self.test_records = map(read_manifest, (train_manifest, test_manifest))
         self.task = Path(test_manifest).stem
         captions = [c for r in [*train_records, *self.test_records] for c in r.captions]

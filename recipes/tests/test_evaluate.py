@@ -26,7 +26,7 @@ REPO = RECIPES.parent
 FSDD = sorted((REPO / "data" / "fsdd" / "recordings").glob("*_jackson_*.flac"))
 GPT2_FILES = REPO / "data" / "reference" / "tokenizers" / "gpt2"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-# ESC-50 clips: (target, category, action ratings of "barking", "walking", "ringing")
+# ESC-50 clips: (target, category, whether "calling", "tapping", "ringing" were heard)
 ESC = [(0, "dog", 1, 0, 0), (0, "dog", 1, 1, 0), (1, "rooster", 0, 1, 0),
        (1, "rooster", 0, 0, 1), (2, "pig", 1, 0, 1), (2, "pig", 0, 1, 0)]  # fmt: skip
 CLOTHO = [[f"clip {i} caption {j} of a {w} sound" for j in range(5)]
@@ -57,10 +57,15 @@ def write_esc50(root: Path, actions: bool) -> None:
         rows.append([name, i % 5 + 1, target, category, "False", 1000 + i, "A"])
     head = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
     table(root / "meta" / "esc50.csv", head, rows)
-    if actions:
-        ratings = [[r[0], *map(float, e[2:])] for r, e in zip(rows, ESC, strict=True)]
-        table(root / "meta" / "esc50_actions.csv", ["filename", "barking", "walking", "ringing"],
-              ratings)  # fmt: skip
+    if actions:  # the published actionvector_one_per_audiofile_sum.csv (sums 0-12)
+        from clapkit.data.tasks.esc import ACTIONS
+
+        sums = []
+        for row, (_, _, *flags) in zip(rows, ESC, strict=True):
+            heard = dict(zip(("calling", "tapping", "ringing"), flags, strict=True))
+            sums.append([*row[:4], *(12.0 * heard.get(action, 0) for action in ACTIONS)])
+        table(root / "action_vectors_dataset" / "actionvector_one_per_audiofile_sum.csv",
+              ["filename", "fold", "target", "category", *ACTIONS], sums)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,21 @@ def test_f1_top1_and_threshold_hand_computed() -> None:
         f1_score(scores, targets, top_k=1, threshold=0.5)
 
 
+def test_f1_top_k_of_each_clips_label_count() -> None:
+    scores = torch.tensor([[0.9, 0.1, 0.3], [0.2, 0.8, 0.1], [0.6, 0.4, 0.2]])
+    targets = torch.tensor([[1, 0, 1], [0, 1, 0], [0, 1, 0]])
+    # clip 0 predicts its top 2 {0, 2}, clips 1 and 2 their top 1: TP 3, FP 1, FN 1
+    assert f1_score(scores, targets, top_k="labels") == pytest.approx(6 / 8)
+    # two-label clips ranked perfectly: top-1 caps recall at 1/2, the label count does not
+    perfect = torch.tensor([[0.9, 0.8, 0.1], [0.1, 0.7, 0.9]])
+    two = torch.tensor([[1, 1, 0], [0, 1, 1]])
+    assert f1_score(perfect, two, top_k=1) == pytest.approx(4 / 6)
+    assert f1_score(perfect, two, top_k="labels") == 1.0
+    # a clip without labels still predicts one class (a false positive)
+    none = torch.tensor([[0, 0, 0], [0, 1, 1]])
+    assert f1_score(perfect, none, top_k="labels") == pytest.approx(4 / 5)
+
+
 def test_retrieval_hand_computed_five_caption_style() -> None:
     # 2 clips, 2 captions each
     similarity = torch.tensor([[0.1, 0.9, 0.8, 0.2], [0.5, 0.4, 0.3, 0.1]])

@@ -37,7 +37,7 @@ def test_registry_holds_every_task_of_the_paper() -> None:
 def test_every_task_is_described() -> None:
     for name, task in TASKS.items():
         assert task.name == name
-        assert all((task.download, task.license, task.layout)), name
+        assert all((task.download, task.license, task.layout, task.checked)), name
         assert task.expected_clips > 0
         assert any(row.startswith("table2/") for row, _ in task.paper), name
         if name in TABLE1_TASKS:
@@ -49,7 +49,8 @@ def test_paper_figures_and_metrics() -> None:
     assert esc50["table1/HTSAT-22+GPT2"] == 0.882
     assert esc50["table2/CLAP 2023"] == 0.939
     assert get_task("fsd50k").metrics == ("mAP",)
-    assert get_task("dcase17-t4").metrics == ("F1",)
+    # F1 over each clip's top-k classes, k its label count; the top-1 rule by name
+    assert get_task("dcase17-t4").metrics == ("F1", "F1@top1")
     assert get_task("clotho").metrics[:1] == ("t2a/R@1",)
     assert "a2t/mAP@10" in get_task("audiocaps").metrics
     assert get_task("clotho-caption").metrics[0] == "SPIDEr"
@@ -98,6 +99,8 @@ def test_task_checks_its_definition() -> None:
         Task("x", "X", "regression", _reader, (("test", 1),))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least one split"):
         Task("x", "X", "multiclass", _reader, ())
+    with pytest.raises(ValueError, match="train_split 'train' not in splits"):
+        Task("x", "X", "multiclass", _reader, (("test", 1),), train_split="train")
 
 
 def test_load_reports_count_mismatch_and_checks_split(tmp_path: Path) -> None:
@@ -137,6 +140,7 @@ def test_readme_table_matches_the_registry() -> None:
             assert f"{count:,} ({split})" in rows[name], name
         assert task.layout in rows[name]
         assert task.license in rows[name]
+        assert task.checked in rows[name], name
 
 
 def test_table1_rows_average_to_the_printed_averages() -> None:

@@ -1,8 +1,7 @@
-"""TUT2017 scenes, GTZAN music/speech and genres, Beijing Opera and the four NSynth tasks."""
+"""TUT2017 scenes, GTZAN music/speech and genres, Beijing Opera."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +12,9 @@ from clapkit.data.tasks import TaskFileNotFoundError, TaskLayoutError, get_task
 Writer = Callable[..., Path]
 
 
-def test_tut2017_meta(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+def test_tut2017_development_meta(tmp_path: Path, write_clip: Writer, write_table: Writer) -> None:
+    # TUT-acoustic-scenes-2017-development.meta.zip (Zenodo 400515), meta.txt: file, scene,
+    # location id; a001_0_10.wav is the first development segment (TUT-ARG/DCASE2017-baseline)
     rows = [["audio/a001_0_10.wav", "residential_area", "a001"], ["audio/b020_90_100.wav",
             "cafe/restaurant", "b020"]]  # fmt: skip
     for row in rows:
@@ -30,7 +31,34 @@ def test_tut2017_meta(tmp_path: Path, write_clip: Writer, write_table: Writer) -
         get_task("tut2017").load(tmp_path)
 
 
+def test_tut2017_evaluation_reads_evaluate_txt(
+    tmp_path: Path, write_clip: Writer, write_table: Writer
+) -> None:
+    # TUT-acoustic-scenes-2017-evaluation.meta.zip (Zenodo 1040168) ships
+    # evaluation_setup/evaluate.txt (audio/{name}.wav<TAB>scene), test.txt and map.txt and no
+    # meta.txt; TUT-ARG/DCASE2017-baseline-system dcase_framework/datasets.py builds meta.txt
+    # from evaluate.txt. The evaluation files carry ordinal names (map.txt maps them back);
+    # the two names below are placeholders of that form.
+    rows = [["audio/1.wav", "beach"], ["audio/2.wav", "tram"]]
+    for row in rows:
+        write_clip(tmp_path / row[0])
+    write_table(tmp_path / "evaluation_setup" / "evaluate.txt", rows, delimiter="\t")
+    write_table(tmp_path / "evaluation_setup" / "test.txt", [[r[0]] for r in rows])
+    data = get_task("tut2017").load(tmp_path)
+    assert data.split == "evaluation"
+    assert data.targets().tolist() == [0, 14]
+    assert data.records[1].key == "audio/2"
+    # no meta.txt and no evaluate.txt: both named
+    (tmp_path / "evaluation_setup" / "evaluate.txt").unlink()
+    with pytest.raises(TaskFileNotFoundError, match=r"meta\.txt or evaluation_setup/evaluate"):
+        get_task("tut2017").load(tmp_path)
+    # the development set has meta.txt only: evaluate.txt is not looked for
+    with pytest.raises(TaskFileNotFoundError, match=r"meta\.txt not found"):
+        get_task("tut2017").load(tmp_path, split="development")
+
+
 def test_gtzan_music_speech(tmp_path: Path, write_clip: Writer) -> None:
+    # marsyas music_speech.tar.gz: music_wav/, speech_wav/ (bagpipe.wav, comedy.wav published)
     for name in ("music_wav/bagpipe.wav", "music_wav/beat.wav", "speech_wav/comedy.wav"):
         write_clip(tmp_path / name)
     data = get_task("gtzan-ms").load(tmp_path)
@@ -44,6 +72,7 @@ def test_gtzan_music_speech(tmp_path: Path, write_clip: Writer) -> None:
 
 
 def test_gtzan_genres_au(tmp_path: Path, write_clip: Writer) -> None:
+    # marsyas genres.tar.gz: genres/{genre}/{genre}.000NN.au, e.g. genres/blues/blues.00000.au
     genres = get_task("gtzan-genres").class_names
     assert genres is not None
     for genre in genres:
@@ -53,6 +82,12 @@ def test_gtzan_genres_au(tmp_path: Path, write_clip: Writer) -> None:
     assert len(data) == 11
     assert data.targets().bincount().tolist() == [1, 1, 1, 1, 2, 1, 1, 1, 1, 1]
     assert data.prompts()[4] == ["this is a sound of hip hop"]
+    # a converted copy beside the original is one clip twice: both named
+    write_clip(tmp_path / "genres" / "jazz" / "jazz.00000.wav")
+    with pytest.raises(TaskLayoutError, match=r"jazz\.00000\.au and .*jazz\.00000\.wav are one "
+                       r"clip key 'genres/jazz/jazz\.00000'"):  # fmt: skip
+        get_task("gtzan-genres").load(tmp_path)
+    (tmp_path / "genres" / "jazz" / "jazz.00000.wav").unlink()
     write_clip(tmp_path / "genres" / "rock" / "jazz.00054.au", format="AU")
     with pytest.raises(TaskLayoutError, match=r"jazz\.00054\.au: expected a name rock\.000NN"):
         get_task("gtzan-genres").load(tmp_path)
@@ -64,72 +99,38 @@ def test_gtzan_genres_kaggle_copy(tmp_path: Path, write_clip: Writer) -> None:
     assert len(get_task("gtzan-genres").load(tmp_path)) == 10
 
 
+# Zenodo record 1285212, beijing_opera_percussion_instrument_1.0.zip: one flat folder of
+# {freesound id}__{user}__{instrument}-{nn}.wav (two real names; the other two follow the form)
+BEIJING_FLAT = (
+    "205972__ajaysm__daluo-01.wav", "205973__ajaysm__bangu-06.wav",
+    "205990__ajaysm__naobo-02.wav", "206001__ajaysm__xiaoluo-11.wav",
+)  # fmt: skip
+
+
+def test_beijing_opera_published_flat_folder(tmp_path: Path, write_clip: Writer) -> None:
+    root = tmp_path / "beijing_opera_percussion_instrument_1.0"
+    for name in BEIJING_FLAT:
+        write_clip(root / name)
+    data = get_task("beijing-opera").load(tmp_path)
+    assert data.class_names == ("bangu", "daluo", "naobo", "xiaoluo")
+    assert [r.labels[0] for r in data.records] == ["bangu", "daluo", "naobo", "xiaoluo"]
+    assert data.records[1].key == "beijing_opera_percussion_instrument_1.0/205972__ajaysm__daluo-01"
+    assert data.warnings == ("BeijingOp all: 4 clips found, 236 published",)
+    (root / BEIJING_FLAT[2]).unlink()
+    assert "no clip of 'naobo'" in get_task("beijing-opera").load(tmp_path).warnings[0]
+    write_clip(root / "205999__ajaysm__gong-01.wav")
+    with pytest.raises(TaskLayoutError, match=r"gong-01\.wav: no instrument in the name"):
+        get_task("beijing-opera").load(tmp_path)
+
+
 def test_beijing_opera_class_folders(tmp_path: Path, write_clip: Writer) -> None:
+    # the one-folder-per-instrument form some copies use (not the Zenodo archive's)
     for folder in ("Bangu", "Daluo", "Naobo", "XiaoLuo"):
         for n in range(2):
             write_clip(tmp_path / "BeijingOpera" / folder / f"{folder.lower()}_{n}.wav")
     data = get_task("beijing-opera").load(tmp_path)
     assert data.targets().tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert data.warnings == ("BeijingOp all: 8 clips found, 236 published",)
-    for path in (tmp_path / "BeijingOpera" / "Naobo").iterdir():
-        path.unlink()
-    (tmp_path / "BeijingOpera" / "Naobo").rmdir()
-    with pytest.raises(TaskLayoutError, match="no folder 'naobo'"):
-        get_task("beijing-opera").load(tmp_path)
-
-
-def _note(name: str, pitch: int, velocity: int, family: str, qualities: list[str]) -> dict:
-    return {
-        "note": 217499, "sample_rate": 16000, "pitch": pitch, "velocity": velocity,
-        "instrument_str": name.rsplit("-", 2)[0], "note_str": name, "instrument_source": 2,
-        "instrument_source_str": "synthetic", "instrument_family": 0,
-        "instrument_family_str": family, "instrument": 656, "qualities_str": qualities,
-        "qualities": [int(q in qualities) for q in ("bright", "dark")] + [0] * 8,
-    }  # fmt: skip
-
-
-def _nsynth(root: Path, write_clip: Writer) -> Path:
-    notes = {
-        "bass_synthetic_068-049-025": _note("bass_synthetic_068-049-025", 49, 25, "bass", ["dark"]),
-        "synth_lead_synthetic_000-108-127": _note(
-            "synth_lead_synthetic_000-108-127", 108, 127, "synth_lead",
-            ["bright", "tempo-synced"]),
-        "keyboard_acoustic_004-021-075": _note("keyboard_acoustic_004-021-075", 21, 75,
-                                               "keyboard", []),
-    }  # fmt: skip
-    for name in notes:
-        write_clip(root / "audio" / f"{name}.wav")
-    (root / "examples.json").write_text(json.dumps(notes))
-    return root
-
-
-def test_nsynth_four_facets(tmp_path: Path, write_clip: Writer) -> None:
-    root = _nsynth(tmp_path, write_clip)
-    pitch = get_task("nsynth-pitch").load(root)
-    assert len(pitch.class_names) == 88
-    assert pitch.targets().tolist() == [49 - 21, 108 - 21, 0]
-    assert pitch.prompts()[0] == ["this is a sound of pitch 21"]
-    velocity = get_task("nsynth-velocity").load(root)
-    assert velocity.targets().tolist() == [0, 4, 2]
-    qualities = get_task("nsynth-qualities").load(root)
-    assert qualities.task.kind == "multilabel"
-    assert [r.labels for r in qualities.records] == [("dark",), ("bright", "tempo-synced"), ()]
-    assert qualities.targets().sum(dim=1).tolist() == [1.0, 2.0, 0.0]
-    assert qualities.prompts()[9] == ["this is a sound of tempo synced"]
-    instrument = get_task("nsynth-instrument").load(root)
-    assert instrument.targets().tolist() == [0, 9, 4]
-    assert instrument.prompts()[9] == ["this is a sound of synth lead"]
-    assert instrument.records[0].key == "audio/bass_synthetic_068-049-025"
-    assert instrument.warnings == ("NS-Instr test: 3 clips found, 4096 published",)
-
-
-def test_nsynth_malformed(tmp_path: Path, write_clip: Writer) -> None:
-    root = _nsynth(tmp_path, write_clip)
-    notes = json.loads((root / "examples.json").read_text())
-    del notes["bass_synthetic_068-049-025"]["pitch"]
-    (root / "examples.json").write_text(json.dumps(notes))
-    with pytest.raises(TaskLayoutError, match=r"'bass_synthetic_068-049-025' lacks \['pitch'\]"):
-        get_task("nsynth-pitch").load(root)
-    (root / "examples.json").write_text("{not json")
-    with pytest.raises(TaskLayoutError, match=r"examples\.json: not valid JSON"):
-        get_task("nsynth-pitch").load(root)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TaskFileNotFoundError, match=r"no \.wav under .*empty"):
+        get_task("beijing-opera").load(tmp_path / "empty")

@@ -7,6 +7,7 @@ they need several relevant items per query (the AudioCaps/Clotho 5-caption proto
 from __future__ import annotations
 
 import warnings
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -95,15 +96,17 @@ def f1_score(
     scores: Tensor,
     targets: Tensor,
     *,
-    top_k: int | None = 1,
+    top_k: int | Literal["labels"] | None = 1,
     threshold: float | None = None,
     average: str = "micro",
 ) -> float:
     """F1 of a (weakly labelled) multilabel tagging task such as DCASE 2017 task 4.
 
     Zero-shot scores are not calibrated, so a clip's predicted labels are by default its
-    ``top_k`` highest-scoring classes (top-1: most DCASE 2017 task 4 clips carry one label).
-    Pass ``threshold`` (and ``top_k=None``) to predict every class whose score (e.g. sigmoid
+    ``top_k`` highest-scoring classes (top-1: most DCASE 2017 task 4 clips carry one label);
+    ``top_k="labels"`` predicts as many classes as the clip has labels (at least one), so a
+    clip with several labels can be recalled whole, with no threshold to tune. Pass
+    ``threshold`` (and ``top_k=None``) to predict every class whose score (e.g. sigmoid
     probability) is at least the threshold. ``average="micro"`` pools true/false positives over
     all clips and classes, the instance-based F-score of the DCASE 2017 task 4 tagging subtask;
     ``"macro"`` averages per-class F1.
@@ -111,7 +114,8 @@ def f1_score(
     Args:
         scores: per-class scores. Shape ``[n, c]``.
         targets: multi-hot ground truth. Shape ``[n, c]``.
-        top_k: predict this many classes per clip; ``None`` to use ``threshold``.
+        top_k: predict this many classes per clip, or ``"labels"``: each clip's label count;
+            ``None`` to use ``threshold``.
         threshold: predict classes with ``score >= threshold``; only with ``top_k=None``.
         average: ``"micro"`` or ``"macro"``.
 
@@ -129,8 +133,12 @@ def f1_score(
         raise ValueError("give exactly one of top_k and threshold")
     if average not in ("micro", "macro"):
         raise ValueError(f"average must be 'micro' or 'macro', got {average!r}")
-    if top_k is not None:
-        if not 1 <= top_k <= scores.shape[1]:
+    if top_k == "labels":
+        counts = targets.gt(0).sum(dim=1).clamp(min=1)
+        ranks = scores.argsort(dim=1, descending=True, stable=True).argsort(dim=1, stable=True)
+        predicted = (ranks < counts[:, None]).long()
+    elif top_k is not None:
+        if not isinstance(top_k, int) or not 1 <= top_k <= scores.shape[1]:
             raise ValueError(f"top_k must be in [1, {scores.shape[1]}], got {top_k}")
         predicted = torch.zeros_like(targets, dtype=torch.long)
         predicted.scatter_(1, scores.topk(top_k, dim=1).indices, 1)

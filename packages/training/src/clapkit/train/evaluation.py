@@ -199,7 +199,7 @@ def zero_shot_evaluate(
             if not multilabel:
                 value = accuracy(scores, targets)
             elif metric == "F1":
-                value = f1_score(scores, targets)
+                value = f1_score(scores, targets, top_k="labels")
             else:
                 value = mean_average_precision(scores, targets)
             results[task.name] = {

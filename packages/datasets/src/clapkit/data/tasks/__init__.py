@@ -19,6 +19,7 @@ from clapkit.data.tasks.base import (
     humanize,
 )
 from clapkit.data.tasks.from_manifest import manifest_task
+from clapkit.data.tasks.make_manifest import load_split, split_manifests
 from clapkit.data.tasks.registry import TABLE1_TASKS, TABLE2_TASKS, TASKS, get_task, list_tasks
 
 __all__ = [
@@ -37,5 +38,7 @@ __all__ = [
     "get_task",
     "humanize",
     "list_tasks",
+    "load_split",
     "manifest_task",
+    "split_manifests",
 ]

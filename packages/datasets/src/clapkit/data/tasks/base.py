@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from clapkit.data.manifest import ManifestRecord, write_manifest
+from clapkit.data.tasks.lfs import lfs_pointer_message
 
 TaskKind = Literal["multiclass", "multilabel", "retrieval", "captioning"]
 KINDS: tuple[TaskKind, ...] = ("multiclass", "multilabel", "retrieval", "captioning")
@@ -70,8 +71,8 @@ class Task:
         title: the name the paper's tables print (``"ESC50"``).
         kind: ``multiclass``, ``multilabel``, ``retrieval`` or ``captioning``.
         reader: ``reader(root, split) -> (records, class_names, warnings)``; use :meth:`load`.
-        splits: the test splits the reader knows, each with its published clip count; the
-            first is the paper's (for k-fold datasets, every fold).
+        splits: the splits the reader knows, each with its published clip count; the first is
+            the paper's test split (for k-fold datasets, every fold).
         class_names: class ids of the first split in class-index order; ``None`` for
             retrieval and captioning, and where the dataset ships its own vocabulary file
             (FSD50K, AudioSet): then ``TaskData.class_names`` has them.
@@ -87,6 +88,10 @@ class Task:
         download: where the publisher distributes it.
         license: the licence it is distributed under.
         layout: the folder layout :meth:`load` expects, one line.
+        checked: the publisher's files the layout was checked against (repository and path,
+            or archive and file); the tests copy their header and a few rows or file names.
+        train_split: the split holding the publisher's training data (``None``: the task is
+            test-only), what ``clapkit-make-manifest TASK=PATH --split train`` reads.
     """
 
     name: str
@@ -104,12 +109,16 @@ class Task:
     download: str = ""
     license: str = ""
     layout: str = ""
+    checked: str = ""
+    train_split: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"task {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         if not self.splits:
             raise ValueError(f"task {self.name!r}: needs at least one split")
+        if self.train_split is not None and self.train_split not in dict(self.splits):
+            raise ValueError(f"task {self.name!r}: train_split {self.train_split!r} not in splits")
         for template in self.templates:
             if template.count("{}") != 1 or template.replace("{}", "").count("{") > 0:
                 raise ValueError(
@@ -166,7 +175,9 @@ class Task:
         Raises:
             TaskFileNotFoundError: ``root`` or a file of the layout is missing; a listed clip is
                 absent (unless ``missing_ok``).
-            TaskLayoutError: a metadata file is malformed (file, line and expectation named).
+            TaskLayoutError: a metadata file is malformed (file, line and expectation named);
+                clips are Git LFS pointer files (named, with the fix); two clips have one key
+                (their path relative to ``root`` without suffix: both named).
             KeyError: ``split`` is not one of ``splits``.
         """
         counts = dict(self.splits)
@@ -179,11 +190,27 @@ class Task:
                 f"{self.title}: {folder} is not a folder; expected {self.layout}"
             )
         records, class_names, warnings = self.reader(folder, split)
+        pointers = lfs_pointer_message(self.title, (r.audio for r in records))
+        if pointers:
+            raise TaskLayoutError(pointers)
+        _check_keys(self.title, records)
         if len(records) != counts[split]:
             warnings.append(
                 f"{self.title} {split}: {len(records)} clips found, {counts[split]} published"
             )
         return TaskData(self, split, folder, tuple(records), class_names, tuple(warnings))
+
+
+def _check_keys(title: str, records: Sequence[ManifestRecord]) -> None:
+    """Raise if two records share a key (``x.wav`` and ``x.flac`` side by side), naming both."""
+    seen: dict[str, Path] = {}
+    for clip in records:
+        other = seen.setdefault(clip.key, clip.audio)
+        if other != clip.audio:
+            raise TaskLayoutError(
+                f"{title}: {other} and {clip.audio} are one clip key {clip.key!r} (the path "
+                "without suffix); keep one of them"
+            )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from clapkit.data.manifest import ManifestRecord
 from clapkit.data.tasks.base import TaskFileNotFoundError, TaskLayoutError
 
 WAV = (".wav",)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".m4a")
 
 
 def require(root: Path, relative: str, title: str, what: str) -> Path:
@@ -148,6 +149,50 @@ def record(
 def audio_files(folder: Path, suffixes: Sequence[str] = WAV) -> list[Path]:
     """Audio files under ``folder`` (recursively), sorted; suffixes compared in lower case."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+
+
+class ClipIndex:
+    """The audio files under a folder, found by file stem (YouTube-sourced sets name a clip by
+    its id wherever the user's download put it).
+
+    Two files with one stem in different folders are not shadowed silently: looking that stem
+    up raises an error naming both.
+
+    Args:
+        root: the folder searched recursively.
+        suffixes: the audio suffixes, compared in lower case.
+    """
+
+    def __init__(self, root: Path, suffixes: Sequence[str] = AUDIO_SUFFIXES) -> None:
+        self.root = root
+        self.paths: dict[str, list[Path]] = {}
+        for path in audio_files(root, suffixes):
+            self.paths.setdefault(path.stem, []).append(path)
+
+    def find(self, stems: Iterable[str], title: str) -> Path | None:
+        """The file of the first of ``stems`` present under the root.
+
+        Args:
+            stems: candidate file stems, in order of preference.
+            title: the dataset's name, for the message.
+
+        Returns:
+            The path, or ``None`` when no candidate is present.
+
+        Raises:
+            TaskLayoutError: the stem found names two or more files (all named).
+        """
+        for stem in stems:
+            found = self.paths.get(stem, [])
+            if len(found) > 1:
+                names = [p.relative_to(self.root).as_posix() for p in found]
+                raise TaskLayoutError(
+                    f"{title}: {len(found)} files under {self.root} have the stem {stem!r}: "
+                    f"{names}; keep one (which clip is meant is ambiguous)"
+                )
+            if found:
+                return found[0]
+        return None
 
 
 def keep_present(

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from clapkit.data.manifest import ManifestRecord
-from clapkit.data.tasks.base import SOUND_TEMPLATES, Task, TaskLayoutError, humanize
-from clapkit.data.tasks.layout import audio_files, check_label, read_table, record, require
+from clapkit.data.tasks.base import (
+    SOUND_TEMPLATES,
+    Task,
+    TaskFileNotFoundError,
+    TaskLayoutError,
+    humanize,
+)
+from clapkit.data.tasks.layout import (
+    audio_files,
+    check_label,
+    keep_present,
+    read_table,
+    record,
+    require,
+)
 
 Read = tuple[list[ManifestRecord], tuple[str, ...], list[str]]
 
@@ -19,6 +33,8 @@ GTZAN_GENRES = (
 )  # fmt: skip
 GTZAN_MS_FOLDERS = {"music": "music_wav", "speech": "speech_wav"}
 BEIJING_CLASSES = ("bangu", "daluo", "naobo", "xiaoluo")
+# Zenodo 1285212's flat folder: "205972__ajaysm__daluo-01.wav"
+BEIJING_NAME = re.compile(r"^\d+__.+__([a-z]+)-\d+\.wav$", re.IGNORECASE)
 
 
 def scene_text(label: str) -> str:
@@ -32,17 +48,30 @@ def genre_text(label: str) -> str:
 
 
 def read_tut2017(root: Path, split: str) -> Read:
-    """TUT Acoustic Scenes 2017: ``meta.txt`` lines ``audio/{name}.wav<TAB>{scene}[<TAB>id]``.
+    """TUT Acoustic Scenes 2017: tab-separated lines ``audio/{name}.wav<TAB>{scene}[<TAB>id]``.
 
-    ``root`` is ``TUT-acoustic-scenes-2017-evaluation`` (split ``evaluation``) or
-    ``TUT-acoustic-scenes-2017-development`` (split ``development``, all four folds).
+    ``root`` is ``TUT-acoustic-scenes-2017-development`` (split ``development``: ``meta.txt``,
+    all four folds) or ``TUT-acoustic-scenes-2017-evaluation`` (split ``evaluation``). The
+    evaluation set's metadata archive ships ``evaluation_setup/evaluate.txt`` (and ``test.txt``,
+    file names only) and no ``meta.txt``: the organisers' baseline builds ``meta.txt`` from
+    ``evaluate.txt`` when it is missing, so the reader takes ``meta.txt`` if present, else
+    ``evaluate.txt``.
     """
-    meta = require(root, "meta.txt", "TUT2017", "tab-separated audio/{name}.wav, scene label")
+    meta = root / "meta.txt"
+    if not meta.is_file() and split == "evaluation":
+        meta = root / "evaluation_setup" / "evaluate.txt"
+    if not meta.is_file():
+        also = " or evaluation_setup/evaluate.txt" if split == "evaluation" else ""
+        raise TaskFileNotFoundError(
+            f"TUT2017: {root / 'meta.txt'}{also} not found; expected tab-separated "
+            "audio/{name}.wav, scene label lines"
+        )
     records = []
     for number, row in read_table(meta, ("file", "scene"), delimiter="\t", header=False):
         scene = check_label(row["scene"], TUT17_CLASSES, f"{meta}:{number}")
         records.append(record(root, root / row["file"], labels=(scene,), split=split))
-    return records, TUT17_CLASSES, []
+    warnings: list[str] = []
+    return keep_present(records, "TUT2017", False, warnings), TUT17_CLASSES, warnings
 
 
 def read_gtzan_ms(root: Path, split: str) -> Read:
@@ -70,18 +99,44 @@ def read_gtzan_genres(root: Path, split: str) -> Read:
     return records, GTZAN_GENRES, []
 
 
+def _instrument(path: Path, root: Path) -> str | None:
+    """The instrument of a Beijing Opera clip: a class folder above it (any case), else the
+    published file name ``{freesound id}__{user}__{instrument}-{nn}.wav``."""
+    for folder in path.relative_to(root).parent.parts:
+        if folder.lower() in BEIJING_CLASSES:
+            return folder.lower()
+    match = BEIJING_NAME.match(path.name)
+    if match and match.group(1).lower() in BEIJING_CLASSES:
+        return match.group(1).lower()
+    return None
+
+
 def read_beijing_opera(root: Path, split: str) -> Read:
-    """Beijing Opera percussion: one folder of wav per instrument (names in any case)."""
-    folders = {p.name.lower(): p for p in root.rglob("*") if p.is_dir()}
+    """Beijing Opera percussion: the published flat folder of ``{freesound id}__{user}__
+    {instrument}-{nn}.wav`` (Zenodo record 1285212), or one folder of wav per instrument."""
     records = []
-    for label in BEIJING_CLASSES:
-        if label not in folders:
+    for path in audio_files(root):
+        label = _instrument(path, root)
+        if label is None:
             raise TaskLayoutError(
-                f"Beijing Opera: no folder {label!r} under {root}; expected one folder per "
-                f"instrument {list(BEIJING_CLASSES)}"
+                f"{path}: no instrument in the name or folder; expected "
+                f"{{freesound id}}__{{user}}__{{instrument}}-{{nn}}.wav or a folder named one of "
+                f"{list(BEIJING_CLASSES)}"
             )
-        records += [record(root, p, labels=(label,)) for p in audio_files(folders[label])]
-    return records, BEIJING_CLASSES, []
+        records.append(record(root, path, labels=(label,)))
+    if not records:
+        raise TaskFileNotFoundError(
+            f"Beijing Opera: no .wav under {root}; expected {{id}}__{{user}}__{{instrument}}-"
+            f"{{nn}}.wav files (or folders {list(BEIJING_CLASSES)})"
+        )
+    found = {r.labels[0] for r in records}
+    warnings = [
+        f"Beijing Opera: no clip of {label!r} under {root}"
+        for label in BEIJING_CLASSES
+        if label not in found
+    ]
+    records.sort(key=lambda r: (BEIJING_CLASSES.index(r.labels[0]), r.key))
+    return records, BEIJING_CLASSES, warnings
 
 
 SCENE_MUSIC_TASKS = (
@@ -97,7 +152,11 @@ SCENE_MUSIC_TASKS = (
         paper=(("table1/HTSAT-22+GPT2", 0.317), ("table2/CLAP 2023", 0.538)),
         download="https://zenodo.org/record/1040168 (evaluation), /record/400515 (development)",
         license="TUT licence: free for academic, non-commercial use",
-        layout="meta.txt (audio/{name}.wav<TAB>scene), audio/, evaluation_setup/",
+        layout="meta.txt or evaluation_setup/evaluate.txt (audio/{name}.wav<TAB>scene), audio/",
+        checked=(
+            "TUT-ARG/DCASE2017-baseline-system: "
+            "dcase_framework/datasets.py (meta.txt; evaluation_setup/evaluate.txt)"
+        ),
     ),
     Task(
         name="gtzan-ms",
@@ -110,6 +169,7 @@ SCENE_MUSIC_TASKS = (
         download="http://marsyas.info/downloads/datasets.html (music_speech.tar.gz)",
         license="none stated (research use; recordings keep their owners' copyright)",
         layout="music_wav/*.wav, speech_wav/*.wav",
+        checked="marsyas music_speech.tar.gz: music_wav/, speech_wav/",
     ),
     Task(
         name="gtzan-genres",
@@ -123,6 +183,7 @@ SCENE_MUSIC_TASKS = (
         download="http://marsyas.info/downloads/datasets.html (genres.tar.gz)",
         license="none stated (research use; recordings keep their owners' copyright)",
         layout="genres/{genre}/{genre}.000NN.au",
+        checked="marsyas genres.tar.gz: genres/{genre}/{genre}.000NN.au",
     ),
     Task(
         name="beijing-opera",
@@ -132,8 +193,9 @@ SCENE_MUSIC_TASKS = (
         splits=(("all", 236),),
         class_names=BEIJING_CLASSES,
         paper=(("table1/HTSAT-22+GPT2", 0.487), ("table2/CLAP 2023", 0.466)),
-        download="https://compmusic.upf.edu/bo-perc-dataset (Zenodo)",
+        download="https://zenodo.org/record/1285212 (beijing_opera_percussion_instrument_1.0.zip)",
         license="CC BY-NC-SA 4.0",
-        layout="{bangu,daluo,naobo,xiaoluo}/*.wav",
+        layout="{freesound id}__{user}__{instrument}-{nn}.wav (flat) or {instrument}/*.wav",
+        checked="Zenodo 1285212: beijing_opera_percussion_instrument_1.0.zip file names",
     ),
 )

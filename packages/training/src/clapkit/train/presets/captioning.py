@@ -56,6 +56,9 @@ class Config(RunSettings):
     mapper_heads: int = 8
     freeze_language_model: bool = True
     # Data
+    data: str | None = None
+    """NAME=PATH: train on the task's training split, test on its test split, read from the
+    publisher's layout (clotho=PATH: development / evaluation; audiocaps=PATH: train / test)."""
     train_manifest: str | None = None
     """JSON Lines manifest of (audio, caption or captions) pairs."""
     test_manifest: str | None = None

@@ -169,7 +169,8 @@ def build_train_data(
 
     Args:
         cfg: a config with ``train_shards``, ``samples_per_epoch``, ``seed``, ``on_error``,
-            ``cache_audio``, ``shift_short_clips``, ``batch_size`` and ``num_workers``.
+            ``cache_audio``, ``shift_short_clips``, ``batch_size``, ``num_workers`` and
+            ``prefetch_factor``.
         frontend: the training front end (the encoder's, with the training crop).
         tokenize: the text encoder's tokenizer (the collator tokenizes captions).
         manifest: the training manifest when there are no shards.
@@ -223,12 +224,15 @@ def build_train_data(
             **common,
         )
         shuffle = {"shuffle": True, "generator": torch.Generator().manual_seed(cfg.seed)}
+    workers = {"prefetch_factor": cfg.prefetch_factor} if cfg.num_workers else {}
     loader = DataLoader(
         dataset,
         batch_size=cfg.batch_size,
         collate_fn=ClapCollator(tokenize),
         num_workers=cfg.num_workers,
         drop_last=True,
+        pin_memory=torch.cuda.is_available(),  # copied to the GPU without blocking the host
+        **workers,
         **shuffle,
     )
     return TrainData(dataset, loader, cfg.train_shards is not None, batches)

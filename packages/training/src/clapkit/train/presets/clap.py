@@ -90,6 +90,8 @@ class Config(RunSettings):
     shift_short_clips: bool = False
     """Place clips shorter than the crop at a random offset (time-shift augmentation)."""
     num_workers: int = 4
+    prefetch_factor: int = 4
+    """Batches each DataLoader worker prepares ahead (with workers)."""
     cache_audio: bool = False
     """Keep decoded audio in memory (small datasets)."""
     on_error: Literal["skip", "raise"] = "skip"

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from clapkit.data.manifest import read_manifest, records_from_folder
-from clapkit.data.shards import write_shards
+from clapkit.data.shard_writer import write_shards
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,8 @@ Shard specs and sources: :mod:`clapkit.data.shard_sources` (brace ranges, ``pipe
 ``NAME=SPEC:WEIGHT`` mixes). The stream of one DataLoader worker is, in order:
 
 1. shard URLs: in one pass, the epoch's seeded permutation (the same on every rank), split by
-   node (``rank``) then by worker (``webdataset.split_by_worker``); with ``resampled``,
+   node (``rank``) then by worker (``webdataset.split_by_worker``), global worker ``g`` reading
+   shards ``g, g + G, ...``; with ``resampled``,
    ``webdataset.ResampledShards`` draws shards with replacement, seeded per worker and epoch;
 2. samples: each shard opened by ``webdataset.gopen`` and read member by member (a shard cut off
    is noticed, even at a member boundary where ``tarfile`` stops without a word);
@@ -23,7 +24,6 @@ import random
 import tarfile
 import zlib
 from collections.abc import Iterator
-from itertools import islice
 from typing import Any
 
 import torch
@@ -215,7 +215,10 @@ class ShardDataset(IterableDataset):
         if self.loader.train:
             generator = item_generator(self.seed, self.epoch, _SHARD_ORDER_STREAM)
             urls = [urls[i] for i in torch.randperm(len(urls), generator=generator).tolist()]
-        by_node = islice(urls, self.rank, None, self.world_size)  # split_by_node, rank given
+        # split by node (this rank's blocks of one shard per worker), then webdataset's
+        # split_by_worker: global worker g = rank * workers + worker reads shards g, g + G, ...
+        workers = self._worker()[1] // self.world_size
+        by_node = (u for i, u in enumerate(urls) if (i // workers) % self.world_size == self.rank)
         return iter(split_by_worker(by_node))
 
     def _samples(self, urls: Iterator[str]) -> Iterator[Sample | SkippedItem]:

@@ -187,9 +187,12 @@ def _mono(data: np.ndarray, name: str) -> Tensor:
     """Average the channels of ``[t, channels]`` samples after checking they are usable."""
     if data.shape[0] == 0:
         raise AudioLoadError(name, "contains zero samples")
-    if not np.isfinite(data).all():
+    # NaN and inf survive a float64 sum (which no float32 audio overflows): one cheap pass
+    if not math.isfinite(float(data.sum(dtype=np.float64))):
         bad = int((~np.isfinite(data)).sum())
         raise AudioLoadError(name, f"contains {bad} non-finite samples (NaN or inf)")
+    if data.shape[1] == 1:
+        return torch.from_numpy(np.ascontiguousarray(data[:, 0]))
     return torch.from_numpy(data.mean(axis=1, dtype=np.float32))
 
 

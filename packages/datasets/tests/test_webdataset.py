@@ -233,3 +233,22 @@ def test_the_command_resamples_once_to_flac(tmp_path: Path, manifest: Path) -> N
         for i, r in zip(ShardDataset(tmp_path / "out", FRONTEND, train=False), records, strict=True)
     )
     assert counts == {True: 12}
+
+
+def test_a_shard_cut_at_a_member_boundary_is_noticed_through_a_pipe(tmp_path: Path) -> None:
+    """Read as a stream (``pipe:``), a shard cut where a member's header should start still
+    ends in the skip of its rest, as a local shard read in place does."""
+    shard = _numbered(tmp_path / "s", "s", shards=1, per_shard=3) / "s-000000.tar"
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    cut = members[4].offset  # where the third sample starts
+    shard.write_bytes(shard.read_bytes()[:cut])
+    for spec in (str(shard), f"pipe:cat {shard}"):
+        items = list(ShardDataset(spec, FRONTEND, train=True, shuffle_buffer=0))
+        # the second sample is whole but cannot be told whole (a member of it may follow the cut)
+        assert [i["key"] for i in items[:-1]] == ["s00000"], spec  # type: ignore[index]
+        assert isinstance(items[-1], SkippedItem)
+        assert items[-1].source == spec
+        assert items[-1].reason.startswith(
+            f"cut off or corrupt after byte {cut}: no end-of-archive"
+        )

@@ -33,7 +33,8 @@ __all__ = ["ShardSource", "ShardSpec", "parse_sources", "resolve_shards"]
 ShardSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 """A spec, a sources file, or a list of specs / ``NAME=SPEC:WEIGHT`` entries / shard paths."""
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+"""The start of a URL or ``pipe:`` (anything else is a local path)."""
 _NAMED = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")
 SOURCES_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -73,7 +74,7 @@ def resolve_shards(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str
     text = os.fspath(spec)
     urls: list[str] = []
     for url in expand_urls(text):
-        if _SCHEME.match(url) and not re.match(r"^[A-Za-z]:[\\/]", url):  # pipe:, https:, ...
+        if SCHEME.match(url) and not re.match(r"^[A-Za-z]:[\\/]", url):  # pipe:, https:, ...
             urls.append(url)
         elif Path(url).is_dir():
             urls += [str(p) for p in sorted(Path(url).glob("*.tar"))]
@@ -118,7 +119,7 @@ def _from_file(path: Path) -> list[ShardSource]:
         shards = item["shards"]
         specs = [shards] if isinstance(shards, str) else list(shards)
         local = [
-            s if _SCHEME.match(s) or Path(s).is_absolute() else str(path.parent / s) for s in specs
+            s if SCHEME.match(s) or Path(s).is_absolute() else str(path.parent / s) for s in specs
         ]
         sources.append(
             ShardSource(

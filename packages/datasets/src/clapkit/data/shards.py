@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import tarfile
 import zlib
@@ -33,6 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from clapkit.audio import FrontendConfig
 from clapkit.data.dataset import ClapExample, ClipLoader, OnError, SkippedItem, item_generator
 from clapkit.data.manifest import AUDIO_SUFFIXES
+from clapkit.data.shard_sources import SCHEME as _SCHEME
 from clapkit.data.shard_sources import ShardSource, ShardSpec, parse_sources
 
 __all__ = ["ShardDataset", "shard_samples"]
@@ -44,6 +46,7 @@ Sample = dict[str, Any]
 _SHARD_ORDER_STREAM = 2**40
 _BUFFER_STREAM = 2**41
 _MIX_STREAM = 2**42
+_READ_BUFFER = 1 << 20  # tarfile reads a stream in RECORDSIZE (10 KiB) pieces by default
 
 
 def shard_samples(url: str) -> Iterator[Sample]:
@@ -72,9 +75,16 @@ def shard_samples(url: str) -> Iterator[Sample]:
             return super().frombuf(buf, encoding, errors)
 
     sample: Sample = {}
+    # a local file is read in place (random access); a pipe or URL as a stream
+    local = not _SCHEME.match(url) and os.path.isfile(url)
     with (
-        gopen(url, "rb") as stream,
-        tarfile.open(fileobj=stream, mode="r|*", tarinfo=_LastHeader) as tar,
+        gopen(url, "rb", bufsize=_READ_BUFFER) as stream,
+        tarfile.open(
+            fileobj=stream,
+            mode="r:*" if local else "r|*",
+            tarinfo=_LastHeader,
+            bufsize=_READ_BUFFER,
+        ) as tar,
     ):
         for member in tar:
             if not member.isfile():

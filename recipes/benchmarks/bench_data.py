@@ -7,13 +7,14 @@ Run from the repository root (CPU; a GPU is used for the training part when pres
 Part 1 writes 16-bit FLAC files of 5 s, 30 s and 300 s at 44.1 kHz and at 16 kHz and times, per
 process, on the same files: (a) soundfile reading a 7 s crop's frames alone (the limit), the
 former path (whole decode, ``torchaudio.functional.resample`` without a cache, then the crop),
-(b) ``load_crop`` at the file's rate, (c) ``load_crop`` resampled to the paper's 44.1 kHz front
-end, and (d) ``ManifestDataset`` and ``ShardDataset`` loaders to collated batches (0 and
-``--workers`` workers, per worker), with the workers one GPU needs for 5,000 samples/s. Every
-figure is printed with its ratio to (a) measured in the same run. Part 2 times full-size
-HTSAT-22 + GPT2 (124M) training steps (random weights, fp32 on CPU, bf16 autocast on GPU).
-``--quick``: one file per duration and rate, no workers, one training step. ``--json`` writes
-the figures as bench rows (reference: (a)).
+(b) ``load_crop`` at the file's rate, (c) ``load_crop`` resampled (16 kHz files to the paper's
+44.1 kHz, 44.1 kHz files to 48 kHz), and (d) ``ManifestDataset`` and ``ShardDataset`` loaders
+to collated batches (0 and ``--workers`` workers, per worker), with the workers one GPU needs
+for 5,000 samples/s. Every figure is printed with its ratio to (a) measured in the same run. It
+also prints the memory a 7 s crop of a 60 s file takes while decoding and keeps, by the former
+path and by ``load_crop``. Part 2 times full-size HTSAT-22 + GPT2 (124M) training steps (random
+weights, fp32 on CPU, bf16 autocast on GPU). ``--quick``: one file per duration and rate, no
+workers, one training step. ``--json`` writes the figures as bench rows (reference: (a)).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import math
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,7 @@ def bench_data(files: int, durations: tuple[float, ...], workers: int) -> list[R
             for rate in (44100, 16000):
                 paths = make_flacs(Path(tmp), files, seconds, rate)
                 crop = min(n * rate // paper.sample_rate, int(seconds * rate))
+                other = 48000 if rate == paper.sample_rate else paper.sample_rate  # a real resample
 
                 def limit(path: Path, g: torch.Generator, crop: int = crop) -> object:
                     frames = sf.info(path).frames
@@ -136,12 +139,46 @@ def bench_data(files: int, durations: tuple[float, ...], workers: int) -> list[R
                         whole_then_crop, paths
                     ),
                     "(b) crop decode (load_crop, native rate)": per_second(crop_at(rate), paths),
-                    f"(c) crop decode + resample to {paper.sample_rate}": per_second(
-                        crop_at(paper.sample_rate), paths
-                    ),
+                    f"(c) crop decode + resample to {other}": per_second(crop_at(other), paths),
                 }
                 rows += _report(f"{seconds:g} s at {rate} Hz", figures)
         rows += _loaders(Path(tmp), files, durations, paper, workers)
+        rows += crop_memory(Path(tmp))
+    return rows
+
+
+def crop_memory(folder: Path, n_seconds: float = 7.0, seconds: float = 60.0) -> list[Row]:
+    """Peak and kept memory (MB) of one 7 s crop of a 60 s stereo 44.1 kHz FLAC, before/after.
+
+    ``tracemalloc`` sees numpy's buffers (the decoded samples); both paths stay at the file's
+    rate so that no torch-only buffer escapes it.
+    """
+    rate = 44100
+    n, path = int(n_seconds * rate), folder / "minute.flac"
+    noise = np.random.default_rng(0).standard_normal((int(seconds * rate), 2)) * 0.2
+    sf.write(path, noise.astype(np.float32), rate, subtype="PCM_16")
+    generator = torch.Generator().manual_seed(0)
+    tracemalloc.start()
+    data, _ = sf.read(path, dtype="float32", always_2d=True)  # the former path: all, then crop
+    mono = torch.from_numpy(data.mean(axis=1, dtype=np.float32))
+    crop = fit_length(mono, n, "random_crop", generator)
+    del data, mono
+    peaks, kept = {"before": tracemalloc.get_traced_memory()[1]}, {}
+    kept["before"] = crop.untyped_storage().nbytes()
+    del crop  # what it kept alive goes before the next measure
+    tracemalloc.reset_peak()
+    crop = load_crop(path, rate, n, lambda length: (length - n) // 3)
+    peaks["after"], kept["after"] = (
+        tracemalloc.get_traced_memory()[1],
+        crop.untyped_storage().nbytes(),
+    )
+    tracemalloc.stop()
+    print(f"\n[memory] a 7 s crop of a {seconds:g} s stereo 44.1 kHz FLAC, per worker:")
+    rows = []
+    for when in ("before", "after"):
+        held = kept[when] / 1e6
+        print(f"  {when:<6}: peak {peaks[when] / 1e6:5.1f} MB while decoding, {held:5.2f} MB kept")
+        rows.append(_row(f"memory kept by a 7 s crop of 60 s, {when}", "MB", None, held))
     return rows
 
 

@@ -271,8 +271,8 @@ class ShardDataset(IterableDataset):
             problem = f"no audio member ({', '.join(AUDIO_SUFFIXES)})"
         if problem is None and not captions and self.require_captions:
             problem = "no caption (no .json 'text' or 'caption', no .txt)"
-        if problem is not None or audio is None:
-            problem = problem or "no audio"
+        if problem is not None or audio is None:  # (audio is None only with a problem)
+            problem = str(problem)
             if self.loader.on_error == "raise":
                 raise ValueError(f"{name}: {problem}")
             logger.warning("skipping sample %s: %s", name, problem)

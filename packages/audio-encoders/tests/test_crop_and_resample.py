@@ -114,6 +114,10 @@ def test_the_cached_kernel_gives_torchaudio_s_samples_and_is_built_once(
     assert built == [(16000, 48000), (44100, 32000)]
 
 
+M4A_HEAD = b"\x00\x00\x00\x1cftypM4A \x00\x00\x02\x00M4A isomiso2"
+"""The ``ftyp`` box an M4A file opens with (brand ``M4A ``)."""
+
+
 def _m4a(seconds: float, rate: int) -> bytes:
     import av
 
@@ -148,7 +152,7 @@ def test_without_ffmpeg_an_m4a_is_refused_with_the_fix(
 ) -> None:
     monkeypatch.setattr(audio_io, "ffmpeg_available", lambda: False)
     path = tmp_path / "podcast.m4a"
-    path.write_bytes(_m4a(0.5, 16000))
+    path.write_bytes(M4A_HEAD + bytes(2000))  # what an M4A starts with is enough to name it
     with pytest.raises(AudioLoadError) as caught:
         load_audio(path, 16000)
     assert str(caught.value) == (

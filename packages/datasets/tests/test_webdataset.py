@@ -199,6 +199,26 @@ def test_resampled_workers_take_their_share_and_differ(tmp_path: Path) -> None:
     assert keys[0::2] != keys[1::2]  # each worker draws its own shards
 
 
+def test_a_clip_drawn_again_gets_another_crop(tmp_path: Path) -> None:
+    """Resampled, the one clip of a shard comes back every time, each time with its own crop."""
+    noise = io.BytesIO()  # not a tone: crops at different starts differ
+    sf.write(
+        noise,
+        np.random.default_rng(0).uniform(-0.5, 0.5, RATE).astype(np.float32),
+        RATE,
+        format="WAV",
+    )
+    long = {"__key__": b"only", ".wav": noise.getvalue(), ".txt": b"noise"}
+    shard = _shard(tmp_path / "one.tar", [long])
+    dataset = ShardDataset(
+        shard, FRONTEND, train=True, shuffle_buffer=0, samples_per_epoch=6, resampled=True
+    )
+    crops = [item["waveform"] for item in dataset]  # type: ignore[index]
+    assert len({tuple(crop.tolist()) for crop in crops}) == 6
+    again = [item["waveform"] for item in dataset]  # type: ignore[index]
+    assert all(torch.equal(a, b) for a, b in zip(crops, again, strict=True))  # seeded
+
+
 def test_the_shuffle_buffer_size_is_honoured(tmp_path: Path) -> None:
     folder = _numbered(tmp_path / "s", "s", shards=1, per_shard=60)
     order = _keys(ShardDataset(folder, FRONTEND, train=False))

@@ -46,6 +46,7 @@ Sample = dict[str, Any]
 _SHARD_ORDER_STREAM = 2**40
 _BUFFER_STREAM = 2**41
 _MIX_STREAM = 2**42
+_CROP_STREAM = 2**43
 _READ_BUFFER = 1 << 20  # tarfile reads a stream in RECORDSIZE (10 KiB) pieces by default
 
 
@@ -262,7 +263,8 @@ class ShardDataset(IterableDataset):
             (stream,) = rng.choices(streams, weights)
             yield next(stream)
 
-    def _decode(self, sample: Sample) -> ClapExample | SkippedItem:
+    def _decode(self, sample: Sample, draws: torch.Generator | None) -> ClapExample | SkippedItem:
+        """The sample's clip and caption; crops drawn from ``draws`` or the key's own generator."""
         key, url = sample["__key__"], sample["__url__"]
         name = f"{url}:{key}"
         audio = next((sample[s] for s in AUDIO_SUFFIXES if s in sample), None)
@@ -277,7 +279,7 @@ class ShardDataset(IterableDataset):
                 raise ValueError(f"{name}: {problem}")
             logger.warning("skipping sample %s: %s", name, problem)
             return SkippedItem(key=key, source=name, reason=problem)
-        generator = item_generator(self.seed, self.epoch, zlib.crc32(key.encode()))
+        generator = draws or item_generator(self.seed, self.epoch, zlib.crc32(key.encode()))
         wave = self.loader.load(audio, name, generator)
         if isinstance(wave, SkippedItem):
             return wave
@@ -297,6 +299,11 @@ class ShardDataset(IterableDataset):
         if not self.resampled and len(self.shards) < total:
             logger.warning("%d shards for %d workers: some read nothing", len(self.shards), total)
         quota = None if self.samples_per_epoch is None else self.samples_per_epoch // total
+        # resampled, a clip may come back in the same epoch: it gets a new crop from the worker's
+        # (seeded, ordered) stream; in one pass each clip's draws depend on its key alone
+        draws = (
+            item_generator(self.seed, self.epoch, _CROP_STREAM + index) if self.resampled else None
+        )
         produced = 0
         while quota is None or produced < quota:
             before = produced
@@ -304,6 +311,6 @@ class ShardDataset(IterableDataset):
                 if quota is not None and produced >= quota:
                     break
                 produced += 1
-                yield sample if isinstance(sample, SkippedItem) else self._decode(sample)
+                yield sample if isinstance(sample, SkippedItem) else self._decode(sample, draws)
             if quota is None or produced == before:
                 break

@@ -30,7 +30,7 @@ nox.options.sessions = [
 ROOT = Path(__file__).parent
 # folder -> (distribution, extras its own tests need)
 PACKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "audio-encoders": ("clapkit-audio-encoders", ()),
+    "audio-encoders": ("clapkit-audio-encoders", ("ffmpeg",)),  # M4A/AAC decoding is tested
     "text-encoders": ("clapkit-text-encoders", ()),
     "clap-core": ("clapkit-core", ("all",)),
     "clap-caption": ("clapkit-caption", ()),

@@ -1,16 +1,20 @@
-"""Benchmark: data pipeline clips/s per worker, and training samples/s of table1-htsat22-gpt2.
+"""Benchmark: data pipeline clips/s per worker against the decoder alone, and training samples/s.
 
 Run from the repository root (CPU; a GPU is used for the training part when present):
-    python recipes/benchmarks/bench_data.py [--clips 48] [--steps 3] [--batch-size 2]
-        [--quick] [--json out.json]
+    python recipes/benchmarks/bench_data.py [--files 6] [--workers 2] [--steps 3]
+        [--batch-size 2] [--skip-training] [--quick] [--json out.json]
 
-Part 1 generates 10 s FLAC files at 44.1 kHz and times, per DataLoader worker, the baseline
-``soundfile`` decode alone, then ``ManifestDataset`` items (decode + resample + random 7 s crop)
-for the paper's 44.1 kHz front end (no resampling) and for a 32 kHz front end (resampling),
-with 0 and 2 workers. Part 2 times full-size HTSAT-22 + GPT2 (124M) training steps (random
-weights, fp32 on CPU, bf16 autocast on GPU) and prints samples/s. ``--quick``: 8 clips, one
-step. ``--json`` writes the figures as bench rows: the data rows take soundfile's decode alone as
-their reference figure (the ratio is the pipeline's cost over bare decoding); training has none.
+Part 1 writes 16-bit FLAC files of 5 s, 30 s and 300 s at 44.1 kHz and at 16 kHz and times, per
+process, on the same files: (a) soundfile reading a 7 s crop's frames alone (the limit), the
+former path (whole decode, ``torchaudio.functional.resample`` without a cache, then the crop),
+(b) ``load_crop`` at the file's rate, (c) ``load_crop`` resampled (16 kHz files to the paper's
+44.1 kHz, 44.1 kHz files to 48 kHz), and (d) ``ManifestDataset`` and ``ShardDataset`` loaders
+to collated batches (0 and ``--workers`` workers, per worker), with the workers one GPU needs
+for 5,000 samples/s. Every figure is printed with its ratio to (a) measured in the same run. It
+also prints the memory a 7 s crop of a 60 s file takes while decoding and keeps, by the former
+path and by ``load_crop``. Part 2 times full-size HTSAT-22 + GPT2 (124M) training steps (random
+weights, fp32 on CPU, bf16 autocast on GPU). ``--quick``: one file per duration and rate, no
+workers, one training step. ``--json`` writes the figures as bench rows (reference: (a)).
 """
 
 from __future__ import annotations
@@ -22,18 +26,28 @@ import math
 import sys
 import tempfile
 import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 import torch
+import torchaudio
 from torch.utils.data import DataLoader
 
 RECIPES = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(RECIPES))
 
-from clapkit.audio import htsat_22  # noqa: E402
-from clapkit.data import ClapCollator, ManifestDataset, ManifestRecord  # noqa: E402
+from clapkit.audio import fit_length, htsat_22, load_crop  # noqa: E402
+from clapkit.data import (  # noqa: E402
+    ClapCollator,
+    ManifestDataset,
+    ManifestRecord,
+    ShardDataset,
+    write_shards,
+)
 
 # GPT-2's real vocabulary, shipped in the repository (data/reference/README.md).
 GPT2_TOKENIZER = RECIPES.parent / "data" / "reference" / "tokenizers" / "gpt2"
@@ -58,46 +72,156 @@ def make_flacs(folder: Path, count: int, seconds: float = 10.0, rate: int = 4410
     for i in range(count):
         tone = 0.3 * np.sin(2 * math.pi * (200 + 50 * i) * t * (1 + t / seconds))
         wave = (tone + 0.05 * generator.standard_normal(t.shape)).astype(np.float32)
-        paths.append(folder / f"clip{i:03d}.flac")
+        paths.append(folder / f"clip{seconds:g}s{rate}_{i:03d}.flac")
         sf.write(paths[-1], wave, rate, subtype="PCM_16")
     return paths
 
 
-def clips_per_second(dataset: torch.utils.data.Dataset, workers: int) -> float:
-    loader = DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=ClapCollator())
-    start = time.perf_counter()
-    count = sum(batch["waveform"].shape[0] for batch in loader)
-    return count / (time.perf_counter() - start)
-
-
-def bench_data(clips: int) -> list[Row]:
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = make_flacs(Path(tmp), clips)
-        start = time.perf_counter()
+def per_second(work: Callable[[Path, torch.Generator], object], paths: list[Path]) -> float:
+    """Clips/s of ``work`` over ``paths``, passes repeated for at least 0.3 s (one process)."""
+    done, start, generator = 0, time.perf_counter(), torch.Generator().manual_seed(0)
+    while done == 0 or time.perf_counter() - start < 0.3:
         for path in paths:
-            sf.read(path, dtype="float32")
-        baseline = clips / (time.perf_counter() - start)
-        print(f"\n[data] {clips} FLAC clips, 10 s, 44.1 kHz; batch 8; figures per worker")
-        print(f"  baseline soundfile decode only (1 process): {baseline:8.1f} clips/s = 1.00x")
-        rows = []
+            work(path, generator)
+        done += len(paths)
+    return done / (time.perf_counter() - start)
+
+
+def loader_per_worker(dataset: Any, workers: int) -> float:
+    """Clips/s per worker of a DataLoader to collated batches of 8, from its first batch on.
+
+    The workers' start (process start, first shard opened) is left out: it is paid once per
+    epoch, not per clip.
+    """
+    loader = DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=ClapCollator())
+    batches = iter(loader)
+    next(batches)
+    start = time.perf_counter()
+    count = sum(batch["waveform"].shape[0] for batch in batches)
+    return count / (time.perf_counter() - start) / max(workers, 1)
+
+
+def bench_data(files: int, durations: tuple[float, ...], workers: int) -> list[Row]:
+    """Decoding cases (a)-(c) and whole loaders (d), per process, against the decoder alone."""
+    paper = dataclasses.replace(htsat_22().frontend, clip_seconds=7.0)
+    n, rows = paper.clip_samples, []
+    print(
+        f"\n[data] 16-bit FLAC, 7 s training crops for a {paper.sample_rate} Hz front end; "
+        "clips/s per process (= per DataLoader worker); ratio: against (a) of the same files"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for seconds in durations:
+            for rate in (44100, 16000):
+                paths = make_flacs(Path(tmp), files, seconds, rate)
+                crop = min(n * rate // paper.sample_rate, int(seconds * rate))
+                other = 48000 if rate == paper.sample_rate else paper.sample_rate  # a real resample
+
+                def limit(path: Path, g: torch.Generator, crop: int = crop) -> object:
+                    with sf.SoundFile(path) as audio:  # one open, as load_crop does
+                        first = int(torch.randint(0, audio.frames - crop + 1, (1,), generator=g))
+                        audio.seek(first)
+                        return audio.read(crop, dtype="float32")
+
+                def whole_then_crop(path: Path, g: torch.Generator) -> object:  # before
+                    data, source = sf.read(path, dtype="float32", always_2d=True)
+                    wave = torch.from_numpy(data.mean(axis=1))
+                    if source != paper.sample_rate:
+                        wave = torchaudio.functional.resample(wave, source, paper.sample_rate)
+                    return fit_length(wave, n, "random_crop", g, fill="repeat")
+
+                def crop_at(target: int) -> Callable[[Path, torch.Generator], object]:
+                    size = n * target // paper.sample_rate
+
+                    def work(path: Path, g: torch.Generator) -> object:
+                        def draw(length: int) -> int:
+                            return int(torch.randint(0, length - size + 1, (1,), generator=g))
+
+                        return load_crop(path, target, size, draw)
+
+                    return work
+
+                figures = {
+                    "(a) decoder alone (soundfile: the crop's frames)": per_second(limit, paths),
+                    "before: whole decode + uncached resample + crop": per_second(
+                        whole_then_crop, paths
+                    ),
+                    "(b) crop decode (load_crop, native rate)": per_second(crop_at(rate), paths),
+                    f"(c) crop decode + resample to {other}": per_second(crop_at(other), paths),
+                }
+                rows += _report(f"{seconds:g} s at {rate} Hz", figures)
+        rows += _loaders(Path(tmp), files, durations, paper, workers)
+        rows += crop_memory(Path(tmp))
+    return rows
+
+
+def crop_memory(folder: Path, n_seconds: float = 7.0, seconds: float = 60.0) -> list[Row]:
+    """Peak and kept memory (MB) of one 7 s crop of a 60 s stereo 44.1 kHz FLAC, before/after.
+
+    ``tracemalloc`` sees numpy's buffers (the decoded samples); both paths stay at the file's
+    rate so that no torch-only buffer escapes it.
+    """
+    rate = 44100
+    n, path = int(n_seconds * rate), folder / "minute.flac"
+    noise = np.random.default_rng(0).standard_normal((int(seconds * rate), 2)) * 0.2
+    sf.write(path, noise.astype(np.float32), rate, subtype="PCM_16")
+    generator = torch.Generator().manual_seed(0)
+    tracemalloc.start()
+    data, _ = sf.read(path, dtype="float32", always_2d=True)  # the former path: all, then crop
+    mono = torch.from_numpy(data.mean(axis=1, dtype=np.float32))
+    crop = fit_length(mono, n, "random_crop", generator)
+    del data, mono
+    peaks, kept = {"before": tracemalloc.get_traced_memory()[1]}, {}
+    kept["before"] = crop.untyped_storage().nbytes()
+    del crop  # what it kept alive goes before the next measure
+    tracemalloc.reset_peak()
+    crop = load_crop(path, rate, n, lambda length: (length - n) // 3)
+    peaks["after"], kept["after"] = (
+        tracemalloc.get_traced_memory()[1],
+        crop.untyped_storage().nbytes(),
+    )
+    tracemalloc.stop()
+    print(f"\n[memory] a 7 s crop of a {seconds:g} s stereo 44.1 kHz FLAC, per worker:")
+    rows = []
+    for when in ("before", "after"):
+        held = kept[when] / 1e6
+        print(f"  {when:<6}: peak {peaks[when] / 1e6:5.1f} MB while decoding, {held:5.2f} MB kept")
+        rows.append(_row(f"memory kept by a 7 s crop of 60 s, {when}", "MB", None, held))
+    return rows
+
+
+def _loaders(
+    folder: Path, files: int, durations: tuple[float, ...], paper: Any, workers: int
+) -> list[Row]:
+    """(d) ManifestDataset and ShardDataset to collated batches, 44.1 kHz files."""
+    rows: list[Row] = []
+    for seconds in durations:
+        paths = sorted(folder.glob(f"clip{seconds:g}s44100_*.flac"))
         records = [ManifestRecord(audio=p, captions=("a tone",), key=p.stem) for p in paths]
-        paper = dataclasses.replace(htsat_22().frontend, clip_seconds=7.0)
-        for name, frontend in (
-            ("44.1 kHz, no resample", paper),
-            (
-                "-> 32 kHz resample",
-                dataclasses.replace(paper, sample_rate=32000, filterbank_rate=None),
-            ),
-        ):
-            dataset = ManifestDataset(records, frontend, train=True)
-            for workers in (0, 2):
-                rate = clips_per_second(dataset, workers) / max(workers, 1)
-                print(
-                    f"  decode + {name} + 7 s crop, {workers} workers: {rate:8.1f} clips/s "
-                    f"per worker = {rate / baseline:.2f}x"
-                )
-                case = f"data {name}, {workers} workers, per worker (ref: soundfile decode)"
-                rows.append(_row(case, "clips/s", baseline, rate))
+        shards = write_shards(records, folder / f"shards{seconds:g}", samples_per_shard=4)
+        repeats = math.ceil(40 / len(records))  # 40 clips or more: 5 batches
+        limit = per_second(lambda p, g: sf.read(p, frames=paper.clip_samples), paths)
+        figures = {"(a) decoder alone (soundfile: the crop's frames)": limit}
+        for count in sorted({0, workers}):
+            manifest = ManifestDataset(records * repeats, paper, train=True)
+            figures[f"(d) manifest loader, {count} workers"] = loader_per_worker(manifest, count)
+            stream = ShardDataset(
+                [str(s) for s in shards] * repeats, paper, train=True, shuffle_buffer=16
+            )
+            figures[f"(d) shard loader, {count} workers"] = loader_per_worker(stream, count)
+        rows += _report(f"loaders, {seconds:g} s at 44100 Hz", figures)
+        # one worker's steady rate is the in-process one (workers share this machine's cores)
+        slowest = min(v for k, v in figures.items() if k.startswith("(d)") and ", 0 workers" in k)
+        print(f"  workers one GPU needs for 5,000 samples/s: {math.ceil(5000 / slowest)}")
+    return rows
+
+
+def _report(title: str, figures: dict[str, float]) -> list[Row]:
+    limit = next(iter(figures.values()))
+    print(f"  {title}:")
+    rows = []
+    for case, rate in figures.items():
+        print(f"    {case:<52} {rate:9.1f} clips/s = {rate / limit:5.2f}x (a)")
+        rows.append(_row(f"data {title}: {case} (ref: (a))", "clips/s", limit, rate))
     return rows
 
 
@@ -150,17 +274,21 @@ def bench_training(steps: int, batch_size: int) -> list[Row]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=48)
+    parser.add_argument("--files", type=int, default=6, help="files per duration and rate")
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="8 clips, one training step")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 file per duration and rate, no workers, one step"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here (bench rows)")
     args = parser.parse_args()
+    durations = (5.0, 30.0, 300.0)
     if args.quick:
-        args.clips, args.steps = 8, 1
+        args.files, args.steps, args.workers = 1, 1, 0
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
-    rows = bench_data(args.clips)
+    rows = bench_data(args.files, durations, args.workers)
     if not args.skip_training:
         rows += bench_training(args.steps, args.batch_size)
     if args.json is not None:

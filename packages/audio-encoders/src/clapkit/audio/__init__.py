@@ -33,7 +33,7 @@ from clapkit.audio.errors import CheckpointError
 from clapkit.audio.fast import InferenceFormCache, has_inference_form, inference_form
 from clapkit.audio.frontend import LogMelFrontend, mel_filterbank
 from clapkit.audio.htsat import HTSAT
-from clapkit.audio.io import AudioLoadError, fit_length, load_audio, windows
+from clapkit.audio.io import AudioLoadError, fit_length, load_audio, load_crop, windows
 from clapkit.audio.weights import (
     check_mel_filterbank,
     identify_state_dict,
@@ -74,6 +74,7 @@ __all__ = [
     "inference_form",
     "load_audio",
     "load_audio_encoder",
+    "load_crop",
     "load_reference_state_dict",
     "load_weights",
     "mel_filterbank",

@@ -5,14 +5,17 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 from torch import Tensor
+
+from clapkit.audio.ffmpeg import FFMPEG_FIX, ffmpeg_available, ffmpeg_decode, ffmpeg_format
+from clapkit.audio.resample import resample, resampled_length, source_window
 
 AudioSource = str | os.PathLike | bytes | bytearray | BinaryIO
 """A path, the bytes of a file, or a readable binary file object."""
@@ -74,8 +77,12 @@ def _wav_header_frames(handle: str | BinaryIO) -> int | None:
     return None
 
 
-def _read(source: AudioSource, name: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
-    """Decode with soundfile into ``[t, channels]`` float32 and the file's rate."""
+Select = Callable[[int, int], tuple[int, int]]
+"""Given a file's frame count and rate, the frames ``[first, stop)`` to decode."""
+
+
+def _open(source: AudioSource, name: str) -> str | BinaryIO:
+    """A path or a seekable file object for soundfile, after the checks that need no decoder."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.exists():
@@ -84,32 +91,56 @@ def _read(source: AudioSource, name: str, max_seconds: float | None) -> tuple[np
             raise AudioLoadError(name, "is a directory, not an audio file")
         if path.stat().st_size == 0:
             raise AudioLoadError(name, "file is empty (0 bytes)")
-        handle: str | BinaryIO = str(path)
-    elif isinstance(source, (bytes, bytearray)):
+        return str(path)
+    if isinstance(source, (bytes, bytearray)):
         if len(source) == 0:
             raise AudioLoadError(name, "no bytes given")
-        handle = io.BytesIO(bytes(source))
-    else:
-        handle = source
+        return io.BytesIO(bytes(source))
+    return source
+
+
+def _too_long(name: str, frames: int, rate: int, max_seconds: float | None) -> None:
+    if max_seconds is not None and frames > max_seconds * rate:
+        raise AudioLoadError(
+            name, f"too long: {frames / rate:.1f} s exceeds max_seconds={max_seconds}"
+        )
+
+
+def _read(
+    source: AudioSource, name: str, max_seconds: float | None, select: Select | None = None
+) -> tuple[np.ndarray, int, int]:
+    """Decode frames ``select(frames, rate)`` (default all) into ``[t, channels]`` float32.
+
+    Returns:
+        The samples, the file's rate and the first frame decoded.
+    """
+    handle = _open(source, name)
     try:
         with sf.SoundFile(handle) as audio_file:
-            if max_seconds is not None and audio_file.frames > max_seconds * audio_file.samplerate:
-                raise AudioLoadError(
-                    name,
-                    f"too long: {audio_file.frames / audio_file.samplerate:.1f} s exceeds "
-                    f"max_seconds={max_seconds}",
-                )
-            data = audio_file.read(dtype="float32", always_2d=True)
-            rate = int(audio_file.samplerate)
+            frames, rate = int(audio_file.frames), int(audio_file.samplerate)
+            _too_long(name, frames, rate, max_seconds)
             if audio_file.format == "WAV":
                 promised = _wav_header_frames(handle)
-                if promised is not None and promised > len(data):
+                if promised is not None and promised > frames:
                     raise AudioLoadError(
                         name,
                         f"truncated: its header promises {promised} frames, the file holds "
-                        f"{len(data)} ({len(data) / max(rate, 1):.2f} s of "
+                        f"{frames} ({frames / max(rate, 1):.2f} s of "
                         f"{promised / max(rate, 1):.2f} s)",
                     )
+            first, stop = select(frames, rate) if select is not None else (0, frames)
+            # libsndfile's Vorbis seek lands on wrong samples in a stream's last page; a seek
+            # further back, read forward, is exact (tested against whole decodes)
+            lead = min(first, max(2 * rate, 65536)) if audio_file.subtype == "VORBIS" else 0
+            if first:
+                audio_file.seek(first - lead)
+            data = audio_file.read(stop - first + lead, dtype="float32", always_2d=True)[lead:]
+            if len(data) < stop - first:
+                raise AudioLoadError(
+                    name,
+                    f"truncated: {len(data)} of frames {first}-{stop} could be read, the header "
+                    f"promises {frames}",
+                )
     except AudioLoadError:
         raise
     except PermissionError as error:
@@ -117,11 +148,52 @@ def _read(source: AudioSource, name: str, max_seconds: float | None) -> tuple[np
     except (sf.LibsndfileError, RuntimeError, EOFError, TypeError) as error:
         message = str(error)
         if "recognised" in message or "recognized" in message:
-            raise AudioLoadError(
-                name, f"not an audio file soundfile can decode ({message})"
-            ) from error
+            return _read_with_ffmpeg(handle, name, max_seconds, select, message)
         raise AudioLoadError(name, f"unreadable or corrupt audio ({message})") from error
-    return data, rate
+    return data, rate, first
+
+
+def _read_with_ffmpeg(
+    handle: str | BinaryIO,
+    name: str,
+    max_seconds: float | None,
+    select: Select | None,
+    soundfile_message: str,
+) -> tuple[np.ndarray, int, int]:
+    """What libsndfile did not recognise: FFmpeg's formats through PyAV, anything else refused."""
+    if isinstance(handle, str):
+        with open(handle, "rb") as head_file:
+            head = head_file.read(16)
+    else:
+        handle.seek(0)
+        head = handle.read(16)
+    kind = ffmpeg_format(name, head)
+    if kind is None:
+        raise AudioLoadError(name, f"not an audio file soundfile can decode ({soundfile_message})")
+    if not ffmpeg_available():
+        raise AudioLoadError(
+            name, f"{kind} is a format libsndfile cannot decode; to read it: {FFMPEG_FIX}"
+        )
+    try:
+        data, rate, seconds = ffmpeg_decode(handle, max_seconds)
+    except Exception as error:
+        raise AudioLoadError(name, f"unreadable or corrupt {kind} ({error})") from error
+    _too_long(name, round(seconds * rate), rate, max_seconds)
+    first, stop = select(len(data), rate) if select is not None else (0, len(data))
+    return np.ascontiguousarray(data[first:stop]), rate, first
+
+
+def _mono(data: np.ndarray, name: str) -> Tensor:
+    """Average the channels of ``[t, channels]`` samples after checking they are usable."""
+    if data.shape[0] == 0:
+        raise AudioLoadError(name, "contains zero samples")
+    # NaN and inf survive a float64 sum (which no float32 audio overflows): one cheap pass
+    if not math.isfinite(float(data.sum(dtype=np.float64))):
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioLoadError(name, f"contains {bad} non-finite samples (NaN or inf)")
+    if data.shape[1] == 1:
+        return torch.from_numpy(np.ascontiguousarray(data[:, 0]))
+    return torch.from_numpy(data.mean(axis=1, dtype=np.float32))
 
 
 def load_audio(
@@ -129,9 +201,12 @@ def load_audio(
 ) -> Tensor:
     """Decode an audio file to a mono float32 waveform at ``sample_rate``.
 
-    Formats: whatever libsndfile decodes (wav, flac, ogg/vorbis, mp3, aiff, ...). Channels are
-    averaged (never concatenated); the rate is converted with ``torchaudio.functional.resample``.
-    Silence is valid audio.
+    Formats: whatever libsndfile decodes (wav, flac, ogg/vorbis, mp3, aiff, ...), and M4A/MP4,
+    AAC, WebM/Opus and WMA through FFmpeg when ``clapkit-audio-encoders[ffmpeg]`` is installed
+    (refused with that fix named otherwise). Channels are averaged (never concatenated); the
+    rate is converted with the resampling kernel cached for the rate pair
+    (:func:`clapkit.audio.resample.resample`, the samples of
+    ``torchaudio.functional.resample``). Silence is valid audio.
 
     Args:
         source: A path, the bytes of a file, or a binary file object.
@@ -142,23 +217,77 @@ def load_audio(
         ``[t]`` float32 waveform.
 
     Raises:
-        AudioLoadError: Naming the source: missing, a directory, empty, not audio, unreadable or
-            corrupt, longer than ``max_seconds``, zero samples, or non-finite samples.
+        AudioLoadError: Naming the source: missing, a directory, empty, not audio, a format
+            that needs FFmpeg when it is not installed, unreadable or corrupt, longer than
+            ``max_seconds``, zero samples, or non-finite samples.
         ValueError: If ``sample_rate`` is not a positive int.
     """
+    _check_rate(sample_rate)
+    name = _describe(source)
+    data, rate, _ = _read(source, name, max_seconds)
+    return resample(_mono(data, name), rate, sample_rate).contiguous()
+
+
+def load_crop(
+    source: AudioSource,
+    sample_rate: int,
+    n: int,
+    start: Callable[[int], int],
+    *,
+    max_seconds: float | None = None,
+) -> Tensor:
+    """Decode only an ``n``-sample crop of a file, at ``sample_rate``.
+
+    The file's header gives its length at ``sample_rate``; if that is more than ``n``,
+    ``start(length)`` chooses where the crop begins and only the source frames that crop is
+    computed from are read (a seek, then a read: WAV, FLAC, OGG, MP3 and the other libsndfile
+    formats; FFmpeg's formats are decoded whole and the crop copied out). The samples equal
+    ``load_audio(source, sample_rate)[s : s + n]``. The tensor returned holds only the crop.
+
+    Args:
+        source: A path, the bytes of a file, or a binary file object.
+        sample_rate: Target rate (Hz).
+        n: Crop length in samples at ``sample_rate``.
+        start: Maps the file's length at ``sample_rate`` (more than ``n``) to the crop's first
+            sample, in ``[0, length - n]``.
+        max_seconds: Refuse files longer than this (checked before decoding).
+
+    Returns:
+        ``[min(n, length)]`` float32: the crop, or the whole file when it is not longer than
+        ``n`` (fill it with :func:`fit_length`).
+
+    Raises:
+        AudioLoadError: As :func:`load_audio` (about the frames read).
+        ValueError: ``sample_rate`` or ``n`` not positive, or ``start`` out of range.
+    """
+    _check_rate(sample_rate)
+    if n < 1:
+        raise ValueError(f"crop length must be >= 1, got {n}")
+    name = _describe(source)
+    where: dict[str, int] = {}
+
+    def select(frames: int, rate: int) -> tuple[int, int]:
+        length = resampled_length(frames, rate, sample_rate)
+        if length <= n:
+            return 0, frames
+        first = start(length)
+        if not 0 <= first <= length - n:
+            raise ValueError(f"crop start {first} outside [0, {length - n}] for {name}")
+        read_from, read_to, where["offset"] = source_window(first, n, frames, rate, sample_rate)
+        return read_from, read_to
+
+    data, rate, _ = _read(source, name, max_seconds, select)
+    wave = resample(_mono(data, name), rate, sample_rate)
+    if "offset" not in where:
+        return wave.contiguous()
+    crop = wave[where["offset"] : where["offset"] + n]
+    # the file's last sample can fall one short (torchaudio rounds lengths in float32)
+    return _pad_to(crop, n) if crop.shape[0] < n else crop.clone()
+
+
+def _check_rate(sample_rate: int) -> None:
     if not isinstance(sample_rate, int) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
-    name = _describe(source)
-    data, rate = _read(source, name, max_seconds)
-    if data.shape[0] == 0:
-        raise AudioLoadError(name, "contains zero samples")
-    if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise AudioLoadError(name, f"contains {bad} non-finite samples (NaN or inf)")
-    waveform = torch.from_numpy(data.mean(axis=1, dtype=np.float32))
-    if rate != sample_rate:
-        waveform = AF.resample(waveform, rate, sample_rate)
-    return waveform.contiguous()
 
 
 def _pad_to(wave: Tensor, n: int) -> Tensor:

@@ -1,4 +1,4 @@
-"""Data for CLAP training and evaluation: manifests, datasets, collation, tar shards.
+"""Data for CLAP training and evaluation: manifests, datasets, collation, WebDataset shards.
 
 Decoding and cropping follow the audio encoder's front end (``clapkit.audio.FrontendConfig``).
 """
@@ -31,7 +31,9 @@ from clapkit.data.multitask import (
     task_records,
     write_multitask_manifest,
 )
-from clapkit.data.shards import ShardDataset, resolve_shards, write_shards
+from clapkit.data.shard_sources import ShardSource, parse_sources, resolve_shards
+from clapkit.data.shard_writer import write_shards
+from clapkit.data.shards import ShardDataset, shard_samples
 
 __all__ = [
     "ClapCollator",
@@ -45,17 +47,20 @@ __all__ = [
     "MultiTaskExample",
     "MultiTaskRecord",
     "ShardDataset",
+    "ShardSource",
     "SkippedFiles",
     "SkippedItem",
     "WeightedTaskSampler",
     "caption_records",
     "classification_records",
     "item_generator",
+    "parse_sources",
     "qa_records",
     "read_manifest",
     "read_multitask_manifest",
     "records_from_folder",
     "resolve_shards",
+    "shard_samples",
     "task_records",
     "write_manifest",
     "write_multitask_manifest",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypedDict
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from clapkit.audio import AudioLoadError, FrontendConfig, fit_length, load_audio
+from clapkit.audio import AudioLoadError, FrontendConfig, fit_length, load_audio, load_crop
 from clapkit.data.manifest import ManifestRecord, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -104,8 +104,40 @@ class ClipLoader:
             return cached
         if isinstance(cached, str):
             return SkippedItem(key=name, source=name, reason=cached)
+        wave = self._guarded(lambda: load_audio(source, self.frontend.sample_rate), name)
+        if self.cache_audio:
+            self._cache[name] = wave if isinstance(wave, torch.Tensor) else wave.reason
+        return wave
+
+    def load(
+        self, source: str | bytes | Path, name: str, generator: torch.Generator
+    ) -> torch.Tensor | SkippedItem:
+        """The clip fitted to the front end (:meth:`crop`), decoding only the crop's frames.
+
+        A clip longer than the crop is cut where :meth:`crop` would cut it (the same draw from
+        ``generator``), but only the frames of that window are decoded (``load_crop``); with
+        ``cache_audio`` whole clips are decoded and kept instead.
+
+        Raises:
+            ValueError: (``AudioLoadError``) the file is bad and ``on_error="raise"``.
+        """
+        if self.cache_audio:
+            whole = self.decode(source, name)
+            return whole if isinstance(whole, SkippedItem) else self.crop(whole, generator)
+        n = self.frontend.clip_samples
+
+        def start(length: int) -> int:
+            if self.train:  # the draw fit_length's random_crop makes
+                return int(torch.randint(0, length - n + 1, (1,), generator=generator).item())
+            return (length - n) // 2
+
+        wave = self._guarded(lambda: load_crop(source, self.frontend.sample_rate, n, start), name)
+        return wave if isinstance(wave, SkippedItem) else self.crop(wave, generator)
+
+    def _guarded(self, read: Callable[[], torch.Tensor], name: str) -> torch.Tensor | SkippedItem:
+        """``read()``, or on a bad file a ``SkippedItem`` (skipping) or an error naming ``name``."""
         try:
-            wave = load_audio(source, self.frontend.sample_rate)
+            return read()
         except LOAD_ERRORS as error:
             named: Exception = error
             if isinstance(error, AudioLoadError) and error.source != name:
@@ -116,12 +148,7 @@ class ClipLoader:
                 raise named from error
             reason = f"{type(named).__name__}: {named}"
             logger.warning("skipping bad audio %s: %s", name, reason)
-            if self.cache_audio:
-                self._cache[name] = reason
             return SkippedItem(key=name, source=name, reason=reason)
-        if self.cache_audio:
-            self._cache[name] = wave
-        return wave
 
     def crop(self, wave: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Fit a clip to ``frontend.clip_samples``.
@@ -211,10 +238,10 @@ class ManifestDataset(Dataset):
 
     def __getitem__(self, index: int) -> ClapExample | SkippedItem:
         record = self.records[index]
-        wave = self.loader.decode(record.audio, str(record.audio))
+        generator = item_generator(self.seed, self.epoch if self.train else 0, index)
+        wave = self.loader.load(record.audio, str(record.audio), generator)
         if isinstance(wave, SkippedItem):
             return SkippedItem(key=record.key, source=str(record.audio), reason=wave.reason)
-        generator = item_generator(self.seed, self.epoch if self.train else 0, index)
         caption = ""
         if record.captions:
             pick = 0
@@ -222,7 +249,7 @@ class ManifestDataset(Dataset):
                 pick = int(torch.randint(0, len(record.captions), (1,), generator=generator))
             caption = record.captions[pick]
         return ClapExample(
-            waveform=self.loader.crop(wave, generator),
+            waveform=wave,
             caption=caption,
             labels=record.labels,
             key=record.key,

@@ -1,22 +1,30 @@
-"""WebDataset-style tar shards: ``{key}.flac|wav`` + ``{key}.json`` pairs, written and streamed.
+"""Streaming clips from WebDataset tar shards with the ``webdataset`` library.
 
-The format is the one the ``webdataset`` library reads (members grouped by the name before the
-first dot), written and read here with the standard library's ``tarfile`` so no extra dependency
-is needed. Streams are split by shard, first per process (rank), then per DataLoader worker.
+Shard specs and sources: :mod:`clapkit.data.shard_sources` (brace ranges, ``pipe:``, URLs,
+``NAME=SPEC:WEIGHT`` mixes). The stream of one DataLoader worker is, in order:
+
+1. shard URLs: in one pass, the epoch's seeded permutation (the same on every rank), split by
+   node (``rank``) then by worker (``webdataset.split_by_worker``), global worker ``g`` reading
+   shards ``g, g + G, ...``; with ``resampled``,
+   ``webdataset.ResampledShards`` draws shards with replacement, seeded per worker and epoch;
+2. samples: each shard opened by ``webdataset.gopen`` and read member by member (a shard cut off
+   is noticed, even at a member boundary where ``tarfile`` stops without a word);
+3. a shuffle of the *compressed* samples (``webdataset.shuffle``, ``shuffle_buffer`` of them);
+4. with several sources, a seeded draw of the source of each next sample by weight;
+5. decoding: only the crop's frames (``clapkit.audio.load_crop``); captions from the LAION-CLAP
+   / open_clip conventions (``.json`` ``text`` or ``caption``, a string or a list, or ``.txt``).
+   A sample without caption is skipped by name in training, never trained on as ``''``.
 """
 
 from __future__ import annotations
 
-import glob
-import io
 import json
 import logging
 import os
-import re
+import random
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -25,180 +33,151 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from clapkit.audio import FrontendConfig
 from clapkit.data.dataset import ClapExample, ClipLoader, OnError, SkippedItem, item_generator
-from clapkit.data.manifest import AUDIO_SUFFIXES, ManifestRecord
+from clapkit.data.manifest import AUDIO_SUFFIXES
+from clapkit.data.shard_sources import SCHEME as _SCHEME
+from clapkit.data.shard_sources import ShardSource, ShardSpec, parse_sources
+
+__all__ = ["ShardDataset", "shard_samples"]
 
 logger = logging.getLogger(__name__)
-_UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_\-/]")
+Sample = dict[str, Any]
+"""``{"__key__": key, "__url__": shard, ".flac": bytes, ".json": bytes, ...}``"""
 # Generator streams apart from the per-clip ones (keyed by crc32 < 2**32).
 _SHARD_ORDER_STREAM = 2**40
 _BUFFER_STREAM = 2**41
+_MIX_STREAM = 2**42
+_CROP_STREAM = 2**43
+_READ_BUFFER = 1 << 20  # tarfile reads a stream in RECORDSIZE (10 KiB) pieces by default
 
 
-def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(payload)
-    info.mtime = 0  # reproducible shards
-    tar.addfile(info, io.BytesIO(payload))
-
-
-def write_shards(
-    records: Iterable[ManifestRecord],
-    output_dir: str | os.PathLike[str],
-    *,
-    samples_per_shard: int = 1000,
-    prefix: str = "shard",
-) -> list[Path]:
-    """Pack clips into tar shards of at most ``samples_per_shard`` pairs.
-
-    Each clip becomes ``{key}.{suffix}`` (the audio file's bytes, unchanged) and ``{key}.json``
-    (``caption``, ``labels``, the original ``key`` and any extra manifest fields). Keys are made
-    tar-safe (characters other than letters, digits, ``_ - /`` become ``_``).
+def shard_samples(url: str) -> Iterator[Sample]:
+    """The samples of one shard, members grouped by the name before the first dot.
 
     Args:
-        records: the clips, e.g. ``read_manifest(path)`` or ``records_from_folder(folder)``.
-        output_dir: created if missing; shards are ``{prefix}-000000.tar``, ...
-        samples_per_shard: clips per shard.
-        prefix: shard file name prefix.
+        url: A local path or anything ``webdataset.gopen`` opens (``pipe:...``, ``https://``).
 
-    Returns:
-        The shard paths written.
+    Yields:
+        One dict per sample: ``__key__``, ``__url__`` and a lower-case ``.suffix`` -> bytes.
 
     Raises:
-        ValueError: ``samples_per_shard < 1`` or an audio suffix is not one of ``AUDIO_SUFFIXES``.
-        FileNotFoundError: an audio file is missing (named).
+        tarfile.ReadError: The shard is cut off or corrupt (named by its byte offset).
+        OSError: It cannot be opened (or its ``pipe:`` command fails).
     """
-    if samples_per_shard < 1:
-        raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
-    folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    shards: list[Path] = []
-    tar: tarfile.TarFile | None = None
-    used: set[str] = set()
-    for index, record in enumerate(records):
-        suffix = record.audio.suffix.lower()
-        if suffix not in AUDIO_SUFFIXES:
-            raise ValueError(f"{record.audio}: unsupported audio suffix {suffix!r}")
-        if not record.audio.is_file():
-            raise FileNotFoundError(f"{record.audio} (key {record.key!r}) does not exist")
-        if index % samples_per_shard == 0:
-            if tar is not None:
-                tar.close()
-            shards.append(folder / f"{prefix}-{len(shards):06d}.tar")
-            tar = tarfile.open(shards[-1], "w")  # noqa: SIM115  (closed when the shard is full)
-        assert tar is not None
-        name = _UNSAFE_KEY.sub("_", record.key).strip("/") or f"clip{index:09d}"
-        if name in used:
-            name = f"{name}_{index}"
-        used.add(name)
-        meta: dict[str, Any] = {"key": record.key, **record.extra}
-        if record.captions:
-            meta["caption"] = list(record.captions)
-        if record.labels:
-            meta["labels"] = list(record.labels)
-        _add_member(tar, f"{name}{suffix}", record.audio.read_bytes())
-        _add_member(tar, f"{name}.json", json.dumps(meta, ensure_ascii=False).encode())
-    if tar is not None:
-        tar.close()
-    return shards
+    from webdataset import gopen
 
+    class _LastHeader(tarfile.TarInfo):
+        """Remembers the last header block read: an archive ends with a zero block."""
 
-def resolve_shards(shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Shard paths from a folder (its ``*.tar``), a glob pattern, or a list.
+        block = b""
 
-    Raises:
-        FileNotFoundError: nothing matches.
-    """
-    if isinstance(shards, (str, os.PathLike)):
-        spec = Path(shards)
-        found = (
-            sorted(spec.glob("*.tar")) if spec.is_dir() else sorted(map(Path, glob.glob(str(spec))))
-        )
-    else:
-        found = [Path(s) for s in shards]
-    if not found:
-        raise FileNotFoundError(f"no shard found for {shards!r}")
-    return found
+        @classmethod
+        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _LastHeader:
+            _LastHeader.block = bytes(buf)
+            return super().frombuf(buf, encoding, errors)
 
-
-def _samples(shard: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {suffix: bytes})`` for consecutive members sharing a key.
-
-    Raises:
-        tarfile.ReadError: the shard is cut off or corrupt (also where ``tarfile`` itself would
-            just stop: a cut at a member boundary or inside a header).
-    """
-    key: str | None = None
-    parts: dict[str, bytes] = {}
-    with tarfile.open(shard, "r") as tar:
+    sample: Sample = {}
+    # a local file is read in place (random access); a pipe or URL as a stream
+    local = not _SCHEME.match(url) and os.path.isfile(url)
+    with (
+        gopen(url, "rb", bufsize=_READ_BUFFER) as stream,
+        tarfile.open(
+            fileobj=stream,
+            mode="r:*" if local else "r|*",
+            tarinfo=_LastHeader,
+            bufsize=_READ_BUFFER,
+        ) as tar,
+    ):
         for member in tar:
             if not member.isfile():
                 continue
             directory, _, base = member.name.rpartition("/")
             stem, dot, suffix = base.partition(".")
-            name = f"{directory}/{stem}" if directory else stem
-            if name != key and key is not None:
-                yield key, parts
-                parts = {}
-            key = name
+            key = f"{directory}/{stem}" if directory else stem
+            if sample and key != sample["__key__"]:
+                yield sample
+                sample = {}
+            sample.setdefault("__key__", key)
+            sample["__url__"] = url
             handle = tar.extractfile(member)
             if dot and handle is not None:
-                parts["." + suffix.lower()] = handle.read()
-        _check_end_of_archive(tar)
-    if key is not None:  # only now: a cut may have taken the last clip's other members
-        yield key, parts
+                sample["." + suffix.lower()] = handle.read()
+        block = _LastHeader.block
+        if len(block) != tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
+            raise tarfile.ReadError(
+                f"cut off or corrupt after byte {tar.offset}: no end-of-archive block where the "
+                f"next member's header should be ({len(block)} bytes left there)"
+            )
+    if sample:  # only now: a cut may have taken the last clip's other members
+        yield sample
 
 
-def _check_end_of_archive(tar: tarfile.TarFile) -> None:
-    """Refuse a tar whose members stop without the zero block that ends an archive.
-
-    ``tarfile`` ends iteration quietly at a truncated or unreadable header, so a shard cut at a
-    member boundary would lose its last clips without a word.
-    """
-    assert tar.fileobj is not None  # opened from a file
-    tar.fileobj.seek(tar.offset)
-    block = tar.fileobj.read(tarfile.BLOCKSIZE)
-    if len(block) < tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
-        raise tarfile.ReadError(
-            f"cut off or corrupt after byte {tar.offset}: no end-of-archive block where the "
-            f"next member's header should be ({len(block)} bytes left there)"
-        )
+def _captions(sample: Sample) -> tuple[list[str], str | None, dict[str, Any]]:
+    """``(captions, problem, meta)`` from a ``.json`` (``text`` or ``caption``) or a ``.txt``."""
+    meta: dict[str, Any] = {}
+    if ".json" in sample:
+        try:
+            meta = json.loads(sample[".json"])
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            return [], f"bad JSON ({error})", {}
+        if not isinstance(meta, dict):
+            return [], "bad JSON (not an object)", {}
+    found = meta.get("text", meta.get("caption"))
+    if found is None and ".txt" in sample:
+        found = sample[".txt"].decode("utf-8", errors="replace").strip()
+    texts = [found] if isinstance(found, str) else list(found or [])
+    return [t for t in texts if isinstance(t, str) and t.strip()], None, meta
 
 
 class ShardDataset(IterableDataset):
-    """Streams clips from tar shards, split per rank and per DataLoader worker.
+    """Streams clips from WebDataset shards, split per rank and per DataLoader worker.
 
-    Global worker ``g = rank * num_workers + worker_id`` reads shards ``g, g + G, g + 2G, ...``
-    with ``G = world_size * num_workers`` (in training the shard order is first shuffled with the
-    epoch's seed, identically on every rank). Use at least ``G`` shards. With
-    ``samples_per_epoch`` every global worker yields exactly ``samples_per_epoch // G`` clips,
-    cycling its shards if needed, so all ranks take the same number of steps.
+    In one pass (default), global worker ``g = rank * num_workers + worker_id`` reads shards
+    ``g, g + G, ...`` of the epoch's order, ``G = world_size * num_workers``: every clip once
+    per epoch; use at least ``G`` shards. With ``samples_per_epoch`` every global worker yields
+    exactly ``samples_per_epoch // G`` clips (cycling its shards if needed), so all ranks take
+    the same number of steps. With ``resampled`` (implied by several sources) shards are drawn
+    with replacement (``webdataset.ResampledShards``) and ``samples_per_epoch`` sets the epoch.
 
     Args:
-        shards: folder, glob pattern or list of tar files.
+        shards: a spec, a sources file, or entries (:func:`clapkit.data.parse_sources`).
         frontend: the audio encoder's ``FrontendConfig``.
-        train: random crops, caption sampling, shard and buffer shuffling.
+        train: random crops, caption sampling, shard and sample shuffling.
         seed: seeds every random choice with the epoch.
         on_error: ``"skip"`` (default in training) logs and yields a ``SkippedItem``; ``"raise"``.
-        shuffle_buffer: training-time shuffle buffer size in clips (0 disables).
+        shuffle_buffer: compressed samples held by the training shuffle (0 or 1: none).
         samples_per_epoch: clips per epoch over all ranks and workers (``None``: one pass).
         rank: this process's rank (default: from ``torch.distributed``, else 0).
         world_size: number of processes (default: from ``torch.distributed``, else 1).
+        resampled: draw shards with replacement (epoch-less training).
+        require_captions: skip a sample without caption by name (default: ``train``).
+
+    Raises:
+        FileNotFoundError: a local spec matches nothing.
+        ValueError: ``resampled`` (or several sources) without ``samples_per_epoch``.
     """
 
     def __init__(
         self,
-        shards: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        shards: ShardSpec,
         frontend: FrontendConfig,
         *,
         train: bool,
         seed: int = 0,
         on_error: OnError | None = None,
-        shuffle_buffer: int = 1000,
+        shuffle_buffer: int = 2000,
         samples_per_epoch: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        resampled: bool = False,
+        require_captions: bool | None = None,
     ) -> None:
-        self.shards = resolve_shards(shards)
+        self.sources: list[ShardSource] = parse_sources(shards)
+        self.resampled = resampled or len(self.sources) > 1
+        if self.resampled and samples_per_epoch is None:
+            raise ValueError(
+                "resampled shards (or several sources) need samples_per_epoch: the stream has "
+                "no end of its own"
+            )
         distributed = dist.is_available() and dist.is_initialized()
         self.rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
         self.world_size = (
@@ -210,95 +189,128 @@ class ShardDataset(IterableDataset):
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer if train else 0
         self.samples_per_epoch = samples_per_epoch
+        self.require_captions = train if require_captions is None else require_captions
         self.epoch = 0
+
+    @property
+    def shards(self) -> list[str]:
+        """Every shard URL of every source."""
+        return [url for source in self.sources for url in source.urls]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose shard order, crops and captions are drawn."""
         self.epoch = epoch
 
-    def _worker_shards(self) -> tuple[list[Path], int, int]:
+    def _worker(self) -> tuple[int, int]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        total = self.world_size * workers
-        index = self.rank * workers + worker
-        order = list(range(len(self.shards)))
-        if self.loader.train:
-            permutation = torch.randperm(
-                len(order), generator=item_generator(self.seed, self.epoch, _SHARD_ORDER_STREAM)
-            )
-            order = permutation.tolist()
-        if len(self.shards) < total:
-            logger.warning("%d shards for %d workers: some read nothing", len(self.shards), total)
-        return [self.shards[i] for i in order[index::total]], index, total
+        return self.rank * workers + worker, self.world_size * workers
 
-    def _decode(self, shard: Path, key: str, parts: dict[str, bytes]) -> ClapExample | SkippedItem:
-        name = f"{shard}:{key}"
-        audio = next((parts[s] for s in AUDIO_SUFFIXES if s in parts), None)
-        meta: dict[str, Any] = {}
-        problem = None
-        if audio is None:
-            problem = f"no audio member ({', '.join(AUDIO_SUFFIXES)})"
-        elif ".json" in parts:
+    def _rng(self, stream: int) -> random.Random:
+        """A Python generator of this epoch's draws in one stream (webdataset takes those)."""
+        return random.Random(item_generator(self.seed, self.epoch, stream).initial_seed())
+
+    def _urls(self, source: int, index: int) -> Iterator[str]:
+        """This worker's shard URLs of one source (finite in one pass, endless resampled)."""
+        from webdataset import ResampledShards, split_by_worker
+
+        urls = list(self.sources[source].urls)
+        if self.resampled:
+            shards = ResampledShards(
+                urls,
+                seed=self._rng(_SHARD_ORDER_STREAM + (source << 20)).getrandbits(31),
+                worker_seed=lambda: index,
+                deterministic=True,
+            )
+            return (shard["url"] for shard in shards)
+        if self.loader.train:
+            generator = item_generator(self.seed, self.epoch, _SHARD_ORDER_STREAM)
+            urls = [urls[i] for i in torch.randperm(len(urls), generator=generator).tolist()]
+        # split by node (this rank's blocks of one shard per worker), then webdataset's
+        # split_by_worker: global worker g = rank * workers + worker reads shards g, g + G, ...
+        workers = self._worker()[1] // self.world_size
+        by_node = (u for i, u in enumerate(urls) if (i // workers) % self.world_size == self.rank)
+        return iter(split_by_worker(by_node))
+
+    def _samples(self, urls: Iterator[str]) -> Iterator[Sample | SkippedItem]:
+        for url in urls:
             try:
-                meta = json.loads(parts[".json"])
-            except json.JSONDecodeError as error:
-                problem = f"bad JSON ({error.msg})"
-        if problem is not None or audio is None:
+                yield from shard_samples(url)
+            except (tarfile.TarError, OSError, ValueError) as error:
+                if self.loader.on_error == "raise":
+                    raise ValueError(f"{url}: unreadable shard ({error})") from error
+                logger.warning("skipping the rest of bad shard %s: %s", url, error)
+                yield SkippedItem(key=url.rsplit("/", 1)[-1], source=url, reason=str(error))
+
+    def _source_stream(self, source: int, index: int) -> Iterator[Sample | SkippedItem]:
+        from webdataset import shuffle
+
+        samples = self._samples(self._urls(source, index))
+        if self.shuffle_buffer > 1:
+            rng = self._rng(_BUFFER_STREAM + (source << 20) + index)
+            samples = shuffle(self.shuffle_buffer, self.shuffle_buffer, rng=rng)(samples)
+        return samples
+
+    def _mixed(self, index: int) -> Iterator[Sample | SkippedItem]:
+        """One source's stream, or the sources drawn by weight for every sample."""
+        if len(self.sources) == 1:
+            yield from self._source_stream(0, index)
+            return
+        streams = [self._source_stream(i, index) for i in range(len(self.sources))]
+        weights = [s.weight for s in self.sources]
+        rng = self._rng(_MIX_STREAM + index)
+        while True:
+            (stream,) = rng.choices(streams, weights)
+            yield next(stream)
+
+    def _decode(self, sample: Sample, draws: torch.Generator | None) -> ClapExample | SkippedItem:
+        """The sample's clip and caption; crops drawn from ``draws`` or the key's own generator."""
+        key, url = sample["__key__"], sample["__url__"]
+        name = f"{url}:{key}"
+        audio = next((sample[s] for s in AUDIO_SUFFIXES if s in sample), None)
+        captions, problem, meta = _captions(sample)
+        if problem is None and audio is None:
+            problem = f"no audio member ({', '.join(AUDIO_SUFFIXES)})"
+        if problem is None and not captions and self.require_captions:
+            problem = "no caption (no .json 'text' or 'caption', no .txt)"
+        if problem is not None or audio is None:  # (audio is None only with a problem)
+            problem = str(problem)
             if self.loader.on_error == "raise":
                 raise ValueError(f"{name}: {problem}")
-            logger.warning("skipping bad sample %s: %s", name, problem)
-            return SkippedItem(key=key, source=name, reason=str(problem))
-        wave = self.loader.decode(audio, name)
+            logger.warning("skipping sample %s: %s", name, problem)
+            return SkippedItem(key=key, source=name, reason=problem)
+        generator = draws or item_generator(self.seed, self.epoch, zlib.crc32(key.encode()))
+        wave = self.loader.load(audio, name, generator)
         if isinstance(wave, SkippedItem):
             return wave
-        generator = item_generator(self.seed, self.epoch, zlib.crc32(key.encode()))
-        captions = meta.get("caption", [])
-        captions = [captions] if isinstance(captions, str) else list(captions)
         pick = 0
         if self.loader.train and len(captions) > 1:
             pick = int(torch.randint(0, len(captions), (1,), generator=generator))
         labels = meta.get("labels", [])
         return ClapExample(
-            waveform=self.loader.crop(wave, generator),
+            waveform=wave,
             caption=captions[pick] if captions else "",
             labels=tuple([labels] if isinstance(labels, str) else labels),
             key=str(meta.get("key", key)),
         )
 
-    def _stream(self, shards: list[Path]) -> Iterator[ClapExample | SkippedItem]:
-        for shard in shards:
-            try:
-                for key, parts in _samples(shard):
-                    yield self._decode(shard, key, parts)
-            except (tarfile.TarError, OSError) as error:
-                if self.loader.on_error == "raise":
-                    raise ValueError(f"{shard}: unreadable shard ({error})") from error
-                logger.warning("skipping the rest of bad shard %s: %s", shard, error)
-                yield SkippedItem(key=shard.name, source=str(shard), reason=str(error))
-
     def __iter__(self) -> Iterator[ClapExample | SkippedItem]:
-        shards, index, total = self._worker_shards()
+        index, total = self._worker()
+        if not self.resampled and len(self.shards) < total:
+            logger.warning("%d shards for %d workers: some read nothing", len(self.shards), total)
         quota = None if self.samples_per_epoch is None else self.samples_per_epoch // total
-        generator = item_generator(self.seed, self.epoch, _BUFFER_STREAM + index)
-        buffer: list[ClapExample | SkippedItem] = []
+        # resampled, a clip may come back in the same epoch: it gets a new crop from the worker's
+        # (seeded, ordered) stream; in one pass each clip's draws depend on its key alone
+        draws = (
+            item_generator(self.seed, self.epoch, _CROP_STREAM + index) if self.resampled else None
+        )
         produced = 0
         while quota is None or produced < quota:
             before = produced
-            for item in self._stream(shards):
+            for sample in self._mixed(index):
                 if quota is not None and produced >= quota:
                     break
                 produced += 1
-                if self.shuffle_buffer <= 1:
-                    yield item
-                    continue
-                buffer.append(item)
-                if len(buffer) >= self.shuffle_buffer:
-                    pick = int(torch.randint(0, len(buffer), (1,), generator=generator))
-                    buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
-                    yield buffer.pop()
+                yield sample if isinstance(sample, SkippedItem) else self._decode(sample, draws)
             if quota is None or produced == before:
                 break
-        while buffer:
-            pick = int(torch.randint(0, len(buffer), (1,), generator=generator))
-            buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
-            yield buffer.pop()

@@ -147,7 +147,7 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
                 cfg.fsdd_root, self.out / "data", cfg.heldout_speaker, cfg.fsdd_clips_per_digit
             )
             self.eval_manifests = self.eval_manifests or [heldout]
-        if self.train_manifest is None and cfg.train_shards is None:
+        if self.train_manifest is None and not cfg.train_shards:
             raise SystemExit(
                 "give --train-manifest or --train-shards (or --fsdd-root for the demo)"
             )
@@ -288,7 +288,7 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         if not accelerator.is_main_process:
             return
         cfg, best = self.cfg, self.progress.best or {}
-        data = [f"training: `{self.train_manifest or cfg.train_shards}`"]
+        data = [f"training: `{self.train_manifest or ' '.join(cfg.train_shards)}`"]
         data += [f"zero-shot evaluation: `{t.task.name}`" for t in self.tasks]
         model = accelerator.unwrap_model(self.model)
         with written_aside(self.out / "best") as staged:

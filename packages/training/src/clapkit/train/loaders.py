@@ -168,7 +168,8 @@ def build_train_data(
     """The training data of a contrastive run: a manifest, or tar shards read per rank.
 
     Args:
-        cfg: a config with ``train_shards``, ``samples_per_epoch``, ``seed``, ``on_error``,
+        cfg: a config with ``train_shards`` (specs), ``shuffle_buffer``, ``resampled_shards``,
+            ``samples_per_epoch``, ``seed``, ``on_error``,
             ``cache_audio``, ``shift_short_clips``, ``batch_size``, ``num_workers`` and
             ``prefetch_factor``.
         frontend: the training front end (the encoder's, with the training crop).
@@ -198,12 +199,15 @@ def build_train_data(
                 "--train-shards with several processes needs --samples-per-epoch "
                 "(every rank must take the same number of steps)"
             )
+        shards = cfg.train_shards[0] if len(cfg.train_shards) == 1 else list(cfg.train_shards)
         dataset: Any = ShardDataset(
-            cfg.train_shards,
+            shards,
             frontend,
             samples_per_epoch=cfg.samples_per_epoch,
             rank=rank,
             world_size=num_processes,
+            shuffle_buffer=cfg.shuffle_buffer,
+            resampled=cfg.resampled_shards,
             **common,
         )
         if cfg.samples_per_epoch is not None:
@@ -235,4 +239,4 @@ def build_train_data(
         **workers,
         **shuffle,
     )
-    return TrainData(dataset, loader, cfg.train_shards is not None, batches)
+    return TrainData(dataset, loader, bool(cfg.train_shards), batches)

@@ -68,8 +68,15 @@ class Config(RunSettings):
     # Data
     train_manifest: str | None = None
     """JSON Lines manifest of audio-caption pairs."""
-    train_shards: str | None = None
-    """Instead of a manifest: a folder or glob of tar shards (see clapkit.data)."""
+    train_shards: tuple[str, ...] = ()
+    """Instead of a manifest: WebDataset shards (clapkit.data.ShardDataset): a folder, a glob, a
+    brace range (``train-{000000..000999}.tar``), ``pipe:`` or URL specs, or ``NAME=SPEC:WEIGHT``
+    entries / a sources YAML that mix several sources by weight."""
+    shuffle_buffer: int = 2000
+    """Shard samples shuffled in a buffer of this many (compressed) samples per worker."""
+    resampled_shards: bool = False
+    """Draw shards with replacement (webdataset's ResampledShards; several sources always are):
+    epochs of --samples-per-epoch clips without a pass over the data."""
     samples_per_epoch: int | None = None
     """Shards only: clips per epoch over all processes (equal steps on every rank)."""
     eval_manifest: tuple[str, ...] = ()
@@ -172,7 +179,7 @@ TABLE2_SCORES = {
 """Some of the paper's Table 2 zero-shot results of CLAP 2023 (the suite has 26 rows)."""
 TABLE2 = dataclasses.replace(
     TABLE1["table1-htsat22-gpt2"],
-    train_shards="data/table2-shards/*/*.tar",
+    train_shards=("data/table2-shards/*/*.tar",),
     samples_per_epoch=4_600_000,
     eval_suite="table2",
     output_dir="runs/table2-htsat22-gpt2",

@@ -24,6 +24,7 @@ nox.options.sessions = [
     "robustness",
     "recipes",
     "parity",
+    "wheels",
 ]
 
 ROOT = Path(__file__).parent
@@ -123,6 +124,19 @@ def parity(session: nox.Session) -> None:
     session.env["HF_HUB_OFFLINE"] = "1"
     session.env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     _pytest(session, *suites, "-m", "parity")
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Every wheel alone: built, inspected, installed fresh (and with each extra), tried.
+
+    ``tools/check_wheels.py`` builds each package's wheel and sdist with uv, checks that they
+    carry the LICENSE, README, project URLs and classifiers, installs each wheel into a fresh
+    environment holding only its declared dependencies (versions from ``uv.lock``, siblings from
+    the wheels just built), imports it, runs its README's marked example and every clapkit
+    command's ``--help``. Arguments go to the script: ``nox -s wheels -- --only clap-core``.
+    """
+    session.run("python", "tools/check_wheels.py", *session.posargs)
 
 
 @nox.session

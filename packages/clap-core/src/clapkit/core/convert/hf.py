@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 from huggingface_hub import snapshot_download
 from torch import Tensor
 
-from clapkit.core.convert.common import ConvertedClap, converted_clap, load_audio_weights
+from clapkit.core.convert.common import (
+    ConvertedClap,
+    converted_clap,
+    import_transformers,
+    load_audio_weights,
+)
 from clapkit.core.registry import import_encoder_package
 from clapkit.core.state_dict import (
     check_consumed,
@@ -227,7 +231,7 @@ def convert_transformers(
         audio_lib, audio_encoder, audio_state, source=source, prefix="audio_model.audio_encoder."
     )
 
-    roberta_config = transformers.RobertaConfig(
+    roberta_config = import_transformers().RobertaConfig(
         **{k: text_config[k] for k in _ROBERTA_FIELDS if k in text_config}
     )
     text_encoder = text_lib.roberta(

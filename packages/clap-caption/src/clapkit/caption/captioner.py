@@ -146,17 +146,25 @@ class ClapCaptioner(
 
     @torch.no_grad()
     def embed_audio(
-        self, audio: AudioInput, *, batch_size: int = 8, long_audio: str = "mean"
+        self,
+        audio: AudioInput,
+        *,
+        batch_size: int = 8,
+        long_audio: str = "mean",
+        sample_rate: int | None = None,
     ) -> Tensor:
-        """Embed waveforms or files deterministically, as ``ClapModel.embed_audio`` does.
+        """Embed waveforms, arrays or files deterministically, as ``ClapModel.embed_audio`` does.
 
         Short audio is filled as the front end says; longer audio is the mean of the projected
         embeddings of its clip-long windows (``long_audio="center"``: the centred clip).
 
         Args:
-            audio: a waveform [t] or batch [b, t] at `sample_rate`, a path, or a list of those.
+            audio: a waveform [t] or batch [b, t] (tensor or numpy array), a path, bytes, an HF
+                ``datasets`` audio dict (``{"array", "sampling_rate"}``), or a list of those.
             batch_size: clips per forward pass.
             long_audio: ``"mean"`` or ``"center"``.
+            sample_rate: the rate of the tensors and arrays given (default: the model's);
+                they are resampled with ``clapkit.audio``'s resampling.
 
         Returns:
             Embeddings [n, d_a] (normalised if the config says).
@@ -175,6 +183,7 @@ class ClapCaptioner(
                 long_audio=long_audio,
                 num_workers=0,
                 progress=False,
+                sample_rate=sample_rate,
             )
         finally:
             self.train(was_training)

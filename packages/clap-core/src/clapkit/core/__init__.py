@@ -2,7 +2,8 @@
 
 ``model = build_clap(audio="htsat-22", text="gpt2-eot")``;
 ``model = ClapModel.from_msclap("CLAP_weights_2023.pth", version="2023", tokenizer="gpt2")``;
-``probs = model.zero_shot(["a.wav"], ["dog", "cat"])``.
+``probs = model.zero_shot(["a.wav"], ["dog", "cat"])``;
+``pipeline("zero-shot-audio-classification", model="clap-2023")("a.wav", candidate_labels=[...])``.
 
 Everything a package built on core (``clapkit.caption``) may use is exported here: the
 long-audio embedding, the ``save_pretrained`` folder layout, strict loading and msclap's audio
@@ -38,6 +39,15 @@ from clapkit.core.metrics import (
     retrieval_metrics,
 )
 from clapkit.core.model import ClapModel, ClapOutput, build_clap
+from clapkit.core.pipelines import (
+    PIPELINE_TASKS,
+    AudioTextRetrievalPipeline,
+    Pipeline,
+    ZeroShotAudioClassificationPipeline,
+    as_clips,
+    is_single_clip,
+    pipeline,
+)
 from clapkit.core.pretrained import (
     HUB_ARGUMENTS,
     PretrainedFolder,
@@ -79,7 +89,9 @@ from clapkit.core.state_dict import (
 __all__ = [
     "HUB_ARGUMENTS",
     "LONG_AUDIO_MODES",
+    "PIPELINE_TASKS",
     "AudioInput",
+    "AudioTextRetrievalPipeline",
     "CheckpointError",
     "ClapConfig",
     "ClapModel",
@@ -90,10 +102,13 @@ __all__ = [
     "MlpProjection",
     "MsclapAudio",
     "MsclapProjection",
+    "Pipeline",
     "PretrainedFolder",
     "RetrievalHits",
+    "ZeroShotAudioClassificationPipeline",
     "accumulated_contrastive_step",
     "accuracy",
+    "as_clips",
     "build_clap",
     "build_projection",
     "check_consumed",
@@ -112,6 +127,7 @@ __all__ = [
     "format_prompts",
     "gather_with_grad",
     "import_encoder_package",
+    "is_single_clip",
     "list_audio_encoders",
     "list_text_encoders",
     "load_checkpoint",
@@ -120,6 +136,7 @@ __all__ = [
     "load_strict",
     "locate_pretrained",
     "mean_average_precision",
+    "pipeline",
     "pretrained_folder",
     "read_config_file",
     "read_pretrained",

@@ -1,35 +1,121 @@
-"""The ``clapkit`` command: ``embed``, ``zero-shot`` and ``convert``.
+"""The ``clapkit`` command: ``embed``, ``zero-shot``, ``retrieve``, ``caption`` and ``convert``.
 
-Examples::
-
-    clapkit convert msclap CLAP_weights_2023.pth clap-2023 --version 2023 --tokenizer gpt2
-    clapkit embed clap-2023 a.wav b.flac -o embeddings.safetensors
-    clapkit embed clap-2023 --text "a dog barks" "rain" -o text.npy
-    clapkit zero-shot clap-2023 a.wav b.flac --labels dog rain siren --top-k 2
+Every subcommand takes ``--quiet`` (no progress bar, no message on stderr) and ``--format``
+(``json`` for every one); ``--device`` is checked before any model loads, and a device that is
+not there is named (exit status 1). ``caption`` needs clapkit-caption, found by name at run time
+(core sits below it).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import importlib
 import json
 import os
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from safetensors.torch import save_file
 
+from clapkit.core.cli_output import write_captions, write_hits, write_scores
 from clapkit.core.model import ClapModel
 
-__all__ = ["build_parser", "main"]
+__all__ = ["DeviceError", "build_parser", "check_device", "main", "versions"]
+
+DESCRIPTION = (
+    "clapkit: CLAP audio and text embeddings, zero-shot classification, text-to-audio "
+    "retrieval, audio captioning and checkpoint conversion."
+)
+EPILOG = """examples:
+  clapkit convert msclap CLAP_weights_2023.pth clap-2023 --version 2023 --tokenizer gpt2
+  clapkit embed clap-2023 a.wav b.flac -o embeddings.safetensors
+  clapkit embed clap-2023 --text "a dog barks" "rain" -o text.npy
+  clapkit zero-shot clap-2023 a.wav b.flac --labels dog rain siren --top-k 2
+  clapkit retrieve clap-2023 a.wav b.flac c.ogg --query "a dog barks" --top-k 2 --format json
+  clapkit caption clapcap-folder a.wav --beam-size 5
+"""
+DISTRIBUTIONS = (
+    "clapkit-core", "clapkit-audio-encoders", "clapkit-text-encoders", "clapkit-caption",
+    "clapkit-datasets", "clapkit-training",
+)  # fmt: skip
+
+
+class DeviceError(ValueError):
+    """A ``--device`` that torch does not know or this machine does not have."""
+
+
+def versions() -> str:
+    """The installed clapkit distributions and torch, one line."""
+    found = []
+    for dist in DISTRIBUTIONS:
+        try:
+            found.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return f"clapkit {', '.join(found)}; torch {torch.__version__}"
+
+
+def check_device(name: str) -> torch.device:
+    """The torch device named by ``--device``, checked before anything loads.
+
+    Args:
+        name: ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ...
+
+    Returns:
+        The device.
+
+    Raises:
+        DeviceError: an unknown device name, or one this machine does not have (what it has
+            is said).
+    """
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceError(
+            f"--device {name!r} is not a device name torch knows (cpu, cuda, cuda:N, mps)"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                f"CUDA build {torch.version.cuda or 'none'}); use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"--device {name}: this machine has {count} CUDA device(s), 0..")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"--device {name}: MPS (Apple GPU) is not available here")
+    return device
+
+
+def _common(parser: argparse.ArgumentParser, formats: Sequence[str]) -> None:
+    parser.add_argument("--format", choices=formats, default=formats[0], help="output format")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, no messages")
+
+
+def _inference_options(parser: argparse.ArgumentParser, formats: Sequence[str]) -> None:
+    parser.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
+    parser.add_argument("--long-audio", choices=("mean", "center"), default="mean")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps")
+    _common(parser, formats)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``clapkit`` command."""
-    parser = argparse.ArgumentParser(prog="clapkit", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="clapkit",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=versions())
     commands = parser.add_subparsers(dest="command", required=True)
+    table_formats = ("table", "csv", "json")
 
     embed = commands.add_parser("embed", help="audio files (or texts) -> embeddings file")
     embed.add_argument("model", help="clapkit model folder or hub id")
@@ -37,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("-o", "--output", required=True, type=Path, help=".safetensors or .npy")
     embed.add_argument("--text", action="store_true", help="the inputs are texts")
     embed.add_argument("--no-normalize", action="store_true", help="keep unnormalised vectors")
-    _inference_options(embed)
+    _inference_options(embed, ("text", "json"))
 
     zero_shot = commands.add_parser("zero-shot", help="classify audio files with text labels")
     zero_shot.add_argument("model", help="clapkit model folder or hub id")
@@ -47,9 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--template", action="append", help="prompt with {} (repeat to ensemble several)"
     )
     zero_shot.add_argument("--multilabel", action="store_true", help="sigmoid per class")
-    zero_shot.add_argument("--top-k", type=int, default=3, help="labels shown per file")
-    zero_shot.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    _inference_options(zero_shot)
+    zero_shot.add_argument(
+        "--top-k", type=int, help="labels shown per file (default: 3 in a table, all otherwise)"
+    )
+    _inference_options(zero_shot, table_formats)
+
+    retrieve = commands.add_parser("retrieve", help="rank audio files for text queries")
+    retrieve.add_argument("model", help="clapkit model folder or hub id")
+    retrieve.add_argument("inputs", nargs="+", help="audio files to search")
+    retrieve.add_argument("-q", "--query", nargs="+", required=True, help="text queries")
+    retrieve.add_argument("--top-k", type=int, default=5, help="files shown per query")
+    _inference_options(retrieve, table_formats)
+
+    caption = commands.add_parser("caption", help="caption audio files (needs clapkit-caption)")
+    caption.add_argument("model", help="ClapCaptioner folder or hub id")
+    caption.add_argument("inputs", nargs="+", help="audio files")
+    caption.add_argument("--strategy", choices=("beam", "greedy"), default="beam")
+    caption.add_argument("--beam-size", type=int, default=5)
+    caption.add_argument("--max-new-tokens", type=int, default=67)
+    _inference_options(caption, table_formats)
 
     convert = commands.add_parser("convert", help="msclap / LAION / transformers -> clapkit folder")
     convert.add_argument("source", choices=("msclap", "laion", "transformers"))
@@ -59,18 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--audio", default="htsat-tiny", help="LAION audio encoder")
     convert.add_argument("--text-encoder", default="roberta", help="LAION text encoder")
     convert.add_argument("--tokenizer", help="tokenizer hub id or folder")
+    _common(convert, ("text", "json"))
     return parser
 
 
-def _inference_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--long-audio", choices=("mean", "center"), default="mean")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+def _say(args: argparse.Namespace, message: str, record: dict[str, Any]) -> None:
+    """The result of a file-writing command: a line on stderr, or JSON on stdout."""
+    if args.format == "json":
+        print(json.dumps(record, indent=2))
+    elif not args.quiet:
+        print(message, file=sys.stderr)
 
 
 def _load(args: argparse.Namespace) -> ClapModel:
-    return ClapModel.from_pretrained(args.model).to(args.device)
+    device = check_device(args.device)
+    return ClapModel.from_pretrained(args.model).to(device)
 
 
 def _embed(args: argparse.Namespace) -> None:
@@ -100,55 +205,62 @@ def _embed(args: argparse.Namespace) -> None:
         if suffix == ".npy":
             np.save(partial, embeds.numpy())
         else:
-            metadata = {"inputs": json.dumps(args.inputs)}
-            save_file({"embeddings": embeds.contiguous()}, partial, metadata=metadata)
+            metadata_ = {"inputs": json.dumps(args.inputs)}
+            save_file({"embeddings": embeds.contiguous()}, partial, metadata=metadata_)
         os.replace(partial, args.output)
     finally:
         partial.unlink(missing_ok=True)
-    print(f"wrote {tuple(embeds.shape)} embeddings to {args.output}", file=sys.stderr)
+    record = {"output": str(args.output), "shape": list(embeds.shape), "inputs": args.inputs}
+    _say(args, f"wrote {tuple(embeds.shape)} embeddings to {args.output}", record)
 
 
 def _zero_shot(args: argparse.Namespace) -> None:
     model = _load(args)
-    templates = args.template or ["this is a sound of {}"]
     probs = model.zero_shot(
         [Path(p) for p in args.inputs],
         args.labels,
-        template=templates,
+        template=args.template or ["this is a sound of {}"],
         multilabel=args.multilabel,
         batch_size=args.batch_size,
         long_audio=args.long_audio,
+        progress=False if args.quiet else None,
     ).cpu()
-    k = max(1, min(args.top_k, len(args.labels)))
-    top = probs.topk(k, dim=-1)
-    rows = [
-        [
-            path,
-            *(
-                f"{args.labels[i]}:{p:.4f}"
-                for p, i in zip(values.tolist(), indices.tolist(), strict=False)
-            ),
-        ]
-        for path, values, indices in zip(args.inputs, top.values, top.indices, strict=False)
-    ]
-    if args.format == "json":
-        table = [
-            dict(zip(args.labels, row.tolist(), strict=False)) | {"file": path}
-            for path, row in zip(args.inputs, probs, strict=False)
-        ]
-        print(json.dumps(table, indent=2))
-    elif args.format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["file", *args.labels])
-        writer.writerows(
-            [path, *(f"{p:.6f}" for p in row.tolist())]
-            for path, row in zip(args.inputs, probs, strict=False)
-        )
-    else:
-        width = max(len(r[0]) for r in rows)
-        print(f"{'file'.ljust(width)}  top-{k} ({'sigmoid' if args.multilabel else 'softmax'})")
-        for row in rows:
-            print(f"{row[0].ljust(width)}  " + "  ".join(row[1:]))
+    top_k = args.top_k if args.top_k is not None else (3 if args.format == "table" else None)
+    kind = "sigmoid" if args.multilabel else "softmax"
+    write_scores(args.inputs, args.labels, probs, top_k=top_k, fmt=args.format, kind=kind)
+
+
+def _retrieve(args: argparse.Namespace) -> None:
+    model = _load(args)
+    hits = model.retrieve(
+        args.query,
+        [Path(p) for p in args.inputs],
+        k=max(1, args.top_k),
+        batch_size=args.batch_size,
+        long_audio=args.long_audio,
+        progress=False if args.quiet else None,
+    )
+    write_hits(args.query, args.inputs, hits.scores.cpu(), hits.indices.cpu(), fmt=args.format)
+
+
+def _caption(args: argparse.Namespace) -> None:
+    device = check_device(args.device)
+    try:  # clapkit-caption sits above core: found by name, never imported statically
+        caption_lib = importlib.import_module("clapkit.caption")
+    except ModuleNotFoundError as error:
+        raise ImportError(
+            "clapkit caption needs clapkit-caption: pip install clapkit-caption"
+        ) from error
+    captioner = caption_lib.ClapCaptioner.from_pretrained(args.model).to(device)
+    captions = captioner.generate(
+        [Path(p) for p in args.inputs],
+        strategy=args.strategy,
+        beam_size=args.beam_size,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        long_audio=args.long_audio,
+    )
+    write_captions(args.inputs, captions, fmt=args.format)
 
 
 def _convert(args: argparse.Namespace) -> None:
@@ -162,7 +274,17 @@ def _convert(args: argparse.Namespace) -> None:
     else:
         model = ClapModel.from_transformers(args.checkpoint, tokenizer=tokenizer)
     model.save_pretrained(args.output)
-    print(f"wrote clapkit model to {args.output}", file=sys.stderr)
+    record = {"output": str(args.output), "source": args.source, "checkpoint": args.checkpoint}
+    _say(args, f"wrote clapkit model to {args.output}", record)
+
+
+HANDLERS = {
+    "embed": _embed,
+    "zero-shot": _zero_shot,
+    "retrieve": _retrieve,
+    "caption": _caption,
+    "convert": _convert,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,13 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status (0 on success, also when the reader of stdout closes the pipe; errors
-        print one line and return 1).
+        The exit status (0 on success, also when the reader of stdout closes the pipe; errors,
+        a missing device included, print one line and return 1).
     """
     args = build_parser().parse_args(argv)
-    handlers = {"embed": _embed, "zero-shot": _zero_shot, "convert": _convert}
     try:
-        handlers[args.command](args)
+        HANDLERS[args.command](args)
         sys.stdout.flush()
     except BrokenPipeError:
         # the reader went away (``clapkit zero-shot ... | head``): stop quietly; stdout goes to

@@ -205,7 +205,8 @@ class ClapInference(nn.Module):
         templates = [templates] if isinstance(templates, str) else list(templates)
         prompts = inference.format_prompts(labels, templates)
         flat = [prompt for per_template in prompts for prompt in per_template]
-        embeds = self.embed_text(flat, normalize=True).reshape(len(templates), len(labels), -1)
+        embeds = self.embed_text(flat, normalize=True, progress=False)
+        embeds = embeds.reshape(len(templates), len(labels), -1)
         return inference.ensemble_class_embeddings(embeds)
 
     @torch.no_grad()

@@ -20,7 +20,9 @@ from clapkit.core.convert import (
     convert_laion,
     convert_msclap,
     convert_transformers,
+    export_transformers,
     split_msclap_audio,
+    transformers_blockers,
 )
 from clapkit.core.inference import (
     LONG_AUDIO_MODES,
@@ -123,6 +125,7 @@ __all__ = [
     "drop_harmless_buffers",
     "embed_audio_input",
     "ensemble_class_embeddings",
+    "export_transformers",
     "f1_score",
     "format_prompts",
     "gather_with_grad",
@@ -147,6 +150,7 @@ __all__ = [
     "split_msclap_audio",
     "split_prefix",
     "strip_prefix",
+    "transformers_blockers",
     "write_pretrained",
     "zero_shot_scores",
 ]

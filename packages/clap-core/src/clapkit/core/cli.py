@@ -9,11 +9,12 @@ not there is named (exit status 1). ``caption`` needs clapkit-caption, found by 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ DESCRIPTION = (
 )
 EPILOG = """examples:
   clapkit convert msclap CLAP_weights_2023.pth clap-2023 --version 2023 --tokenizer gpt2
+  clapkit convert clapkit my-laion-clap hf-clap --to transformers
   clapkit embed clap-2023 a.wav b.flac -o embeddings.safetensors
   clapkit embed clap-2023 --text "a dog barks" "rain" -o text.npy
   clapkit zero-shot clap-2023 a.wav b.flac --labels dog rain siren --top-k 2
@@ -153,16 +155,51 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--max-new-tokens", type=int, default=67)
     _inference_options(caption, table_formats)
 
-    convert = commands.add_parser("convert", help="msclap / LAION / transformers -> clapkit folder")
-    convert.add_argument("source", choices=("msclap", "laion", "transformers"))
-    convert.add_argument("checkpoint", help="checkpoint file (or transformers folder)")
-    convert.add_argument("output", type=Path, help="clapkit folder to write")
+    convert = commands.add_parser(
+        "convert", help="msclap / LAION / transformers -> clapkit (or transformers) folder"
+    )
+    convert.add_argument("source", choices=("msclap", "laion", "transformers", "clapkit"))
+    convert.add_argument("checkpoint", help="checkpoint file, transformers or clapkit folder")
+    convert.add_argument("output", type=Path, help="folder to write")
+    convert.add_argument(
+        "--to",
+        choices=("clapkit", "transformers"),
+        default="clapkit",
+        help="write a clapkit folder, or a transformers ClapModel folder (HTSAT + RoBERTa)",
+    )
     convert.add_argument("--version", default="2023", help="msclap: 2022 or 2023")
     convert.add_argument("--audio", default="htsat-tiny", help="LAION audio encoder")
     convert.add_argument("--text-encoder", default="roberta", help="LAION text encoder")
     convert.add_argument("--tokenizer", help="tokenizer hub id or folder")
     _common(convert, ("text", "json"))
     return parser
+
+
+@contextlib.contextmanager
+def _progress_bars(show: bool) -> Iterator[None]:
+    """huggingface_hub's and transformers' progress bars off inside (``--quiet``), then as
+    they were."""
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    if show or are_progress_bars_disabled():
+        yield
+        return
+    disable_progress_bars()  # transformers reads this when it is first imported
+    loaded = sys.modules.get("transformers")
+    loaded_shown = loaded is not None and loaded.utils.logging.is_progress_bar_enabled()
+    if loaded is not None and loaded_shown:
+        loaded.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        enable_progress_bars()
+        transformers = sys.modules.get("transformers")
+        if transformers is not None and (loaded is None or loaded_shown):
+            transformers.utils.logging.enable_progress_bar()
 
 
 def _say(args: argparse.Namespace, message: str, record: dict[str, Any]) -> None:
@@ -271,11 +308,17 @@ def _convert(args: argparse.Namespace) -> None:
         model = ClapModel.from_laion(
             args.checkpoint, audio=args.audio, text=args.text_encoder, tokenizer=tokenizer
         )
-    else:
+    elif args.source == "transformers":
         model = ClapModel.from_transformers(args.checkpoint, tokenizer=tokenizer)
-    model.save_pretrained(args.output)
-    record = {"output": str(args.output), "source": args.source, "checkpoint": args.checkpoint}
-    _say(args, f"wrote clapkit model to {args.output}", record)
+    else:
+        model = ClapModel.from_pretrained(args.checkpoint)
+    if args.to == "transformers":
+        model.to_transformers(args.output)
+    else:
+        model.save_pretrained(args.output)
+    record = {"output": str(args.output), "source": args.source, "checkpoint": args.checkpoint,
+              "to": args.to}  # fmt: skip
+    _say(args, f"wrote {args.to} model to {args.output}", record)
 
 
 HANDLERS = {
@@ -299,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        HANDLERS[args.command](args)
+        with _progress_bars(show=not args.quiet):
+            HANDLERS[args.command](args)
         sys.stdout.flush()
     except BrokenPipeError:
         # the reader went away (``clapkit zero-shot ... | head``): stop quietly; stdout goes to

@@ -19,6 +19,7 @@ from clapkit.core.convert import (
     convert_laion,
     convert_msclap,
     convert_transformers,
+    export_transformers,
 )
 from clapkit.core.embedding import ClapInference
 from clapkit.core.inference import normalize as l2_normalize
@@ -387,6 +388,21 @@ class ClapModel(
             The model, in eval mode.
         """
         return cls.from_converted(convert_transformers(model_or_path, **kwargs))
+
+    def to_transformers(self, save_directory: str | os.PathLike[str] | None = None) -> Any:
+        """This model as a transformers ``ClapModel`` (HTSAT + RoBERTa-pooler + mlp only).
+
+        Args:
+            save_directory: also write it there with its feature extractor and tokenizer, for
+                ``transformers.pipeline("zero-shot-audio-classification", model=folder)``.
+
+        Returns:
+            The transformers model; see `clapkit.core.convert.export_transformers`.
+
+        Raises:
+            ValueError: naming what transformers' ``ClapModel`` cannot hold.
+        """
+        return export_transformers(self, save_directory)
 
 
 def build_clap(

@@ -167,3 +167,15 @@ def test_caption_without_clapkit_caption_says_what_to_install(
         "clapkit caption: error: clapkit caption needs clapkit-caption: "
         "pip install clapkit-caption\n"
     )
+
+
+def test_pretrained_lists_the_catalog(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pretrained"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| name | kind | source | sha256 | licence | paper figures |")
+    assert "| clapcap-2023 | captioner | hf://microsoft/msclap/clapcap_weights_2023.pth |" in out
+    assert main(["pretrained", "--kind", "audio-encoder", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["panns-cnn14"]
+    assert rows[0]["source"] == "https://zenodo.org/record/3987831/files/Cnn14_mAP%3D0.431.pth"
+    assert rows[0]["sha256"] is None

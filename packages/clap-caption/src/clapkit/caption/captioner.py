@@ -28,6 +28,7 @@ from clapkit.core import (
     load_pretrained_weights,
     load_strict,
     locate_pretrained,
+    named_folder,
     read_pretrained,
     write_pretrained,
 )
@@ -295,11 +296,14 @@ class ClapCaptioner(
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any
     ) -> ClapCaptioner:
-        """Load a captioner written by `save_pretrained`: a local folder or a hub repo id.
+        """Load a captioner written by `save_pretrained` (a local folder or a hub repo id), or
+        released weights by name (``"clapcap-2023"``; ``clapkit.core.list_pretrained``).
 
         Args:
-            pretrained_model_name_or_path: the folder, or a hub id such as ``"org/name"``.
-            **kwargs: huggingface_hub's ``from_pretrained`` arguments and ``map_location=``.
+            pretrained_model_name_or_path: the folder, a hub id such as ``"org/name"``, or a
+                catalog name (downloaded, SHA-256 checked, converted and cached once).
+            **kwargs: huggingface_hub's ``from_pretrained`` arguments, ``map_location=`` and,
+                for a catalog name, ``tokenizer=`` (used when converting).
 
         Returns:
             The captioner, every weight loaded strictly.
@@ -311,8 +315,15 @@ class ClapCaptioner(
             ValueError: a malformed ``config.json``, or one that is not a captioner config
                 (the file named).
         """
+        tokenizer = kwargs.get("tokenizer")
+
+        def write(entry: Any, source: str, folder: Path) -> None:
+            options = {**entry.options, **({"tokenizer": tokenizer} if tokenizer else {})}
+            cls.from_msclap(source, **options).save_pretrained(folder)
+
+        named = named_folder(pretrained_model_name_or_path, "captioner", write, kwargs)
         folder, rest = locate_pretrained(
-            pretrained_model_name_or_path, kwargs, what="clapkit captioner"
+            named or pretrained_model_name_or_path, kwargs, what="clapkit captioner"
         )
         return super().from_pretrained(os.fspath(folder), **rest)
 

@@ -13,6 +13,15 @@ side. ``CheckpointError`` is ``clapkit.audio.CheckpointError``, resolved on firs
 from typing import Any
 
 from clapkit.core.accumulation import accumulated_contrastive_step, split_micro_batches
+from clapkit.core.catalog import (
+    ChecksumError,
+    NamedWeights,
+    UnverifiedWeightsWarning,
+    list_pretrained,
+    named_folder,
+    pretrained_audio_encoder,
+    pretrained_table,
+)
 from clapkit.core.config import ClapConfig
 from clapkit.core.convert import (
     ConvertedClap,
@@ -95,6 +104,7 @@ __all__ = [
     "AudioInput",
     "AudioTextRetrievalPipeline",
     "CheckpointError",
+    "ChecksumError",
     "ClapConfig",
     "ClapModel",
     "ClapOutput",
@@ -104,9 +114,11 @@ __all__ = [
     "MlpProjection",
     "MsclapAudio",
     "MsclapProjection",
+    "NamedWeights",
     "Pipeline",
     "PretrainedFolder",
     "RetrievalHits",
+    "UnverifiedWeightsWarning",
     "ZeroShotAudioClassificationPipeline",
     "accumulated_contrastive_step",
     "accuracy",
@@ -132,6 +144,7 @@ __all__ = [
     "import_encoder_package",
     "is_single_clip",
     "list_audio_encoders",
+    "list_pretrained",
     "list_text_encoders",
     "load_checkpoint",
     "load_pretrained_weights",
@@ -139,8 +152,11 @@ __all__ = [
     "load_strict",
     "locate_pretrained",
     "mean_average_precision",
+    "named_folder",
     "pipeline",
+    "pretrained_audio_encoder",
     "pretrained_folder",
+    "pretrained_table",
     "read_config_file",
     "read_pretrained",
     "register_audio_encoder",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from clapkit.core.catalog import list_pretrained, pretrained_table
 from clapkit.core.cli_output import write_captions, write_hits, write_scores
 from clapkit.core.model import ClapModel
 
@@ -39,7 +41,8 @@ EPILOG = """examples:
   clapkit embed clap-2023 --text "a dog barks" "rain" -o text.npy
   clapkit zero-shot clap-2023 a.wav b.flac --labels dog rain siren --top-k 2
   clapkit retrieve clap-2023 a.wav b.flac c.ogg --query "a dog barks" --top-k 2 --format json
-  clapkit caption clapcap-folder a.wav --beam-size 5
+  clapkit caption clapcap-2023 a.wav --beam-size 5
+  clapkit zero-shot msclap-2023 a.wav --labels dog rain   # weights by name (clapkit pretrained)
 """
 DISTRIBUTIONS = (
     "clapkit-core", "clapkit-audio-encoders", "clapkit-text-encoders", "clapkit-caption",
@@ -154,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--beam-size", type=int, default=5)
     caption.add_argument("--max-new-tokens", type=int, default=67)
     _inference_options(caption, table_formats)
+
+    pretrained = commands.add_parser("pretrained", help="list the weights loadable by name")
+    pretrained.add_argument("--kind", choices=("clap", "captioner", "audio-encoder"))
+    _common(pretrained, ("table", "json"))
 
     convert = commands.add_parser(
         "convert", help="msclap / LAION / transformers -> clapkit (or transformers) folder"
@@ -321,12 +328,23 @@ def _convert(args: argparse.Namespace) -> None:
     _say(args, f"wrote {args.to} model to {args.output}", record)
 
 
+def _pretrained(args: argparse.Namespace) -> None:
+    if args.format == "json":
+        rows = [
+            dataclasses.asdict(row) | {"source": row.source} for row in list_pretrained(args.kind)
+        ]
+        print(json.dumps(rows, indent=2))
+    else:
+        print(pretrained_table(args.kind))
+
+
 HANDLERS = {
     "embed": _embed,
     "zero-shot": _zero_shot,
     "retrieve": _retrieve,
     "caption": _caption,
     "convert": _convert,
+    "pretrained": _pretrained,
 }
 
 

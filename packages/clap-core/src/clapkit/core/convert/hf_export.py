@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from clapkit.core.convert.common import import_transformers
-from clapkit.core.convert.hf import _BLOCK_RENAMES
+from clapkit.core.convert.hf import _BLOCK_RENAMES, rename_in_block
 
 __all__ = ["export_transformers", "transformers_blockers"]
 
@@ -88,14 +88,7 @@ def _audio_state(encoder: Any) -> dict[str, Tensor]:
             for part, chunk in zip(("query", "key", "value"), value.chunk(3), strict=True):
                 out[f"{match.group(1)}attention.self.{part}.{match.group(2)}"] = chunk.clone()
             continue
-        block = re.match(r"layers\.\d+\.blocks\.\d+\.", key)
-        if block:
-            head, rest = block.group(0), key[block.end() :]
-            for new, old in _HF_BLOCK_NAMES.items():
-                if rest.startswith(new):
-                    key = head + old + rest[len(new) :]
-                    break
-        out[key] = value
+        out[rename_in_block(key, _HF_BLOCK_NAMES)] = value
     if dropped:
         warnings.warn(
             f"the audio encoder's classifier head ({', '.join(dropped)}) is not exported: "

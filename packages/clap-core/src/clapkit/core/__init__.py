@@ -33,6 +33,7 @@ from clapkit.core.convert import (
     split_msclap_audio,
     transformers_blockers,
 )
+from clapkit.core.hub_card import eval_results, model_card, push_folder_to_hub
 from clapkit.core.inference import (
     LONG_AUDIO_MODES,
     AudioInput,
@@ -137,6 +138,7 @@ __all__ = [
     "drop_harmless_buffers",
     "embed_audio_input",
     "ensemble_class_embeddings",
+    "eval_results",
     "export_transformers",
     "f1_score",
     "format_prompts",
@@ -152,11 +154,13 @@ __all__ = [
     "load_strict",
     "locate_pretrained",
     "mean_average_precision",
+    "model_card",
     "named_folder",
     "pipeline",
     "pretrained_audio_encoder",
     "pretrained_folder",
     "pretrained_table",
+    "push_folder_to_hub",
     "read_config_file",
     "read_pretrained",
     "register_audio_encoder",

@@ -1,4 +1,5 @@
-"""The ``clapkit`` command: ``embed``, ``zero-shot``, ``retrieve``, ``caption`` and ``convert``.
+"""The ``clapkit`` command: ``embed``, ``zero-shot``, ``retrieve``, ``caption``, ``convert``,
+``pretrained`` and ``push``.
 
 Every subcommand takes ``--quiet`` (no progress bar, no message on stderr) and ``--format``
 (``json`` for every one); ``--device`` is checked before any model loads, and a device that is
@@ -26,6 +27,8 @@ from safetensors.torch import save_file
 
 from clapkit.core.catalog import list_pretrained, pretrained_table
 from clapkit.core.cli_output import write_captions, write_hits, write_scores
+from clapkit.core.devices import DeviceError, check_device
+from clapkit.core.hub_card import model_card, push_folder_to_hub
 from clapkit.core.model import ClapModel
 
 __all__ = ["DeviceError", "build_parser", "check_device", "main", "versions"]
@@ -50,10 +53,6 @@ DISTRIBUTIONS = (
 )  # fmt: skip
 
 
-class DeviceError(ValueError):
-    """A ``--device`` that torch does not know or this machine does not have."""
-
-
 def versions() -> str:
     """The installed clapkit distributions and torch, one line."""
     found = []
@@ -63,39 +62,6 @@ def versions() -> str:
         except metadata.PackageNotFoundError:
             continue
     return f"clapkit {', '.join(found)}; torch {torch.__version__}"
-
-
-def check_device(name: str) -> torch.device:
-    """The torch device named by ``--device``, checked before anything loads.
-
-    Args:
-        name: ``cpu``, ``cuda``, ``cuda:N``, ``mps``, ...
-
-    Returns:
-        The device.
-
-    Raises:
-        DeviceError: an unknown device name, or one this machine does not have (what it has
-            is said).
-    """
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise DeviceError(
-            f"--device {name!r} is not a device name torch knows (cpu, cuda, cuda:N, mps)"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
-                f"CUDA build {torch.version.cuda or 'none'}); use --device cpu"
-            )
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise DeviceError(f"--device {name}: this machine has {count} CUDA device(s), 0..")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"--device {name}: MPS (Apple GPU) is not available here")
-    return device
 
 
 def _common(parser: argparse.ArgumentParser, formats: Sequence[str]) -> None:
@@ -157,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--beam-size", type=int, default=5)
     caption.add_argument("--max-new-tokens", type=int, default=67)
     _inference_options(caption, table_formats)
+
+    push = commands.add_parser("push", help="upload a saved model folder with a model card")
+    push.add_argument("folder", type=Path, help="a save_pretrained folder")
+    push.add_argument("repo_id", help="hub repository, org/name (created when missing)")
+    push.add_argument("--metrics", type=Path, help="evaluate.py's metrics.json for the card")
+    push.add_argument("--license", default="mit", help="the weights' licence id")
+    push.add_argument("--dataset", action="append", default=[], help="training data (repeat)")
+    push.add_argument("--description", default="A CLAP model trained with clapkit.")
+    push.add_argument("--private", action="store_true")
+    _common(push, ("text", "json"))
 
     pretrained = commands.add_parser("pretrained", help="list the weights loadable by name")
     pretrained.add_argument("--kind", choices=("clap", "captioner", "audio-encoder"))
@@ -328,6 +304,19 @@ def _convert(args: argparse.Namespace) -> None:
     _say(args, f"wrote {args.to} model to {args.output}", record)
 
 
+def _push(args: argparse.Namespace) -> None:
+    card = model_card(
+        model_name=args.repo_id.split("/")[-1],
+        description=args.description,
+        license=args.license,
+        datasets=args.dataset,
+        metrics=args.metrics,
+    )
+    url = push_folder_to_hub(args.folder, args.repo_id, card=card, private=args.private)
+    record = {"repo_id": args.repo_id, "commit": url, "folder": str(args.folder)}
+    _say(args, f"uploaded {args.folder} to {args.repo_id}: {url}", record)
+
+
 def _pretrained(args: argparse.Namespace) -> None:
     if args.format == "json":
         rows = [
@@ -345,6 +334,7 @@ HANDLERS = {
     "caption": _caption,
     "convert": _convert,
     "pretrained": _pretrained,
+    "push": _push,
 }
 
 

@@ -169,6 +169,7 @@ def check_environment(
     subprocess.run(["uv", "venv", "--quiet", "--clear", str(venv)], check=True)
     python = venv / "bin" / "python"
     env = {**os.environ, "VIRTUAL_ENV": str(venv), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"  # as if activated
     env.pop("PYTHONPATH", None)
     install = ["uv", "pip", "install", "--quiet", "--find-links", str(out / "dist")]
     install += ["--constraint", str(out / "constraints.txt"), label]

@@ -54,26 +54,45 @@ class FakeHfApi:
     def create_repo(self, repo_id: str, **kwargs: Any) -> None:
         self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
 
-    def upload_folder(self, **kwargs: Any) -> Any:
-        folder = Path(kwargs["folder_path"])
-        kwargs["files"] = sorted(p.name for p in folder.iterdir())
-        self.calls.append(("upload_folder", kwargs))
+    def create_commit(self, repo_id: str, **kwargs: Any) -> Any:
+        self.calls.append(("create_commit", {"repo_id": repo_id, **kwargs}))
         return type("Commit", (), {"commit_url": "https://hub/commit/1"})()
 
 
-def test_push_writes_the_card_then_uploads_the_folder(tiny_model: Any, tmp_path: Path) -> None:
-    tiny_model.save_pretrained(tmp_path / "model")
+def _uploaded(api: FakeHfApi) -> dict[str, bytes]:
+    """path in repo -> content of the one commit the fake received."""
+    name, commit = api.calls[-1]
+    assert name == "create_commit"
+    files = {}
+    for operation in commit["operations"]:
+        content = operation.path_or_fileobj
+        files[operation.path_in_repo] = (
+            content if isinstance(content, bytes) else Path(content).read_bytes()
+        )
+    return files
+
+
+def test_push_uploads_folder_and_card_in_one_commit_leaving_the_folder(
+    tiny_model: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "model"
+    tiny_model.save_pretrained(folder)
+    (folder / ".model.partial").write_text("an interrupted write")
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     api = FakeHfApi()
     card = model_card(model_name="tiny", description="A test model.", metrics=METRICS)
-    url = push_folder_to_hub(tmp_path / "model", "me/tiny-clap", card=card, api=api)  # type: ignore[arg-type]
+    url = push_folder_to_hub(folder, "me/tiny-clap", card=card, api=api)  # type: ignore[arg-type]
     assert url == "https://hub/commit/1"
     assert api.calls[0] == ("create_repo", {"repo_id": "me/tiny-clap", "private": False,
                                             "exist_ok": True, "repo_type": "model"})  # fmt: skip
-    name, upload = api.calls[1]
-    assert name == "upload_folder"
-    assert upload["repo_id"] == "me/tiny-clap"
-    assert {"README.md", "config.json", "model.safetensors"} <= set(upload["files"])
-    assert ModelCard.load(tmp_path / "model" / "README.md").data.model_name == "tiny"
+    files = _uploaded(api)
+    assert {"README.md", "config.json", "model.safetensors"} <= set(files)
+    assert ".model.partial" not in files
+    assert files["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+    (tmp_path / "card.md").write_bytes(files["README.md"])
+    assert ModelCard.load(tmp_path / "card.md").data.model_name == "tiny"
+    after = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before  # nothing written into the folder
     with pytest.raises(FileNotFoundError, match=r"holds no config\.json: not a saved model folder"):
         push_folder_to_hub(tmp_path, "me/x", api=api)  # type: ignore[arg-type]
 
@@ -94,7 +113,8 @@ def test_push_command_uploads_with_a_card(
                "--dataset", "fsdd", "--format", "json"]  # fmt: skip
     assert main(command) == 0
     assert json.loads(capsys.readouterr().out)["commit"] == "https://hub/commit/1"
-    assert [name for name, _ in api.calls] == ["create_repo", "upload_folder"]
-    data = ModelCard.load(tmp_path / "model" / "README.md").data
+    assert [name for name, _ in api.calls] == ["create_repo", "create_commit"]
+    (tmp_path / "card.md").write_bytes(_uploaded(api)["README.md"])
+    data = ModelCard.load(tmp_path / "card.md").data
     assert data.datasets == ["fsdd"]
     assert data.eval_results[0].metric_value == 0.939

@@ -3,7 +3,8 @@
 `model_card` writes the card's YAML with ``ModelCardData``: licence, ``library_name: clapkit``,
 ``pipeline_tag``, tags, training datasets and the ``model-index`` evaluation results read from
 ``recipes/evaluate.py``'s ``metrics.json`` (task -> metrics as the paper names them).
-`push_folder_to_hub` uploads a saved folder with its card through ``HfApi``.
+`push_folder_to_hub` uploads a saved folder with its card through ``HfApi``, in one commit,
+without writing into the folder.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
 __all__ = ["eval_results", "model_card", "push_folder_to_hub"]
 
@@ -129,19 +130,22 @@ def push_folder_to_hub(
     commit_message: str = "Upload clapkit model",
     api: HfApi | None = None,
 ) -> str:
-    """Upload a saved model folder (with its card as ``README.md``) to a hub repository.
+    """Upload a saved model folder, with a card as its ``README.md``, in one hub commit.
+
+    The folder is left as it is: the card goes up from memory (replacing the folder's own
+    ``README.md`` in the upload); hidden files (``.name.partial``) stay behind.
 
     Args:
         folder: a ``save_pretrained`` folder.
         repo_id: ``"org/name"``; created when missing.
-        card: written to the folder's ``README.md`` first (replacing the mixin's default).
+        card: the repository's ``README.md``, or ``None`` to upload the folder's own.
         private: create the repository private.
         token: a hub token (default: the logged-in one).
         commit_message: the commit's message.
         api: the ``HfApi`` to use (tests pass a fake).
 
     Returns:
-        The URL of the upload's commit.
+        The URL of the commit.
 
     Raises:
         FileNotFoundError: the folder does not exist or holds no ``config.json``.
@@ -149,11 +153,20 @@ def push_folder_to_hub(
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} holds no config.json: not a saved model folder")
+    files = [
+        f for f in sorted(path.rglob("*"))
+        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
+    ]  # fmt: skip
+    operations = [
+        CommitOperationAdd(path_in_repo=f.relative_to(path).as_posix(), path_or_fileobj=str(f))
+        for f in files
+        if card is None or f.relative_to(path).as_posix() != "README.md"
+    ]
     if card is not None:
-        card.save(path / "README.md")
+        operations.append(CommitOperationAdd("README.md", str(card).encode()))
     hub = api or HfApi(token=token)
     hub.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    commit = hub.upload_folder(
-        folder_path=str(path), repo_id=repo_id, repo_type="model", commit_message=commit_message
+    commit = hub.create_commit(
+        repo_id, operations=operations, commit_message=commit_message, repo_type="model"
     )
     return str(getattr(commit, "commit_url", commit))

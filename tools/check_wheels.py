@@ -38,6 +38,7 @@ from readme_blocks import checked_blocks  # type: ignore[import-not-found]
 
 ROOT = Path(__file__).resolve().parent.parent
 WANTED_URLS = {"Homepage", "Source", "Changelog", "Issues"}
+_NOX_UV_VARIABLES = ("UV_PYTHON", "UV_PROJECT_ENVIRONMENT", "UV_SYSTEM_PYTHON")
 
 
 @dataclass(frozen=True)
@@ -166,20 +167,26 @@ def check_environment(
     """Install one wheel (with one extra) fresh and try it; the problems found."""
     label = f"{package.dist}[{extra}]" if extra else package.dist
     venv = out / "envs" / (f"{package.dist}-{extra}" if extra else package.dist)
-    subprocess.run(["uv", "venv", "--quiet", "--clear", str(venv)], check=True)
+    # nox points UV_PYTHON / UV_PROJECT_ENVIRONMENT at the session's own venv: drop them and
+    # name the fresh environment's interpreter explicitly
+    env = {k: v for k, v in os.environ.items() if k not in _NOX_UV_VARIABLES}
+    subprocess.run(["uv", "venv", "--quiet", "--clear", "--python", sys.executable, str(venv)],
+                   check=True, env=env)  # fmt: skip
     python = venv / "bin" / "python"
-    env = {**os.environ, "VIRTUAL_ENV": str(venv), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env |= {"VIRTUAL_ENV": str(venv), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"  # as if activated
     env.pop("PYTHONPATH", None)
-    install = ["uv", "pip", "install", "--quiet", "--find-links", str(out / "dist")]
-    install += ["--constraint", str(out / "constraints.txt"), label]
+    install = ["uv", "pip", "install", "--quiet", "--python", str(python)]
+    install += ["--find-links", str(out / "dist"), "--constraint", str(out / "constraints.txt")]
+    install.append(label)
     failure = _run(install, cwd=out, env=env)
     if failure:
         return [f"{label}: install failed:\n    {failure}"]
     problems = []
     listed = subprocess.run(
-        ["uv", "pip", "list", "--format", "freeze"], env=env, capture_output=True, text=True
-    ).stdout
+        ["uv", "pip", "list", "--python", str(python), "--format", "freeze"],
+        env=env, capture_output=True, text=True,
+    ).stdout  # fmt: skip
     installed = {line.split("==")[0].split(" @ ")[0] for line in listed.splitlines()}
     present = {name for name in installed if name in packages}
     expected = closure(packages, package.dist, extra)

@@ -25,6 +25,8 @@ nox.options.sessions = [
     "recipes",
     "scale",
     "parity",
+    "wheels",
+    "docs",
 ]
 
 ROOT = Path(__file__).parent
@@ -137,6 +139,33 @@ def parity(session: nox.Session) -> None:
     session.env["HF_HUB_OFFLINE"] = "1"
     session.env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     _pytest(session, *suites, "-m", "parity")
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Every wheel alone: built, inspected, installed fresh (and with each extra), tried.
+
+    ``tools/check_wheels.py`` builds each package's wheel and sdist with uv, checks that they
+    carry the LICENSE, README, project URLs and classifiers, installs each wheel into a fresh
+    environment holding only its declared dependencies (versions from ``uv.lock``, siblings from
+    the wheels just built), imports it, runs its README's marked example and every clapkit
+    command's ``--help``. Arguments go to the script: ``nox -s wheels -- --only clap-core``.
+    """
+    session.run("python", "tools/check_wheels.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs-material + mkdocstrings), built with warnings as errors.
+
+    ``mkdocs.yml`` sets ``strict: true``: a docstring reference that resolves to nothing, a
+    docstring griffe cannot parse, a missing page or snippet fails the build. The API reference
+    is read from the sources statically, so no package is installed.
+    """
+    _sync(session, "--only-group", "docs")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    site = session.create_tmp()
+    session.run("mkdocs", "build", "--strict", "--site-dir", os.path.join(site, "site"))
 
 
 @nox.session

@@ -3,6 +3,7 @@
 - ``clapkit`` stays a PEP 420 namespace: no package ships ``src/clapkit/__init__.py``.
 - Every package has its portion ``src/clapkit/<name>/__init__.py``, ``py.typed``, ``README.md``,
   ``CHANGELOG.md`` and ``tests/``.
+- Every package holds a copy of the root ``LICENSE`` (its wheel and sdist ship it).
 - The top entry of each ``CHANGELOG.md`` is the version in its ``pyproject.toml``.
 - The encoder packages import no other clapkit package; no package imports a sibling it does not
   declare as a dependency.
@@ -93,6 +94,9 @@ def check_package(folder: Path) -> list[str]:
     for required in ("README.md", "CHANGELOG.md", "tests"):
         if not (folder / required).exists():
             problems.append(f"{dist}: missing {folder / required}")
+    licence = folder / "LICENSE"  # the wheel and sdist carry it (license-files)
+    if not licence.is_file() or licence.read_text() != (ROOT / "LICENSE").read_text():
+        problems.append(f"{dist}: {licence} is not a copy of the repository's LICENSE")
     changelog = folder / "CHANGELOG.md"
     if changelog.exists():
         entries = [m["version"] for m in CHANGELOG_ENTRY.finditer(changelog.read_text())]

@@ -209,7 +209,8 @@ def _with_inf(length: int, at: int) -> torch.Tensor:
         ([torch.zeros(800), torch.zeros(0)], ValueError,
          r"^audio item 1 is an empty waveform \(0 samples\)$"),
         (None, TypeError,
-         r"^audio must be a waveform tensor, a path, bytes or a list of those, got NoneType$"),
+         r"^audio must be a waveform \(tensor or numpy array\), a path, bytes, an audio dict or "
+         r"a list of those, got NoneType$"),
     ],
     ids=["nan", "inf in a list", "inf in a batch", "empty in a list", "none"],
 )  # fmt: skip

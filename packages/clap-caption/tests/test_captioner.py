@@ -103,6 +103,28 @@ def test_long_audio_is_embedded_whole_and_deterministically(captioner: ClapCapti
     assert torch.allclose(first, expected, atol=1e-5)
 
 
+def test_captions_of_arrays_at_another_rate_and_of_hf_audio_dicts(
+    captioner: ClapCaptioner,
+) -> None:
+    """numpy arrays at 16 kHz (sample_rate=), HF datasets dicts: resampled to the model's 8 kHz."""
+    import numpy as np
+    import torchaudio.functional as AF
+
+    rng = np.random.default_rng(0)
+    waves = [rng.normal(0.0, 0.1, 12000), rng.normal(0.0, 0.1, 40000)]  # 0.75 s, 2.5 s at 16k
+    at_model_rate = [AF.resample(torch.from_numpy(w).float(), 16000, 8000) for w in waves]
+    expected = captioner.embed_audio(at_model_rate, batch_size=1)
+    assert torch.equal(captioner.embed_audio(waves, sample_rate=16000, batch_size=1), expected)
+    dicts = [{"array": w, "sampling_rate": 16000} for w in waves]
+    assert torch.equal(captioner.embed_audio(dicts, batch_size=1), expected)
+    greedy = {"strategy": "greedy", "max_new_tokens": 5, "batch_size": 1}
+    assert captioner.generate(waves, sample_rate=16000, **greedy) == captioner.generate(
+        at_model_rate, **greedy
+    )
+    with pytest.raises(ValueError, match=r"^audio item 1 is a dict without \['sampling_rate'\]"):
+        captioner.generate([dicts[0], {"array": waves[1]}])
+
+
 def test_save_and_load_round_trip(captioner: ClapCaptioner, tmp_path: Path) -> None:
     captioner.eval()
     captioner.save_pretrained(tmp_path)

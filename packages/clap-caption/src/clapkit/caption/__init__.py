@@ -22,10 +22,12 @@ from clapkit.caption.mappers import (
 )
 from clapkit.caption.metrics import CaptionScores, evaluate_captions
 from clapkit.caption.parts import CaptionerParts, clap_parts, clapcap_2023_parts
+from clapkit.caption.pipeline import AudioCaptioningPipeline
 from clapkit.caption.prefix_lm import PrefixLanguageModel
 from clapkit.caption.tokenizer import load_tokenizer
 
 __all__ = [
+    "AudioCaptioningPipeline",
     "CaptionScores",
     "CaptionerConfig",
     "CaptionerOutput",

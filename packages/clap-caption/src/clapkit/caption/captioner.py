@@ -28,6 +28,7 @@ from clapkit.core import (
     load_pretrained_weights,
     load_strict,
     locate_pretrained,
+    named_folder,
     read_pretrained,
     write_pretrained,
 )
@@ -146,17 +147,25 @@ class ClapCaptioner(
 
     @torch.no_grad()
     def embed_audio(
-        self, audio: AudioInput, *, batch_size: int = 8, long_audio: str = "mean"
+        self,
+        audio: AudioInput,
+        *,
+        batch_size: int = 8,
+        long_audio: str = "mean",
+        sample_rate: int | None = None,
     ) -> Tensor:
-        """Embed waveforms or files deterministically, as ``ClapModel.embed_audio`` does.
+        """Embed waveforms, arrays or files deterministically, as ``ClapModel.embed_audio`` does.
 
         Short audio is filled as the front end says; longer audio is the mean of the projected
         embeddings of its clip-long windows (``long_audio="center"``: the centred clip).
 
         Args:
-            audio: a waveform [t] or batch [b, t] at `sample_rate`, a path, or a list of those.
+            audio: a waveform [t] or batch [b, t] (tensor or numpy array), a path, bytes, an HF
+                ``datasets`` audio dict (``{"array", "sampling_rate"}``), or a list of those.
             batch_size: clips per forward pass.
             long_audio: ``"mean"`` or ``"center"``.
+            sample_rate: the rate of the tensors and arrays given (default: the model's);
+                they are resampled with ``clapkit.audio``'s resampling.
 
         Returns:
             Embeddings [n, d_a] (normalised if the config says).
@@ -175,6 +184,7 @@ class ClapCaptioner(
                 long_audio=long_audio,
                 num_workers=0,
                 progress=False,
+                sample_rate=sample_rate,
             )
         finally:
             self.train(was_training)
@@ -286,11 +296,14 @@ class ClapCaptioner(
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any
     ) -> ClapCaptioner:
-        """Load a captioner written by `save_pretrained`: a local folder or a hub repo id.
+        """Load a captioner written by `save_pretrained` (a local folder or a hub repo id), or
+        released weights by name (``"clapcap-2023"``; ``clapkit.core.list_pretrained``).
 
         Args:
-            pretrained_model_name_or_path: the folder, or a hub id such as ``"org/name"``.
-            **kwargs: huggingface_hub's ``from_pretrained`` arguments and ``map_location=``.
+            pretrained_model_name_or_path: the folder, a hub id such as ``"org/name"``, or a
+                catalog name (downloaded, SHA-256 checked, converted and cached once).
+            **kwargs: huggingface_hub's ``from_pretrained`` arguments, ``map_location=`` and,
+                for a catalog name, ``tokenizer=`` (used when converting).
 
         Returns:
             The captioner, every weight loaded strictly.
@@ -302,8 +315,15 @@ class ClapCaptioner(
             ValueError: a malformed ``config.json``, or one that is not a captioner config
                 (the file named).
         """
+        tokenizer = kwargs.get("tokenizer")
+
+        def write(entry: Any, source: str, folder: Path) -> None:
+            options = {**entry.options, **({"tokenizer": tokenizer} if tokenizer else {})}
+            cls.from_msclap(source, **options).save_pretrained(folder)
+
+        named = named_folder(pretrained_model_name_or_path, "captioner", write, kwargs)
         folder, rest = locate_pretrained(
-            pretrained_model_name_or_path, kwargs, what="clapkit captioner"
+            named or pretrained_model_name_or_path, kwargs, what="clapkit captioner"
         )
         return super().from_pretrained(os.fspath(folder), **rest)
 

@@ -36,7 +36,12 @@ class CaptionGeneration(nn.Module):
         raise NotImplementedError
 
     def embed_audio(
-        self, audio: AudioInput, *, batch_size: int = 8, long_audio: str = "mean"
+        self,
+        audio: AudioInput,
+        *,
+        batch_size: int = 8,
+        long_audio: str = "mean",
+        sample_rate: int | None = None,
     ) -> Tensor:
         """Audio embeddings fed to the mapper, [n, d_a]."""
         raise NotImplementedError
@@ -132,6 +137,7 @@ class CaptionGeneration(nn.Module):
         use_cache: bool = True,
         batch_size: int = 8,
         long_audio: str = "mean",
+        sample_rate: int | None = None,
     ) -> list[str]:
         """Caption audio: batched decoding with a key/value cache.
 
@@ -141,7 +147,8 @@ class CaptionGeneration(nn.Module):
         before ``<|endoftext|>``), the stop token kept in the text, and ``str.capitalize()``.
 
         Args:
-            audio: a waveform [t] or batch [b, t] at `sample_rate`, a path, or a list of those.
+            audio: anything `embed_audio` takes: waveforms (tensors or numpy arrays, any
+                lengths), paths, bytes, HF ``datasets`` audio dicts.
             beam_size: beams per clip (``strategy="beam"``).
             max_new_tokens: most tokens generated per clip.
             strategy: ``"beam"``, ``"greedy"`` or ``"sample"``.
@@ -154,6 +161,7 @@ class CaptionGeneration(nn.Module):
             use_cache: reuse keys/values between steps (same tokens, faster).
             batch_size: clips decoded together.
             long_audio: how audio longer than a clip is embedded (``"mean"`` or ``"center"``).
+            sample_rate: the rate of the tensors and arrays given (default: the model's).
 
         Returns:
             One caption per clip.
@@ -162,7 +170,9 @@ class CaptionGeneration(nn.Module):
             ValueError: on an unknown strategy or compatibility, or bad decoding settings.
             clapkit.audio.AudioLoadError: naming a file that cannot be decoded.
         """
-        embeddings = self.embed_audio(audio, batch_size=batch_size, long_audio=long_audio)
+        embeddings = self.embed_audio(
+            audio, batch_size=batch_size, long_audio=long_audio, sample_rate=sample_rate
+        )
         captions: list[str] = []
         for start in range(0, embeddings.shape[0], batch_size):
             out = self.generate_tokens(

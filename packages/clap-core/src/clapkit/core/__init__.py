@@ -2,7 +2,8 @@
 
 ``model = build_clap(audio="htsat-22", text="gpt2-eot")``;
 ``model = ClapModel.from_msclap("CLAP_weights_2023.pth", version="2023", tokenizer="gpt2")``;
-``probs = model.zero_shot(["a.wav"], ["dog", "cat"])``.
+``probs = model.zero_shot(["a.wav"], ["dog", "cat"])``;
+``pipeline("zero-shot-audio-classification", model="clap-2023")("a.wav", candidate_labels=[...])``.
 
 Everything a package built on core (``clapkit.caption``) may use is exported here: the
 long-audio embedding, the ``save_pretrained`` folder layout, strict loading and msclap's audio
@@ -12,6 +13,15 @@ side. ``CheckpointError`` is ``clapkit.audio.CheckpointError``, resolved on firs
 from typing import Any
 
 from clapkit.core.accumulation import accumulated_contrastive_step, split_micro_batches
+from clapkit.core.catalog import (
+    ChecksumError,
+    NamedWeights,
+    UnverifiedWeightsWarning,
+    list_pretrained,
+    named_folder,
+    pretrained_audio_encoder,
+    pretrained_table,
+)
 from clapkit.core.config import ClapConfig
 from clapkit.core.convert import (
     ConvertedClap,
@@ -19,8 +29,11 @@ from clapkit.core.convert import (
     convert_laion,
     convert_msclap,
     convert_transformers,
+    export_transformers,
     split_msclap_audio,
+    transformers_blockers,
 )
+from clapkit.core.hub_card import eval_results, model_card, push_folder_to_hub
 from clapkit.core.inference import (
     LONG_AUDIO_MODES,
     AudioInput,
@@ -38,6 +51,15 @@ from clapkit.core.metrics import (
     retrieval_metrics,
 )
 from clapkit.core.model import ClapModel, ClapOutput, build_clap
+from clapkit.core.pipelines import (
+    PIPELINE_TASKS,
+    AudioTextRetrievalPipeline,
+    Pipeline,
+    ZeroShotAudioClassificationPipeline,
+    as_clips,
+    is_single_clip,
+    pipeline,
+)
 from clapkit.core.pretrained import (
     HUB_ARGUMENTS,
     PretrainedFolder,
@@ -80,8 +102,11 @@ from clapkit.core.state_dict import (
 __all__ = [
     "HUB_ARGUMENTS",
     "LONG_AUDIO_MODES",
+    "PIPELINE_TASKS",
     "AudioInput",
+    "AudioTextRetrievalPipeline",
     "CheckpointError",
+    "ChecksumError",
     "ClapConfig",
     "ClapModel",
     "ClapOutput",
@@ -91,10 +116,15 @@ __all__ = [
     "MlpProjection",
     "MsclapAudio",
     "MsclapProjection",
+    "NamedWeights",
+    "Pipeline",
     "PretrainedFolder",
     "RetrievalHits",
+    "UnverifiedWeightsWarning",
+    "ZeroShotAudioClassificationPipeline",
     "accumulated_contrastive_step",
     "accuracy",
+    "as_clips",
     "build_clap",
     "build_projection",
     "check_consumed",
@@ -110,12 +140,16 @@ __all__ = [
     "drop_harmless_buffers",
     "embed_audio_input",
     "ensemble_class_embeddings",
+    "eval_results",
+    "export_transformers",
     "f1_score",
     "format_prompts",
     "gather_padded_with_grad",
     "gather_with_grad",
     "import_encoder_package",
+    "is_single_clip",
     "list_audio_encoders",
+    "list_pretrained",
     "list_text_encoders",
     "load_checkpoint",
     "load_pretrained_weights",
@@ -123,7 +157,13 @@ __all__ = [
     "load_strict",
     "locate_pretrained",
     "mean_average_precision",
+    "model_card",
+    "named_folder",
+    "pipeline",
+    "pretrained_audio_encoder",
     "pretrained_folder",
+    "pretrained_table",
+    "push_folder_to_hub",
     "read_config_file",
     "read_pretrained",
     "register_audio_encoder",
@@ -133,6 +173,7 @@ __all__ = [
     "split_msclap_audio",
     "split_prefix",
     "strip_prefix",
+    "transformers_blockers",
     "write_pretrained",
     "zero_shot_scores",
 ]

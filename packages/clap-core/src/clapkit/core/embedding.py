@@ -75,19 +75,21 @@ class ClapInference(nn.Module):
         num_workers: int = 2,
         progress: bool | None = None,
         fast: bool | None = None,
+        sample_rate: int | None = None,
     ) -> Tensor:
-        """Embed waveforms or audio files, deterministically, in eval mode.
+        """Embed waveforms, arrays or audio files, deterministically, in eval mode.
 
-        Files are decoded to mono at `sample_rate` (``clapkit.audio.load_audio``). Audio up to
-        one clip long is filled as the front end says (msclap: repeat; LAION: repeat + pad).
-        Longer audio is embedded whole: the mean of the (projected, unnormalised) embeddings of
-        consecutive clip-long windows, the last window aligned to the end
-        (``long_audio="mean"``); ``long_audio="center"`` embeds only the centred clip. The
-        result does not depend on the batch.
+        Files are decoded to mono at the model's `sample_rate` (``clapkit.audio.load_audio``);
+        tensors and numpy arrays at another rate (``sample_rate=``) and HF ``datasets`` audio dicts
+        (``{"array", "sampling_rate"}``) are resampled to it. Audio up to one clip long is filled as
+        the front end says (msclap: repeat; LAION: repeat + pad). Longer audio is embedded whole:
+        the mean of the (projected, unnormalised) embeddings of consecutive clip-long windows, the
+        last window aligned to the end (``long_audio="mean"``); ``long_audio="center"`` embeds only
+        the centred clip. The result does not depend on the batch.
 
         Args:
-            audio: a waveform ``[t]`` or batch ``[b, t]`` at `sample_rate`, a path, or a list
-                of paths / bytes / ``[t]`` waveforms.
+            audio: a waveform ``[t]`` or batch ``[b, t]`` (tensor or numpy array), a path,
+                bytes, an audio dict, or a list of those (waveforms of any lengths).
             normalize: L2-normalise the embeddings.
             batch_size: clips per forward pass.
             long_audio: ``"mean"`` or ``"center"`` (see above).
@@ -96,6 +98,7 @@ class ClapInference(nn.Module):
             fast: on the CPU, run the audio encoder's fast inference form
                 (``clapkit.audio.InferenceFormCache``; same numbers within float rounding);
                 default the model's ``fast_audio`` (True).
+            sample_rate: the rate of the tensors and arrays given (default: the model's).
 
         Returns:
             One embedding per item. Shape ``[n, projection_dim]`` (on the model's device).
@@ -103,9 +106,9 @@ class ClapInference(nn.Module):
         Raises:
             clapkit.audio.AudioLoadError: naming a file that cannot be decoded, or a waveform
                 holding NaN or inf (by its index).
-            ValueError: for bad shapes, an empty input or waveform, or an unknown
-                ``long_audio``.
-            TypeError: ``audio`` or one of its items is of another type.
+            ValueError: for bad shapes, an empty input or waveform, a bad rate, an audio dict
+                without ``array`` or ``sampling_rate``, or an unknown ``long_audio``.
+            TypeError: ``audio`` or one of its items is of another type, or integer samples.
         """
         was_training = self.training
         self.eval()
@@ -118,6 +121,7 @@ class ClapInference(nn.Module):
                 long_audio=long_audio,
                 num_workers=num_workers,
                 progress=progress,
+                sample_rate=sample_rate,
             )
         finally:
             self.train(was_training)
@@ -201,7 +205,8 @@ class ClapInference(nn.Module):
         templates = [templates] if isinstance(templates, str) else list(templates)
         prompts = inference.format_prompts(labels, templates)
         flat = [prompt for per_template in prompts for prompt in per_template]
-        embeds = self.embed_text(flat, normalize=True).reshape(len(templates), len(labels), -1)
+        embeds = self.embed_text(flat, normalize=True, progress=False)
+        embeds = embeds.reshape(len(templates), len(labels), -1)
         return inference.ensemble_class_embeddings(embeds)
 
     @torch.no_grad()
@@ -215,6 +220,8 @@ class ClapInference(nn.Module):
         batch_size: int = 16,
         long_audio: str = "mean",
         fast: bool | None = None,
+        sample_rate: int | None = None,
+        progress: bool | None = None,
     ) -> Tensor:
         """Zero-shot class probabilities (paper section 2.3).
 
@@ -226,13 +233,20 @@ class ClapInference(nn.Module):
             batch_size: clips per forward pass.
             long_audio: as `embed_audio`.
             fast: as `embed_audio`.
+            sample_rate: as `embed_audio`.
+            progress: as `embed_audio` (the prompts are embedded without a bar).
 
         Returns:
             Probabilities. Shape ``[n, c]``.
         """
         class_embeds = self.class_embeddings(labels, template)
         audio_embeds = self.embed_audio(
-            audio, batch_size=batch_size, long_audio=long_audio, fast=fast
+            audio,
+            batch_size=batch_size,
+            long_audio=long_audio,
+            fast=fast,
+            sample_rate=sample_rate,
+            progress=progress,
         )
         return inference.zero_shot_scores(
             audio_embeds, class_embeds, self.logit_scale_exp, multilabel
@@ -240,17 +254,29 @@ class ClapInference(nn.Module):
 
     @torch.no_grad()
     def retrieve(
-        self, queries: Sequence[str] | Tensor, bank: AudioInput, k: int = 10
+        self,
+        queries: Sequence[str] | Tensor,
+        bank: AudioInput,
+        k: int = 10,
+        *,
+        sample_rate: int | None = None,
+        batch_size: int = 16,
+        long_audio: str = "mean",
+        progress: bool | None = None,
     ) -> RetrievalHits:
         """The ``k`` bank items most similar (cosine) to each query.
 
         Args:
             queries: texts (embedded with `embed_text`) or embeddings ``[q, d]`` of either
                 modality.
-            bank: audio (paths or a list of waveforms, embedded with `embed_audio`) or
-                embeddings ``[n, d]``; a tensor is always taken as embeddings. To search texts,
-                pass `embed_text` output.
+            bank: audio (paths, a list of waveforms or arrays, audio dicts: anything
+                `embed_audio` takes but a tensor) or embeddings ``[n, d]``; a tensor is always
+                taken as embeddings. To search texts, pass `embed_text` output.
             k: hits per query (at most the bank size).
+            sample_rate: as `embed_audio`, for a bank of waveforms.
+            batch_size: as `embed_audio`.
+            long_audio: as `embed_audio`.
+            progress: as `embed_audio`.
 
         Returns:
             `RetrievalHits` with ``scores`` and ``indices``, each ``[q, min(k, n)]``.
@@ -268,7 +294,13 @@ class ClapInference(nn.Module):
         bank_embeds = (
             inference.normalize(bank.to(self.device).float())
             if isinstance(bank, Tensor)
-            else self.embed_audio(bank)
+            else self.embed_audio(
+                bank,
+                sample_rate=sample_rate,
+                batch_size=batch_size,
+                long_audio=long_audio,
+                progress=progress,
+            )
         )
         if query_embeds.shape[-1] != bank_embeds.shape[-1]:
             raise ValueError(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
+from clapkit.core.audio_items import AudioInput, as_audio_items, load_item
 from clapkit.core.registry import import_encoder_package
 
 __all__ = [
@@ -27,8 +27,6 @@ __all__ = [
 ]
 
 LONG_AUDIO_MODES = ("mean", "center")
-AudioItem = str | os.PathLike[str] | bytes | Tensor
-AudioInput = Tensor | AudioItem | Sequence[AudioItem]
 # show a progress bar by default from this many items on
 PROGRESS_FROM = 64
 
@@ -44,67 +42,6 @@ class RetrievalHits:
 
     scores: Tensor
     indices: Tensor
-
-
-def as_audio_items(audio: AudioInput) -> list[AudioItem]:
-    """Split an `embed_audio` input into items (one waveform or one file each), checking each.
-
-    Waveforms are checked here, before any file is decoded or any model runs: an empty one or
-    one holding NaN or inf is refused by its index (files are checked by ``load_audio``).
-
-    Args:
-        audio: a waveform ``[t]``, a batch ``[b, t]``, a path/bytes, or a list of those.
-
-    Returns:
-        The items in order.
-
-    Raises:
-        clapkit.audio.AudioLoadError: a waveform with non-finite samples (``audio item i``).
-        ValueError: for tensors of another rank, an empty waveform or an empty input.
-        TypeError: for an input or items of another type.
-    """
-    if isinstance(audio, Tensor):
-        if audio.ndim == 1:
-            items: list[AudioItem] = [audio]
-        elif audio.ndim == 2:
-            items = list(audio.unbind(0))
-        else:
-            raise ValueError(f"audio tensor must be [t] or [b, t], got shape {tuple(audio.shape)}")
-    elif isinstance(audio, (str, bytes, os.PathLike)):
-        return [audio]
-    elif isinstance(audio, Iterable):
-        items = list(audio)
-    else:
-        raise TypeError(
-            "audio must be a waveform tensor, a path, bytes or a list of those, "
-            f"got {type(audio).__name__}"
-        )
-    if not items:
-        raise ValueError("no audio given (empty list)")
-    for index, item in enumerate(items):
-        if isinstance(item, Tensor):
-            if item.ndim != 1:
-                raise ValueError(
-                    f"audio item {index} must be a [t] waveform, got {tuple(item.shape)}"
-                )
-            if item.numel() == 0:
-                raise ValueError(f"audio item {index} is an empty waveform (0 samples)")
-            _check_finite(item, index)
-        elif not isinstance(item, (str, bytes, os.PathLike)):
-            raise TypeError(f"audio item {index} is a {type(item).__name__}, not a path or tensor")
-    return items
-
-
-def _check_finite(wave: Tensor, index: int) -> None:
-    """Refuse a waveform holding NaN or inf: its embedding would be NaN without a word."""
-    finite = torch.isfinite(wave)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        first = int((~finite).nonzero()[0, 0])
-        raise import_encoder_package("clapkit.audio").AudioLoadError(
-            f"audio item {index} ([{wave.shape[0]}] tensor)",
-            f"contains {bad} non-finite samples (NaN or inf), the first at sample {first}",
-        )
 
 
 def clip_windows(wave: Tensor, clip_samples: int, fill: str, long_audio: str) -> Tensor:
@@ -140,7 +77,7 @@ def clip_windows(wave: Tensor, clip_samples: int, fill: str, long_audio: str) ->
 
 
 def _iter_loaded(
-    items: list[AudioItem],
+    items: list[Any],
     sample_rate: int,
     chunk: int,
     num_workers: int,
@@ -148,20 +85,17 @@ def _iter_loaded(
     """Decode items chunk by chunk, the next chunk decoding in threads while the caller computes.
 
     Args:
-        items: paths, bytes or waveforms (already at ``sample_rate``).
-        sample_rate: rate to decode/resample to.
+        items: from ``as_audio_items`` (paths, bytes, waveforms with their rates).
+        sample_rate: rate to decode or resample to.
         chunk: items per yielded list.
         num_workers: decoding threads (0 = decode in the calling thread).
 
     Yields:
         Lists of ``[t]`` float32 waveforms, in input order.
     """
-    audio = import_encoder_package("clapkit.audio")
 
-    def load(item: AudioItem) -> Tensor:
-        if isinstance(item, Tensor):
-            return item.float()
-        return audio.load_audio(item, sample_rate)
+    def load(item: Any) -> Tensor:
+        return load_item(item, sample_rate)
 
     starts = range(0, len(items), chunk)
     if num_workers <= 0:
@@ -217,19 +151,22 @@ def embed_audio_input(
     long_audio: str = "mean",
     num_workers: int = 2,
     progress: bool | None = None,
+    sample_rate: int | None = None,
 ) -> Tensor:
     """Embed waveforms or audio files deterministically, whatever their length.
 
-    The one implementation behind ``ClapModel.embed_audio`` and ``ClapCaptioner.embed_audio``.
-    Files are decoded to mono at the front end's rate (``clapkit.audio.load_audio``). Audio up
-    to one clip long is filled as the front end says; longer audio is the mean of the
-    embeddings of consecutive clip-long windows, the last aligned to the end
-    (``long_audio="mean"``), or the embedding of the centred clip (``"center"``). The result
+    The one implementation behind ``ClapModel.embed_audio`` and ``ClapCaptioner.embed_audio``. Files
+    are decoded to mono at the front end's rate (``clapkit.audio.load_audio``); waveforms and arrays
+    at another rate (``sample_rate=``, or an audio dict's ``sampling_rate``) are resampled to it
+    with ``clapkit.audio``'s resampling. Audio up to one clip long is filled as the front end says;
+    longer audio is the mean of the embeddings of consecutive clip-long windows, the last aligned to
+    the end (``long_audio="mean"``), or the embedding of the centred clip (``"center"``). The result
     does not depend on ``batch_size``. The caller sets eval mode and no-grad.
 
     Args:
-        audio: a waveform ``[t]`` or batch ``[b, t]`` at the front end's rate, a path, bytes,
-            or a list of paths / bytes / ``[t]`` waveforms.
+        audio: a waveform ``[t]`` or batch ``[b, t]`` (tensor or numpy array), a path, bytes,
+            an HF ``datasets`` audio dict (``{"array", "sampling_rate"}``), or a list of those
+            (waveforms of any lengths).
         encode: clip-long windows ``[w, clip_samples]`` (CPU) -> embeddings ``[w, d]``; it
             moves them to its device.
         frontend: the encoder's ``clapkit.audio.FrontendConfig`` (rate, clip length, fill).
@@ -237,6 +174,7 @@ def embed_audio_input(
         long_audio: ``"mean"`` or ``"center"``.
         num_workers: threads decoding the next files while ``encode`` runs (0: none).
         progress: show a progress bar (default: from 64 items on).
+        sample_rate: the rate of the tensors and arrays given (default: the front end's).
 
     Returns:
         One (unnormalised) embedding per item. Shape ``[n, d]``.
@@ -244,15 +182,16 @@ def embed_audio_input(
     Raises:
         clapkit.audio.AudioLoadError: naming a file that cannot be decoded, or a waveform
             holding NaN or inf (by its index).
-        ValueError: for bad shapes, an empty input or waveform, ``batch_size < 1`` or an
-            unknown ``long_audio``.
-        TypeError: ``audio`` or one of its items is of another type.
+        ValueError: for bad shapes, an empty input or waveform, a bad rate, an audio dict
+            without ``array`` / ``sampling_rate``, ``batch_size < 1`` or an unknown
+            ``long_audio``.
+        TypeError: ``audio`` or one of its items is of another type, or integer samples.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if long_audio not in LONG_AUDIO_MODES:
         raise ValueError(f"long_audio must be one of {LONG_AUDIO_MODES}, got {long_audio!r}")
-    items = as_audio_items(audio)
+    items = as_audio_items(audio, sample_rate)
     clip = int(frontend.clip_samples)
 
     def to_windows(wave: Tensor) -> Tensor:

@@ -13,12 +13,14 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
+from clapkit.core.catalog import clap_writer, named_folder
 from clapkit.core.config import ClapConfig
 from clapkit.core.convert import (
     ConvertedClap,
     convert_laion,
     convert_msclap,
     convert_transformers,
+    export_transformers,
 )
 from clapkit.core.embedding import ClapInference
 from clapkit.core.inference import normalize as l2_normalize
@@ -276,10 +278,15 @@ class ClapModel(
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike[str], **kwargs: Any
     ) -> ClapModel:
-        """Load a model written by `save_pretrained`: a local folder or a hub repo id.
+        """Load a model written by `save_pretrained` (a local folder or a hub repo id), or
+        released weights by name (``"msclap-2023"``; `clapkit.core.list_pretrained`).
+
+        A name downloads the official file once, checks its SHA-256, converts it once and
+        caches the converted folder (`clapkit.core.catalog`).
 
         Args:
-            pretrained_model_name_or_path: the folder, or a hub id such as ``"org/name"``.
+            pretrained_model_name_or_path: the folder, a hub id such as ``"org/name"``, or a
+                catalog name.
             **kwargs: huggingface_hub's ``from_pretrained`` arguments (``revision``,
                 ``cache_dir``, ``force_download``, ``local_files_only``, ``token``) and
                 ``tokenizer=`` / ``map_location=``.
@@ -295,8 +302,10 @@ class ClapModel(
                 file named).
             CheckpointError: missing or unexpected weights, by name.
         """
+        writer = clap_writer(cls, {"tokenizer": kwargs.get("tokenizer")})
+        named = named_folder(pretrained_model_name_or_path, "clap", writer, kwargs)
         folder, rest = locate_pretrained(
-            pretrained_model_name_or_path, kwargs, what="clapkit model"
+            named or pretrained_model_name_or_path, kwargs, what="clapkit model"
         )
         return super().from_pretrained(os.fspath(folder), **rest)
 
@@ -388,6 +397,21 @@ class ClapModel(
             The model, in eval mode.
         """
         return cls.from_converted(convert_transformers(model_or_path, **kwargs))
+
+    def to_transformers(self, save_directory: str | os.PathLike[str] | None = None) -> Any:
+        """This model as a transformers ``ClapModel`` (HTSAT + RoBERTa-pooler + mlp only).
+
+        Args:
+            save_directory: also write it there with its feature extractor and tokenizer, for
+                ``transformers.pipeline("zero-shot-audio-classification", model=folder)``.
+
+        Returns:
+            The transformers model; see `clapkit.core.convert.export_transformers`.
+
+        Raises:
+            ValueError: naming what transformers' ``ClapModel`` cannot hold.
+        """
+        return export_transformers(self, save_directory)
 
 
 def build_clap(

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import transformers
 from torch import Tensor, nn
 
 from clapkit.core.config import ClapConfig
@@ -22,6 +21,7 @@ __all__ = [
     "ConvertedClap",
     "converted_clap",
     "count_layers",
+    "import_transformers",
     "load_audio_weights",
     "text_model_config",
 ]
@@ -43,6 +43,25 @@ class ConvertedClap:
     state_dict: dict[str, Tensor]
     tokenizer: Any
     source: str
+
+
+def import_transformers() -> Any:
+    """``transformers``, imported on first use: clap-core itself does not depend on it.
+
+    Returns:
+        The ``transformers`` module.
+
+    Raises:
+        ImportError: naming what to install (the text encoders bring it).
+    """
+    try:
+        import transformers
+    except ImportError as error:
+        raise ImportError(
+            "converting text weights needs transformers: pip install 'clapkit-core[text]' "
+            "(or clapkit-text-encoders)"
+        ) from error
+    return transformers
 
 
 def count_layers(state: dict[str, Tensor], pattern: str) -> int:
@@ -67,7 +86,9 @@ def text_model_config(kind: str, state: dict[str, Tensor], source: str) -> Any:
 
     Raises:
         clapkit.audio.CheckpointError: if the weights lack the embedding tables.
+        ImportError: naming what to install when transformers is missing.
     """
+    transformers = import_transformers()
     try:
         if kind == "gpt2":
             vocab, width = state["wte.weight"].shape

@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
 from huggingface_hub import snapshot_download
 from torch import Tensor
 
-from clapkit.core.convert.common import ConvertedClap, converted_clap, load_audio_weights
+from clapkit.core.convert.common import (
+    ConvertedClap,
+    converted_clap,
+    import_transformers,
+    load_audio_weights,
+)
 from clapkit.core.registry import import_encoder_package
 from clapkit.core.state_dict import (
     check_consumed,
@@ -52,6 +56,25 @@ _BLOCK_RENAMES = {
 _QKV = re.compile(r"(layers\.\d+\.blocks\.\d+\.)attention\.self\.(query|key|value)\.(weight|bias)$")
 
 
+def rename_in_block(name: str, renames: dict[str, str]) -> str:
+    """Rename the part of a Swin block key after ``layers.i.blocks.j.`` by its first match.
+
+    Args:
+        name: a weight name.
+        renames: old prefix -> new prefix, inside a block.
+
+    Returns:
+        The renamed key (unchanged outside blocks or without a match).
+    """
+    block = re.match(r"layers\.\d+\.blocks\.\d+\.", name)
+    if block:
+        head, rest = block.group(0), name[block.end() :]
+        for old, new in renames.items():
+            if rest.startswith(old):
+                return head + new + rest[len(old) :]
+    return name
+
+
 def hf_audio_to_reference(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Rename transformers ``ClapAudioEncoder`` weights to HTS-AT (LAION) names.
 
@@ -71,14 +94,7 @@ def hf_audio_to_reference(state: dict[str, Tensor]) -> dict[str, Tensor]:
             qkv.setdefault((match.group(1), match.group(3)), {})[match.group(2)] = value
             continue
         name = key.replace("batch_norm.", "bn0.", 1) if key.startswith("batch_norm.") else key
-        block_match = re.match(r"layers\.\d+\.blocks\.\d+\.", name)
-        if block_match:
-            head, rest = block_match.group(0), name[block_match.end() :]
-            for old, new in _BLOCK_RENAMES.items():
-                if rest.startswith(old):
-                    name = head + new + rest[len(old) :]
-                    break
-        out[name] = value
+        out[rename_in_block(name, _BLOCK_RENAMES)] = value
     for (block, kind), parts in qkv.items():
         if set(parts) != {"query", "key", "value"}:
             raise checkpoint_error(
@@ -227,7 +243,7 @@ def convert_transformers(
         audio_lib, audio_encoder, audio_state, source=source, prefix="audio_model.audio_encoder."
     )
 
-    roberta_config = transformers.RobertaConfig(
+    roberta_config = import_transformers().RobertaConfig(
         **{k: text_config[k] for k in _ROBERTA_FIELDS if k in text_config}
     )
     text_encoder = text_lib.roberta(

@@ -34,6 +34,7 @@ from clapkit.audio.fast import InferenceFormCache, has_inference_form, inference
 from clapkit.audio.frontend import LogMelFrontend, mel_filterbank
 from clapkit.audio.htsat import HTSAT
 from clapkit.audio.io import AudioLoadError, fit_length, load_audio, load_crop, windows
+from clapkit.audio.resample import resample
 from clapkit.audio.weights import (
     check_mel_filterbank,
     identify_state_dict,
@@ -78,6 +79,7 @@ __all__ = [
     "load_reference_state_dict",
     "load_weights",
     "mel_filterbank",
+    "resample",
     "save_weights",
     "windows",
 ]

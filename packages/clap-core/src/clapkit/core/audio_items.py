@@ -165,11 +165,7 @@ def load_item(item: Any, sample_rate: int) -> Tensor:
 
 
 def _resample(audio: Any, wave: Tensor, source_rate: int, target_rate: int) -> Tensor:
-    """``clapkit.audio``'s resampling: its cached ``resample`` where it exports one, else the
-    ``torchaudio.functional.resample`` that its ``load_audio`` uses (same samples)."""
-    resample = getattr(audio, "resample", None)
-    if resample is None:
-        import torchaudio.functional as AF
-
-        return AF.resample(wave, source_rate, target_rate).contiguous()
-    return resample(wave, source_rate, target_rate).contiguous()
+    """``clapkit.audio.resample``: the resampling of its ``load_audio``, kernels cached per rate
+    pair."""
+    resampled: Tensor = audio.resample(wave, source_rate, target_rate)
+    return resampled.contiguous()

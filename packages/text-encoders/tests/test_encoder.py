@@ -99,8 +99,16 @@ def test_freeze_and_unfreeze(name: str, tiny_parts) -> None:
     assert not any(p.requires_grad for p in encoder.parameters())
     assert not encoder(TEXTS).embedding.requires_grad
     encoder.unfreeze()
-    assert all(p.requires_grad for p in encoder.parameters())
     assert encoder(TEXTS).embedding.requires_grad
+    # every weight that reaches the embedding trains, and only those (a pooler layer does with
+    # pooling="pooler" alone); a frozen one would get no gradient, which DDP refuses
+    encoder(TEXTS).embedding.sum().backward()
+    trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    reached = {n for n, p in encoder.named_parameters() if p.grad is not None}
+    assert trainable == reached
+    assert all(
+        n.startswith("model.pooler.") for n, _ in encoder.named_parameters() if n not in trainable
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -164,6 +164,7 @@ class TextEncoder(nn.Module):
         self.out_dim = spec.embedding_dim(model.config)
         self._tail_length = tail_length
         self._warned_truncation = False
+        self.unfreeze()
         # GPT2's states at real tokens never see right padding (it is causal), so the model gets
         # the causal mask alone, as a ready 4-D mask: transformers reads a 2-D mask's values on
         # the host to simplify it (a GPU sync every forward) and leaves a 4-D one as it is.
@@ -351,12 +352,19 @@ class TextEncoder(nn.Module):
         return self
 
     def unfreeze(self) -> TextEncoder:
-        """Let every weight of the text model train again.
+        """Let every weight of the text model that reaches the embedding train again.
+
+        BERT's and RoBERTa's pooler layer reaches it only with ``pooling="pooler"``; otherwise
+        it stays frozen (kept so that weight files load; DDP refuses parameters that never get
+        a gradient).
 
         Returns:
             This encoder.
         """
         self.model.requires_grad_(True)
+        pooler = getattr(self.model, "pooler", None)
+        if isinstance(pooler, nn.Module) and self.pooling != "pooler":
+            pooler.requires_grad_(False)
         return self
 
     def get_config(self) -> dict[str, Any]:

@@ -86,6 +86,7 @@ from clapkit.core.registry import (
     list_text_encoders,
     register_audio_encoder,
     register_text_encoder,
+    without_classifier,
 )
 from clapkit.core.state_dict import (
     check_consumed,
@@ -168,6 +169,7 @@ __all__ = [
     "read_pretrained",
     "register_audio_encoder",
     "register_text_encoder",
+    "without_classifier",
     "retrieval_metrics",
     "split_micro_batches",
     "split_msclap_audio",

@@ -51,7 +51,7 @@ from clapkit.train.config import parse_config
 from clapkit.train.contrastive import ContrastiveUpdates, build_model, flops_per_sample
 from clapkit.train.demo import fsdd_manifests
 from clapkit.train.evaluation import load_zero_shot_tasks, zero_shot_evaluate
-from clapkit.train.loaders import build_train_data, prepare_train_loader, record_keys
+from clapkit.train.loaders import build_train_data, prepare_train_loader
 from clapkit.train.presets.clap import (
     NOT_IDENTITY,
     NOTES,
@@ -154,7 +154,6 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         bar = self.progress_bar(cfg.epochs, micro_steps=updates.micro_steps)
         started = time.perf_counter()
         meter = ThroughputMeter(self.flops_per_sample)
-        rank = accelerator.process_index
         while progress.epoch < cfg.epochs:
             epoch = progress.epoch
             loader = self.epoch_batches(self.train_data, self.train_loader)
@@ -170,7 +169,6 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
                         break
                 else:
                     meter.batch_arrived()
-                    record_keys(batch, epoch=epoch, rank=rank)
                     sizes = accelerator.gather(
                         torch.tensor([batch["waveform"].shape[0]], device=accelerator.device)
                     )

@@ -26,25 +26,17 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = [
-    "KEYS_ENV",
     "SelfSplitLoader",
     "TrainData",
     "build_train_data",
     "prepare_train_loader",
-    "record_keys",
     "shard_batches_per_epoch",
     "skip_batches",
 ]
-
-KEYS_ENV = "CLAPKIT_TRAIN_TEST_KEYS"
-"""Test-only hook: a folder where each process appends the keys of the clips it trained on
-(``keys.rank<R>.tsv``: ``epoch<TAB>key`` per line), to count what an epoch saw."""
 
 
 def shard_batches_per_epoch(
@@ -144,22 +136,6 @@ def skip_batches(accelerator: Any, loader: Any, batches: int) -> Any:
         loader.skip = batches  # the stream is read again and its first batches dropped
         return loader
     return accelerator.skip_first_batches(loader, batches)
-
-
-def record_keys(batch: Mapping[str, Any], *, epoch: int, rank: int) -> None:
-    """With ``CLAPKIT_TRAIN_TEST_KEYS`` set: append this batch's clip keys to this rank's file.
-
-    Args:
-        batch: a collated batch (``keys``).
-        epoch: the epoch it belongs to.
-        rank: this process's index.
-    """
-    folder = os.environ.get(KEYS_ENV)
-    if not folder:
-        return
-    path = Path(folder) / f"keys.rank{rank}.tsv"
-    with path.open("a") as handle:
-        handle.writelines(f"{epoch}\t{key}\n" for key in batch["keys"])
 
 
 @dataclasses.dataclass

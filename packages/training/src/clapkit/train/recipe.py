@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from clapkit.data import SkippedFiles
-from clapkit.train.checkpointing import Progress, save_checkpoint
+from clapkit.train.checkpointing import Progress, load_checkpoint, save_checkpoint
 from clapkit.train.config import RunSettings, jsonable, parse_config
+from clapkit.train.preemption import Preempted, Preemption, stop_if_preempted
 from clapkit.train.setup import start_run
+from clapkit.train.write_errors import CheckpointWriteError
 
 __all__ = ["TrainingDivergedError", "TrainingRecipe"]
 
@@ -111,6 +113,7 @@ class TrainingRecipe(Generic[C]):
         self.optimizer: Any = None
         self.train_loader: Any = None
         self.last_checkpoint: tuple[Path, int] | None = None  # (folder, step) saved or resumed
+        self.preemption = Preemption()  # installed by start()
 
     @property
     def log(self) -> logging.Logger:
@@ -138,20 +141,23 @@ class TrainingRecipe(Generic[C]):
         self.accelerator, self.plan = start_run(
             self.cfg, ignore=self.not_identity, flush_denormal=self.flush_denormal
         )
+        self.preemption = Preemption(requeue_exit_code=self.cfg.requeue_exit_code).install()
         return self.accelerator
 
     def resume(self, *stateful: Any) -> None:
         """Register ``stateful`` objects (schedulers, run state) with the progress and skipped
         files for checkpointing, then load the checkpoint the run resumes from, if any.
 
-        Call after ``accelerator.prepare``: ``load_state`` restores the prepared model,
-        optimiser and loaders too.
+        Call after ``accelerator.prepare``: ``clapkit.train.checkpointing.load_checkpoint``
+        restores the prepared model and optimiser too (from JSON and safetensors; nothing is
+        unpickled). A failed restore of the random generators stops the run unless
+        ``--resume-force``.
         """
         accelerator = self.accelerator
         accelerator.register_for_checkpointing(*stateful, self.progress, self.skipped)
         if self.plan.resume_from is None:
             return
-        accelerator.load_state(str(self.plan.resume_from))
+        load_checkpoint(accelerator, self.plan.resume_from, force=self.cfg.resume_force)
         p = self.progress
         self.last_checkpoint = (Path(self.plan.resume_from), p.step)
         self.log.info(
@@ -278,7 +284,9 @@ class TrainingRecipe(Generic[C]):
     def step_done(self, bar: Any, scalars: Mapping[str, float], **shown: Any) -> bool:
         """After an optimizer step: the bar moves (showing ``shown`` and the loss), the
         trackers get ``train/<scalar>`` and every ``save_every_steps`` steps a checkpoint is
-        saved. Call on every process.
+        saved. When any process has received SIGTERM, SIGUSR1 or SIGINT
+        (``clapkit.train.preemption``), this step's checkpoint is saved and the run exits
+        (:class:`~clapkit.train.preemption.Preempted`). Call on every process.
 
         Args:
             bar: the run's :meth:`progress_bar`.
@@ -293,10 +301,13 @@ class TrainingRecipe(Generic[C]):
         bar.update(1)
         bar.set_postfix(**shown, loss=f"{scalars['loss']:.3f}")
         self.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
-        if step % self.cfg.save_every_steps:
-            return False
-        self.save_checkpoint(f"step_{step:08d}")
-        return True
+        saved = not step % self.cfg.save_every_steps
+        if saved:
+            self.save_checkpoint(f"step_{step:08d}")
+        # SIGTERM/SIGUSR1/SIGINT on any process: this step's checkpoint, then exit (preemption)
+        stop_if_preempted(self.preemption, self.accelerator, lambda: self.last_checkpoint[0]  # type: ignore[index]
+                          if saved else self.save_checkpoint(f"step_{step:08d}"))  # fmt: skip
+        return saved
 
     def _check_loss(self, loss: float) -> None:
         """Stop a run whose loss is NaN or infinite on any process, before anything of that
@@ -416,8 +427,11 @@ class TrainingRecipe(Generic[C]):
         recipe.setup()
         try:
             result = recipe.train()
-        except TrainingDivergedError as error:
+        except (TrainingDivergedError, CheckpointWriteError) as error:
             recipe.accelerator.end_training()  # the trackers keep what was logged
             raise SystemExit(f"{recipe.name}: {error}") from error
+        except Preempted:  # its checkpoint is saved; exit with the signal's status
+            recipe.accelerator.end_training()
+            raise
         recipe.cleanup()
         return result

@@ -201,8 +201,12 @@ def test_a_signal_saves_the_step_and_exits_with_its_status(
     # step 7 (mid-epoch 1; saves every 2 steps) was saved, nothing after it
     assert find_checkpoint(out / "checkpoints").name == "step_00000007"
     assert not (out / "checkpoints" / "step_00000008").exists()
+    record = json.loads((out / "PREEMPTED.json").read_text())
+    assert record == {"signal": sent.name, "step": 7, "exit_code": status,
+                      "checkpoint": str(out / "checkpoints" / "step_00000007")}  # fmt: skip
     if sent == signal.SIGTERM:  # and it goes on to the weights of an unbroken run
         run(out, "--resume", "latest")
+        assert not (out / "PREEMPTED.json").exists()  # it went on
         run(tmp_path / "whole")
         final = "checkpoints/step_00000015_end/model.safetensors"
         assert_same_weights(tmp_path / "whole" / final, out / final)

@@ -19,23 +19,32 @@ A second signal exits at once (the same status, nothing saved). The same signal 
 
 In a recipe (``clapkit.train.recipe.TrainingRecipe`` does this)::
 
-    preemption = Preemption(requeue_exit_code=75).install()   # every process, at the start
-    ...
-    stop_if_preempted(preemption, accelerator, save)           # after every optimizer update
+    preemption = Preemption(requeue_exit_code=75).install(out)   # every process, at the start
+    ...  # after every optimizer update, on every process:
+    stop_if_preempted(preemption, accelerator, save, step=step, run_folder=out)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
-__all__ = ["DUPLICATE_SECONDS", "EXIT_CODES", "Preempted", "Preemption", "stop_if_preempted"]
+__all__ = [
+    "DUPLICATE_SECONDS",
+    "EXIT_CODES",
+    "PREEMPTED_FILE",
+    "Preempted",
+    "Preemption",
+    "stop_if_preempted",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +52,9 @@ EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}
 """Exit status per signal; SIGUSR1's is the configurable requeue status."""
 DUPLICATE_SECONDS = 1.0
 """A repeat of the first signal within this time is the same request, not a second one."""
+PREEMPTED_FILE = "PREEMPTED.json"
+"""Written into the run folder by a preempted run (``{"signal", "step", "checkpoint",
+"exit_code"}``) and removed when a run starts there: what a batch script checks to requeue."""
 
 
 class Preempted(SystemExit):
@@ -63,13 +75,19 @@ class Preemption:
         self.received_at = 0.0
         self.group: Any = None
 
-    def install(self) -> Preemption:
+    def install(self, run_folder: Path | None = None) -> Preemption:
         """Install the handlers (main thread; every process) and, with several processes on a
         non-gloo backend, the CPU group the agreement uses (a collective: every process).
+
+        Args:
+            run_folder: a run folder whose :data:`PREEMPTED_FILE` (a previous launch's) is
+                removed: this launch goes on.
 
         Returns:
             self.
         """
+        if run_folder is not None:
+            (run_folder / PREEMPTED_FILE).unlink(missing_ok=True)
         for number in self.codes:
             signal.signal(number, self._handle)
         import torch.distributed as dist
@@ -119,14 +137,24 @@ class Preemption:
         return self.codes[signal.Signals(number)]
 
 
-def stop_if_preempted(preemption: Preemption, accelerator: Any, save: Callable[[], Any]) -> None:
+def stop_if_preempted(
+    preemption: Preemption,
+    accelerator: Any,
+    save: Callable[[], Path],
+    *,
+    step: int,
+    run_folder: Path,
+) -> None:
     """At an update boundary: when any process has received a signal, call ``save`` (every
-    process) and raise :class:`Preempted` with the signal's exit status.
+    process), record :data:`PREEMPTED_FILE` in ``run_folder`` and raise :class:`Preempted`
+    with the signal's exit status.
 
     Args:
         preemption: the installed handlers.
         accelerator: the run's accelerator.
-        save: writes the checkpoint of this step (a no-op if it was just written).
+        save: writes the checkpoint of this step (a no-op if it was just written); returns it.
+        step: the optimizer step.
+        run_folder: the run folder.
 
     Raises:
         Preempted: a process received SIGTERM, SIGINT or SIGUSR1.
@@ -136,6 +164,10 @@ def stop_if_preempted(preemption: Preemption, accelerator: Any, save: Callable[[
         return
     folder = save()
     code = preemption.exit_code(number)
+    if accelerator.is_main_process:
+        name = signal.Signals(number).name
+        record = {"signal": name, "step": step, "checkpoint": str(folder), "exit_code": code}
+        (run_folder / PREEMPTED_FILE).write_text(json.dumps(record, indent=1))
     logger.warning("stopped by %s after saving %s; exit status %d (go on with --resume latest)",
                    signal.Signals(number).name, folder, code)  # fmt: skip
     raise Preempted(code)

@@ -141,7 +141,7 @@ class TrainingRecipe(Generic[C]):
         self.accelerator, self.plan = start_run(
             self.cfg, ignore=self.not_identity, flush_denormal=self.flush_denormal
         )
-        self.preemption = Preemption(requeue_exit_code=self.cfg.requeue_exit_code).install()
+        self.preemption = Preemption(requeue_exit_code=self.cfg.requeue_exit_code).install(self.out)
         return self.accelerator
 
     def resume(self, *stateful: Any) -> None:
@@ -306,7 +306,8 @@ class TrainingRecipe(Generic[C]):
             self.save_checkpoint(f"step_{step:08d}")
         # SIGTERM/SIGUSR1/SIGINT on any process: this step's checkpoint, then exit (preemption)
         stop_if_preempted(self.preemption, self.accelerator, lambda: self.last_checkpoint[0]  # type: ignore[index]
-                          if saved else self.save_checkpoint(f"step_{step:08d}"))  # fmt: skip
+                          if saved else self.save_checkpoint(f"step_{step:08d}"),
+                          step=step, run_folder=self.out)  # fmt: skip
         return saved
 
     def _check_loss(self, loss: float) -> None:

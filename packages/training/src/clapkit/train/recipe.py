@@ -14,7 +14,7 @@ that step is saved), and the end (trackers closed, skipped files named, the repo
 
         def setup(self) -> None:        # after start(): self.accelerator, the run folder
             ...  # model, optimiser, loaders -> self.accelerator.prepare(...)
-            self.resume(scheduler)           # registered for checkpointing, then load_state
+            self.resume(scheduler)           # registered for checkpointing, then loaded
             self.write_config(task="...")   # config.json + trackers
 
         def train(self) -> dict[str, Any]: ...
@@ -377,9 +377,9 @@ class TrainingRecipe(Generic[C]):
             self.save_checkpoint(f"step_{p.step:08d}_end")
 
     def save_checkpoint(self, name: str) -> Path:
-        """Atomic ``accelerator.save_state`` (model, optimiser, RNG, samplers, what
-        :meth:`resume` registered) as ``checkpoints/NAME``, with ``run.json`` and
-        ``config.json`` beside it. Call on every process."""
+        """An atomic checkpoint (``clapkit.train.state``: model, optimiser, RNG, what
+        :meth:`resume` registered, as JSON + safetensors) as ``checkpoints/NAME``, with
+        ``run.json`` and ``config.json`` beside it. Call on every process."""
         files = {"run.json": self.plan.run_json, "config.json": json.dumps(self.resolved, indent=2)}
         folder = save_checkpoint(self.accelerator, self.out / "checkpoints" / name, files=files)
         self.last_checkpoint = (folder, self.progress.step)

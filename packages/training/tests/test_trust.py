@@ -140,6 +140,23 @@ def test_a_failed_rng_restore_stops_the_resume_unless_forced(
     assert [e["step"] for e in history] == [5, 10, 15]
 
 
+def test_a_safetensors_header_that_looks_like_a_pickle_is_not_one(tmp_path: Path) -> None:
+    import struct
+
+    from safetensors import safe_open
+
+    header = json.dumps({"__metadata__": {"scalars": "{}"}}).ljust(640).encode()
+    file = tmp_path / "rng_0.safetensors"
+    file.write_bytes(struct.pack("<Q", len(header)) + header)
+    assert file.read_bytes()[:2] == b"\x80\x02"  # a pickle's protocol-2 opening
+    with safe_open(str(file), framework="pt") as handle:
+        assert handle.metadata() == {"scalars": "{}"}
+    assert not is_pickle(file)
+    renamed = file.with_name("object_0.json")
+    renamed.write_bytes(file.read_bytes())
+    assert is_pickle(renamed)  # any other file with that opening is refused
+
+
 def test_checkpoints_of_older_clapkit_are_refused_by_name(tmp_path: Path) -> None:
     folder = tmp_path / "step_00000001"
     folder.mkdir()

@@ -66,11 +66,18 @@ def is_pickle(path: Path) -> bool:
     """Whether a file is (or is named like) a pickle: a pickle's name, a pickle's protocol
     header (``0x80`` and protocol 2-5), or a zip archive (``torch.save``'s format).
 
+    A ``.safetensors`` file is not sniffed: it is only ever read by safetensors (which unpickles
+    nothing and checks its header), and its first bytes are a header length, which can look
+    like a pickle's (640 bytes: ``80 02``).
+
     Args:
         path: the file.
     """
-    if path.suffix.lower() in PICKLE_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
         return True
+    if suffix == ".safetensors":
+        return False
     with path.open("rb") as handle:
         head = handle.read(4)
     return head == _ZIP or (len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS)

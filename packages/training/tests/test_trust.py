@@ -208,13 +208,11 @@ def test_a_signal_saves_the_step_and_exits_with_its_status(
     out = tmp_path / "run"
     Signalled.at_step, Signalled.send = 7, sent
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
-    try:
-        with pytest.raises(SystemExit) as stop:
-            Signalled.main(["--output-dir", str(out), *args])
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    with pytest.raises(SystemExit) as stop:
+        Signalled.main(["--output-dir", str(out), *args])
     assert stop.value.code == status
+    # main put the handlers of before back (pytest's own Ctrl-C, here)
+    assert {s: signal.getsignal(s) for s in previous} == previous
     # step 7 (mid-epoch 1; saves every 2 steps) was saved, nothing after it
     assert find_checkpoint(out / "checkpoints").name == "step_00000007"
     assert not (out / "checkpoints" / "step_00000008").exists()

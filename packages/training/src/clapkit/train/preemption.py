@@ -74,6 +74,7 @@ class Preemption:
         self.signal: int = 0
         self.received_at = 0.0
         self.group: Any = None
+        self.previous: dict[int, Any] = {}
 
     def install(self, run_folder: Path | None = None) -> Preemption:
         """Install the handlers (main thread; every process) and, with several processes on a
@@ -89,13 +90,19 @@ class Preemption:
         if run_folder is not None:
             (run_folder / PREEMPTED_FILE).unlink(missing_ok=True)
         for number in self.codes:
-            signal.signal(number, self._handle)
+            self.previous[number] = signal.signal(number, self._handle)
         import torch.distributed as dist
 
         distributed = dist.is_available() and dist.is_initialized()
         if distributed and dist.get_world_size() > 1 and dist.get_backend() != "gloo":
             self.group = dist.new_group(backend="gloo")  # the agreement never waits on a GPU
         return self
+
+    def uninstall(self) -> None:
+        """Put back the handlers that :meth:`install` replaced (a no-op if not installed)."""
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        self.previous.clear()
 
     def _handle(self, number: int, frame: FrameType | None) -> None:
         name = signal.Signals(number).name

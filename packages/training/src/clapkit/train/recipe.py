@@ -425,8 +425,8 @@ class TrainingRecipe(Generic[C]):
                                    notes=cls.notes)  # fmt: skip
         recipe = cls(cfg, preset)
         recipe.start()
-        recipe.setup()
         try:
+            recipe.setup()
             result = recipe.train()
         except (TrainingDivergedError, CheckpointWriteError) as error:
             recipe.accelerator.end_training()  # the trackers keep what was logged
@@ -434,5 +434,7 @@ class TrainingRecipe(Generic[C]):
         except Preempted:  # its checkpoint is saved; exit with the signal's status
             recipe.accelerator.end_training()
             raise
+        finally:
+            recipe.preemption.uninstall()  # the signals' handlers of before the run
         recipe.cleanup()
         return result

@@ -69,14 +69,16 @@ def kill_at(command: list[str], checkpoints: Path, step: int, delay: float) -> i
     return None
 
 
-def chaos(recipe: str, steps: int, final: str, tmp_path: Path, *, reach: int) -> None:
+def chaos(
+    recipe: str, steps: int, final: str, tmp_path: Path, *, reach: int, args: tuple[str, ...] = ()
+) -> None:
     """The unbroken run beside 5 killed and resumed ones; the final weights must be equal.
 
     Each launch is killed ``delay`` seconds (0 to 0.3, seeded) after it begins the checkpoint
     of a step 1 to ``reach`` steps (seeded) past the one it resumed from, in the first half of
     the run (so that, however loaded the machine, it cannot finish the run before its kill).
     """
-    quiet = ["--preset", "smoke", "--log-with", "none", "--epochs", "1"]  # short: 7 launches
+    quiet = ["--preset", "smoke", "--log-with", "none", *args]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     checkpoints = parts / "checkpoints"
     chooser = random.Random(SEED)
@@ -101,13 +103,13 @@ def chaos(recipe: str, steps: int, final: str, tmp_path: Path, *, reach: int) ->
         assert got[name].equal(tensor), (name, kills)
 
 
-@pytest.mark.slow  # 7 launches of one smoke epoch (4 updates): 1-2 min on 2 free cores
+@pytest.mark.slow  # 7 launches of the smoke preset (2 epochs of 4 updates): 1-2 min on 2 cores
 def test_pretraining_killed_five_times_ends_on_the_unbroken_weights(tmp_path: Path) -> None:
-    final = "checkpoints/step_00000004_end/model.safetensors"
-    chaos("pretrain_clap.py", 4, final, tmp_path, reach=1)
+    final = "checkpoints/step_00000008_end/model.safetensors"
+    chaos("pretrain_clap.py", 8, final, tmp_path, reach=1)
 
 
-@pytest.mark.slow  # 7 launches of one smoke epoch (8 updates): 1-2 min on 2 free cores
+@pytest.mark.slow  # 7 launches of one smoke epoch (8 updates): 1-2 min on 2 cores
 def test_captioner_killed_five_times_ends_on_the_unbroken_weights(tmp_path: Path) -> None:
     final = "checkpoints/step_00000008_end/model.safetensors"
-    chaos("train_captioner.py", 8, final, tmp_path, reach=2)
+    chaos("train_captioner.py", 8, final, tmp_path, reach=2, args=("--epochs", "1"))

@@ -1,9 +1,8 @@
 """Chaos resume: SIGKILL at 5 random moments (seeded), resuming each time, ends on the weights
 of an unbroken run, for the pretraining and the captioning recipes' smoke presets.
 
-Each kill waits until the run begins the checkpoint of a random step past the one it resumed
-from, then a random fraction of a second: the kills land in saves, in training steps and in
-evaluations.
+Each kill waits until the run begins or finishes the checkpoint of a random step past the one
+it resumed from, then a few random milliseconds: the kills land in saves and in training steps.
 Every step is saved (``--save-every-steps 1``, which a resume may change), so that every kill
 has a checkpoint before it to go on from.
 """
@@ -34,18 +33,27 @@ def complete_step(checkpoints: Path) -> int | None:
     return max(steps, default=None)
 
 
-def begun_since(checkpoints: Path, step: int, launched: float) -> bool:
-    """Whether this launch has begun saving a checkpoint of ``step`` or later."""
-    for folder in checkpoints.glob("*step_*"):
-        number = int(folder.name.lstrip(".")[5:13])
-        if number >= step and folder.stat().st_ctime >= launched:
+def reached(checkpoints: Path, step: int, launched: float, *, saved: bool) -> bool:
+    """Whether this launch has begun (``saved``: finished) a checkpoint of ``step`` or later."""
+    for folder in checkpoints.glob(".step_*.partial" if not saved else "step_*"):
+        try:
+            fresh = folder.stat().st_ctime >= launched  # made or renamed by this launch
+        except FileNotFoundError:  # renamed between the listing and now
+            continue
+        if (
+            fresh
+            and not folder.name.endswith(".old")
+            and int(folder.name.lstrip(".")[5:13]) >= step
+        ):
             return True
     return False
 
 
-def kill_at(command: list[str], checkpoints: Path, step: int, delay: float) -> int | None:
-    """Run ``command``; SIGKILL it ``delay`` s after it begins the checkpoint of ``step`` (or a
-    later one).
+def kill_at(
+    command: list[str], checkpoints: Path, step: int, *, saved: bool, delay: float
+) -> int | None:
+    """Run ``command``; SIGKILL it ``delay`` s after it begins (``saved``: finishes) the
+    checkpoint of ``step`` (or a later one).
 
     Returns:
         The exit status (None: killed).
@@ -55,12 +63,12 @@ def kill_at(command: list[str], checkpoints: Path, step: int, delay: float) -> i
     child = subprocess.Popen(command, cwd=RECIPES.parent, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 300
-    while not (checkpoints.is_dir() and begun_since(checkpoints, step, launched)):
+    while not (checkpoints.is_dir() and reached(checkpoints, step, launched, saved=saved)):
         if child.poll() is not None:
             assert child.stderr is not None
             pytest.fail(f"ended before step {step} ({child.returncode}):\n{child.stderr.read()}")
         assert time.monotonic() < deadline, f"step {step} never came"
-        time.sleep(0.01)
+        time.sleep(0.005)
     time.sleep(delay)
     if child.poll() is not None:  # it finished within the delay
         return child.returncode
@@ -74,9 +82,10 @@ def chaos(
 ) -> None:
     """The unbroken run beside 5 killed and resumed ones; the final weights must be equal.
 
-    Each launch is killed ``delay`` seconds (0 to 0.3, seeded) after it begins the checkpoint
-    of a step 1 to ``reach`` steps (seeded) past the one it resumed from, in the first half of
-    the run (so that, however loaded the machine, it cannot finish the run before its kill).
+    Each launch is killed a few milliseconds (seeded) after it begins (a kill mid-save) or
+    finishes (a kill in the next update) the checkpoint of a step 1 to ``reach`` steps (seeded)
+    past the one it resumed from, in the first half of the run (a tiny model's updates take
+    milliseconds: a longer wait could let it finish the run).
     """
     quiet = ["--preset", "smoke", "--log-with", "none", *args]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
@@ -90,11 +99,12 @@ def chaos(
             done = complete_step(checkpoints) if checkpoints.is_dir() else None
             start = ["--resume", "latest"] if done is not None else ["--overwrite"]
             step = min((done or 0) + chooser.randint(1, reach), steps // 2)
-            delay = chooser.uniform(0.0, 0.3)
+            saved = chooser.random() < 0.5  # in the next update, or in the save
+            delay = chooser.uniform(0.0, 0.05 if saved else 0.02)
             status = kill_at([*script, "--save-every-steps", "1", *start], checkpoints, step,
-                             delay)  # fmt: skip
+                             saved=saved, delay=delay)  # fmt: skip
             assert status is None, f"the run ended ({status}) before its kill"
-            kills.append((done, step, round(delay, 2)))
+            kills.append((done, step, saved, round(delay, 3)))
         python(recipe, *quiet, "--output-dir", str(parts), "--resume", "latest")
         unbroken.result()
     expected, got = load_file(whole / final), load_file(parts / final)

@@ -29,7 +29,7 @@ task; the epoch with the best mean accuracy is kept (without one, the lowest tra
 Outputs: ``run.json``, ``config.json``, ``metrics.json``, ``report.md``, ``history.csv``,
 ``curves.png``, ``best/`` (``audio_encoder.safetensors``, ``prefix_lm/`` = the whole model as
 ``PrefixLanguageModel.save_pretrained``, ``README.md``), ``checkpoints/`` (atomic
-``accelerator.save_state`` every ``--save-every-steps`` updates and at each epoch end;
+checkpoints (JSON + safetensors) every ``--save-every-steps`` updates and at each epoch end;
 ``--resume latest`` continues exactly, mid-epoch included), TensorBoard logs.
 """
 

@@ -21,7 +21,7 @@ steps, batch 40, 10 epochs).
 picks the starting values. Outputs: ``run.json``, ``config.json``, ``metrics.json`` (per epoch:
 train loss and the test set's caption metrics), ``report.md``, ``history.csv``, ``curves.png``,
 ``examples.jsonl`` (test captions of the best epoch), ``best/`` (``ClapCaptioner.
-save_pretrained``), ``checkpoints/`` (atomic ``accelerator.save_state`` every
+save_pretrained``), ``checkpoints/`` (atomic checkpoints (JSON + safetensors) every
 ``--save-every-steps`` updates and at each epoch end; ``--resume latest`` continues exactly,
 mid-epoch included), TensorBoard logs.
 """

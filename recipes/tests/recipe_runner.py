@@ -14,6 +14,8 @@ import pytest
 
 RECIPES = Path(__file__).resolve().parent.parent
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+INSTRUMENTED = Path(__file__).resolve().parent / "instrumented.py"
+"""Runs a recipe with test instruments attached (held checkpoint markers, recorded keys)."""
 CPU_LAUNCH = ["--cpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
@@ -47,7 +49,8 @@ def launch(
     """``accelerate launch`` on the CPU with ``processes`` processes.
 
     ``extra_env`` adds environment variables; ``precision`` is the launcher's
-    ``--mixed_precision``.
+    ``--mixed_precision``. ``recipe`` may be ``"tests/instrumented.py"`` followed (in ``args``)
+    by its instruments and the recipe's path.
 
     One process: ``--cpu``. Several: accelerate's ``--cpu`` spawns extra processes only through
     mpirun, so they are started by torchrun (``--multi_gpu``) with no GPU visible and
@@ -128,8 +131,8 @@ def kill_when(
 
 def kill_during_save(recipe: str, args: list[str], step: int, *, hold: float) -> list[str]:
     """Run ``recipe`` as a plain script saving a checkpoint every step, each save held open
-    ``hold`` seconds before its completion marker, and SIGKILL it while step ``step``'s
-    checkpoint is being written (a crash mid-epoch, mid-save).
+    ``hold`` seconds before its completion marker (``instrumented.py --hold-marker``), and
+    SIGKILL it while step ``step``'s checkpoint is being written (a crash mid-epoch, mid-save).
 
     Args:
         recipe: the recipe's file name.
@@ -138,12 +141,10 @@ def kill_during_save(recipe: str, args: list[str], step: int, *, hold: float) ->
         hold: seconds each save waits before its marker.
 
     Returns:
-        The command (without ``--save-every-steps``), to run it again.
+        The command (without ``--save-every-steps`` and the instrument), to run it again.
     """
-    from clapkit.train.checkpointing import SLOW_SAVE_ENV
-
-    command = [sys.executable, str(RECIPES / recipe), *args]
     out = Path(args[args.index("--output-dir") + 1])
     partial = out / "checkpoints" / f".step_{step:08d}.partial" / "model.safetensors"
-    kill_when([*command, "--save-every-steps", "1"], partial, extra_env={SLOW_SAVE_ENV: str(hold)})
-    return command
+    held = [sys.executable, str(INSTRUMENTED), "--hold-marker", str(hold), str(RECIPES / recipe)]
+    kill_when([*held, *args, "--save-every-steps", "1"], partial)
+    return [sys.executable, str(RECIPES / recipe), *args]

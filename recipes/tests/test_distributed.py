@@ -23,7 +23,7 @@ from clapkit.data import read_manifest
 from clapkit.train.demo import fsdd_manifests
 
 sys.path[:0] = [str(Path(__file__).resolve().parent)]
-from recipe_runner import RECIPES, launch  # noqa: E402
+from recipe_runner import INSTRUMENTED, RECIPES, launch  # noqa: E402
 
 FSDD = RECIPES.parent / "data" / "fsdd"
 RELATIVE_TOLERANCE = 1e-5
@@ -102,7 +102,8 @@ def test_shards_on_two_processes_and_two_workers_are_read_once_per_epoch(
     out = tmp_path / "run"
     args = [a for a in common(train, heldout, out) if a not in ("--train-manifest", str(train))]
     launch(
-        "tests/recording_pretrain.py", str(keys),
+        str(INSTRUMENTED.relative_to(RECIPES)),
+        "--record-keys", str(keys), str(RECIPES / "pretrain_clap.py"),
         *args,
         "--train-shards", str(shards), "--samples-per-epoch", "48",
         "--batch-size", "4", "--global-batch-size", "8", "--num-workers", "2",

@@ -36,6 +36,30 @@ def test_caption_string_labels_string_and_extra_fields(tmp_path: Path) -> None:
     assert record.extra == {"split": "test"}
 
 
+def test_a_byte_order_mark_and_crlf_line_ends_are_read(manifest: Path) -> None:
+    """What Excel and PowerShell save: UTF-8 with a BOM, lines ending in CRLF."""
+    windows = manifest.with_name("windows.jsonl")
+    lines = manifest.read_text(encoding="utf-8").splitlines()
+    windows.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n\r\n")
+    records = read_manifest(windows)
+    expected = read_manifest(manifest)
+    assert [(r.key, r.captions, r.labels, r.extra) for r in records] == [
+        (r.key, r.captions, r.labels, r.extra) for r in expected
+    ]
+    assert records[0].key == "clips/0_jackson_0"  # no BOM in the first key or path
+    assert records[-1].captions[-1] == expected[-1].captions[-1]  # no "\r" at the end
+
+
+def test_sidecars_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
+    (tmp_path / "a.wav").write_bytes(b"")
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbfa dog barks\r\na dog\r\n")
+    (tmp_path / "b.wav").write_bytes(b"")
+    (tmp_path / "b.json").write_bytes(b'\xef\xbb\xbf{"caption": "rain", "split": "test"}\r\n')
+    a, b = records_from_folder(tmp_path)
+    assert a.captions == ("a dog barks", "a dog")
+    assert (b.captions, b.extra) == (("rain",), {"split": "test"})
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

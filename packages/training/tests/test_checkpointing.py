@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,7 +18,6 @@ import torch
 
 from clapkit.train.checkpointing import (
     COMPLETE_MARKER,
-    SLOW_SAVE_ENV,
     CheckpointError,
     find_checkpoint,
     replace_folder,
@@ -25,6 +25,15 @@ from clapkit.train.checkpointing import (
     verify_checkpoint,
     written_aside,
 )
+from clapkit.train.integrity import sha256_of
+
+
+def record_hash(folder: Path, name: str) -> None:
+    """Make ``COMPLETE`` agree with the file ``name`` as it now is (size and sha256)."""
+    marker = json.loads((folder / COMPLETE_MARKER).read_text())
+    file = folder / name
+    marker["files"][name] = {"bytes": file.stat().st_size, "sha256": sha256_of(file)}
+    (folder / COMPLETE_MARKER).write_text(json.dumps(marker))
 
 
 def _step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -76,6 +85,9 @@ def test_unreadable_safetensors_of_the_right_size_is_caught(prepared: Any, tmp_p
     folder = save_checkpoint(accelerator, tmp_path / "step_1")
     weights = folder / "model.safetensors"
     weights.write_bytes(b"\xff" * weights.stat().st_size)  # same size, garbage header
+    with pytest.raises(CheckpointError, match=r"model\.safetensors does not match the sha256"):
+        verify_checkpoint(folder)
+    record_hash(folder, "model.safetensors")  # a marker that agrees: the header is read
     with pytest.raises(CheckpointError, match=r"model\.safetensors: "):
         verify_checkpoint(folder)
 
@@ -98,9 +110,16 @@ def test_folder_without_marker_is_incomplete(prepared: Any, tmp_path: Path) -> N
 
 SAVER = textwrap.dedent(
     """
-    import sys, torch
+    import sys, time, torch
     from accelerate import Accelerator
+    import clapkit.train.checkpointing as checkpointing
     from clapkit.train.checkpointing import save_checkpoint
+
+    def held_open(folder, write=checkpointing.write_marker):
+        time.sleep(30)  # every file written, the marker not yet: killed here
+        write(folder)
+
+    checkpointing.write_marker = held_open
     accelerator = Accelerator(cpu=True)
     model = accelerator.prepare(torch.nn.Linear(8, 16))
     save_checkpoint(accelerator, sys.argv[1], files={"run.json": "{}"})
@@ -113,10 +132,9 @@ def test_save_killed_before_its_marker_is_passed_over(prepared: Any, tmp_path: P
     root = tmp_path / "checkpoints"
     good = save_checkpoint(accelerator, root / "step_00000001")
     staged = root / ".step_00000002.partial"
-    env = {**os.environ, SLOW_SAVE_ENV: "30", "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen(
         [sys.executable, "-c", SAVER, str(root / "step_00000002")],
-        env=env,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from clapkit.train.checkpointing import COMPLETE_MARKER
 from clapkit.train.config import config_diff, config_hash
+from clapkit.train.integrity import write_marker
 from clapkit.train.runs import RUN_FILE, RunError, plan_run
 
 CONFIG = {"lr": 1e-3, "epochs": 2, "eval_task": ("esc50=/d",), "output_dir": "a", "max_steps": None}
@@ -22,8 +22,7 @@ def fake_checkpoint(folder: Path, config: dict[str, Any], seed: int = 0) -> Path
     plan = plan_run(folder.parent / "unused", config, seed=seed, ignore=IGNORE, now=0.0)
     folder.mkdir(parents=True)
     (folder / RUN_FILE).write_text(plan.run_json)
-    size = (folder / RUN_FILE).stat().st_size
-    (folder / COMPLETE_MARKER).write_text(json.dumps({"files": {RUN_FILE: size}, "saved": 0}))
+    write_marker(folder)
     return folder
 
 

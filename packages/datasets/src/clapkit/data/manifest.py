@@ -150,7 +150,7 @@ def read_json_lines(
         raise FileNotFoundError(f"{what} {manifest} does not exist")
     records: list[R] = []
     seen: dict[str, str] = {}
-    with manifest.open(encoding="utf-8") as lines:
+    with manifest.open(encoding="utf-8-sig") as lines:
         for number, text in enumerate(lines, start=1):
             if not text.strip():
                 continue
@@ -218,14 +218,14 @@ def records_from_folder(
         sidecar_json, sidecar_txt = audio.with_suffix(".json"), audio.with_suffix(".txt")
         if sidecar_json.is_file():
             try:
-                fields = json.loads(sidecar_json.read_text(encoding="utf-8"))
+                fields = json.loads(sidecar_json.read_text(encoding="utf-8-sig"))
             except json.JSONDecodeError as error:
                 raise ManifestError(f"{sidecar_json}: not valid JSON ({error.msg})") from error
             if not isinstance(fields, dict):
                 raise ManifestError(f"{sidecar_json}: expected a JSON object")
             line.update({k: v for k, v in fields.items() if k != "audio"})
         elif sidecar_txt.is_file():
-            captions = [c.strip() for c in sidecar_txt.read_text(encoding="utf-8").splitlines()]
+            captions = [c.strip() for c in sidecar_txt.read_text(encoding="utf-8-sig").splitlines()]
             line["caption"] = [c for c in captions if c]
         records.append(parse_record(line, root, str(audio)))
     return records

@@ -10,8 +10,12 @@ Modules (import them by name; this file imports nothing heavy):
   gradient checkpointing, the warm-up schedule.
 - :mod:`clapkit.train.runs`: run folders that never mix (``plan_run``: ``--resume``,
   ``--overwrite``, ``run.json``).
-- :mod:`clapkit.train.checkpointing`: atomic checkpoints, ``find_checkpoint`` (newest
-  complete), ``verify_checkpoint``, ``replace_folder``, ``written_aside``.
+- :mod:`clapkit.train.checkpointing`: atomic checkpoints, ``load_checkpoint``,
+  ``find_checkpoint`` (newest complete), ``verify_checkpoint``, ``replace_folder``,
+  ``written_aside``; :mod:`clapkit.train.state` (the training state as JSON + safetensors, nothing
+  pickled), :mod:`clapkit.train.integrity` (``COMPLETE``: sizes and sha256s; pickles refused),
+  :mod:`clapkit.train.write_errors` (disk full, quota, read-only, named).
+- :mod:`clapkit.train.preemption`: SIGTERM / SIGUSR1 / SIGINT -> finish the update, save, exit.
 - :mod:`clapkit.train.evaluation`: per-epoch zero-shot tasks and scores (clap-core's path).
 - :mod:`clapkit.train.throughput`: samples/s, data wait vs compute, TFLOP/s.
 - :mod:`clapkit.train.reporting`: metrics.json, report.md, history.csv, curves.png, model card.

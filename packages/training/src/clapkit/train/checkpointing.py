@@ -1,11 +1,14 @@
 """Atomic checkpoints: written aside, renamed into place when complete, verified on resume.
 
-A checkpoint folder ``checkpoints/NAME`` is first written as ``checkpoints/.NAME.partial``
-(``accelerator.save_state`` plus the recipe's own files), then closed with a completion marker
-(``COMPLETE``: the size of every file in it) and renamed into place. A folder without the marker
-was interrupted; one whose files do not match their recorded sizes, or whose safetensors cannot
-be read, is corrupt. :func:`find_checkpoint` picks the newest complete one and says which it
-passed over.
+A checkpoint folder ``checkpoints/NAME`` is first written as ``checkpoints/.NAME.partial`` (the
+training state as JSON and safetensors, ``clapkit.train.state``, plus the recipe's own files),
+then closed with a completion marker (``COMPLETE``: the size and sha256 of every file in it)
+and renamed into place. A folder without the marker was interrupted; one whose files do not
+match their recorded sizes or hashes, or whose safetensors cannot be read, is corrupt:
+:func:`find_checkpoint` picks the newest complete one and says which it passed over. A folder
+holding a pickle is refused outright (:class:`UnsafeCheckpointError`): clapkit writes none, and
+loading one could run code. A failed write (disk full, quota, read-only) removes the partial
+folder and says where, how much was free and how to go on (:class:`CheckpointWriteError`).
 
 Typical use in a recipe::
 
@@ -13,28 +16,38 @@ Typical use in a recipe::
                     files={"run.json": run_json_text})
     chosen = find_checkpoint(out / "checkpoints")      # --resume latest
     verify_checkpoint(Path(user_dir))                  # --resume DIR: the error names the file
+    load_checkpoint(accelerator, chosen, force=False)  # on every process
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 import shutil
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clapkit.train.integrity import (
+    COMPLETE_MARKER,
+    CheckpointError,
+    UnsafeCheckpointError,
+    check_files,
+    write_marker,
+)
+from clapkit.train.write_errors import CheckpointWriteError, write_failure
+
 __all__ = [
     "COMPLETE_MARKER",
     "CheckpointError",
+    "CheckpointWriteError",
     "Progress",
+    "UnsafeCheckpointError",
     "find_checkpoint",
     "full_state_dict",
+    "load_checkpoint",
     "replace_folder",
     "save_checkpoint",
     "save_whole_pretrained",
@@ -44,39 +57,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-COMPLETE_MARKER = "COMPLETE"
-"""File name of the completion marker: JSON ``{"files": {name: bytes}, "saved": unix time}``."""
 PARTIAL_PREFIX, PARTIAL_SUFFIX = ".", ".partial"
-SLOW_SAVE_ENV = "CLAPKIT_TRAIN_TEST_SAVE_DELAY"
-"""Test-only hook: seconds to sleep between writing a checkpoint's files and its marker, so that
-a test can kill the process in the middle of a save."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is incomplete or corrupt; the message names the folder and the file."""
 
 
 def _partial(folder: Path) -> Path:
     return folder.parent / f"{PARTIAL_PREFIX}{folder.name}{PARTIAL_SUFFIX}"
-
-
-def _fsync_tree(folder: Path) -> None:
-    # rename is atomic, but without fsync a power cut can leave renamed-but-empty files
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def _write_marker(folder: Path) -> None:
-    files = {
-        str(p.relative_to(folder)): p.stat().st_size
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != COMPLETE_MARKER
-    }
-    marker = folder / COMPLETE_MARKER
-    marker.write_text(json.dumps({"files": files, "saved": time.time()}, indent=1))
-    _fsync_tree(folder)
 
 
 def replace_folder(staged: Path, final: Path) -> None:
@@ -101,7 +86,7 @@ def replace_folder(staged: Path, final: Path) -> None:
 
 
 @contextmanager
-def written_aside(final: str | Path) -> Iterator[Path]:
+def written_aside(final: str | Path, *, what: str = "") -> Iterator[Path]:
     """A folder to write in place of ``final``: the block writes ``.NAME.partial`` beside it
     (emptied first: a killed write may have left one; created by the block), which replaces
     ``final`` by :func:`replace_folder` when the block ends without an error::
@@ -109,19 +94,46 @@ def written_aside(final: str | Path) -> Iterator[Path]:
         with written_aside(out / "best") as staged:
             model.save_pretrained(staged)
 
+    A block that fails leaves ``final`` as it was and the partial folder removed; a write error
+    of the file system (disk full, quota, read-only) becomes a :class:`CheckpointWriteError`
+    that names the folder and the free space.
+
     Args:
         final: the folder to replace (it may not exist yet).
+        what: what the folder holds, for the error message (default: its name).
 
     Yields:
         The staging folder, which does not exist yet.
+
+    Raises:
+        CheckpointWriteError: the block or the swap failed to write.
     """
     final = Path(final)
     staged = _partial(final)
     if staged.exists():
         shutil.rmtree(staged)
     final.parent.mkdir(parents=True, exist_ok=True)
-    yield staged
-    replace_folder(staged, final)
+    try:
+        yield staged
+        replace_folder(staged, final)
+    except Exception as error:
+        shutil.rmtree(staged, ignore_errors=True)
+        failure = write_failure(error, what or f"{final.name}/", final, kept=_kept(final))
+        if failure is None:
+            raise
+        raise failure from error
+
+
+def _kept(final: Path) -> str:
+    if final.is_dir():
+        return f"the previous {final} is intact"
+    return f"nothing was kept in {final}"
+
+
+def _newest_complete(root: Path) -> Path | None:
+    done = sorted(p.parent for p in root.glob(f"*/{COMPLETE_MARKER}") if p.parent.is_dir())
+    done = [p for p in done if not p.name.startswith(PARTIAL_PREFIX)]
+    return done[-1] if done else None
 
 
 def save_checkpoint(
@@ -129,9 +141,9 @@ def save_checkpoint(
     folder: str | Path,
     *,
     files: Mapping[str, str | bytes] | None = None,
-    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """``accelerator.save_state`` into ``folder``, atomically (call it on every process).
+    """The run's training state (``clapkit.train.state``) into ``folder``, atomically (call on
+    every process).
 
     Args:
         accelerator: the run's ``accelerate.Accelerator``.
@@ -139,41 +151,51 @@ def save_checkpoint(
             Names must sort in save order (zero-padded steps): :func:`find_checkpoint` sorts them.
         files: extra files (name -> text or bytes) written by the main process beside the state,
             e.g. ``{"run.json": ..., "config.json": ...}``.
-        write_extra: called by the main process with the staging folder to write more files.
 
     Returns:
         The final folder.
+
+    Raises:
+        CheckpointWriteError: a write failed (disk full, quota, read-only file system): the
+            partial folder is removed, the previous checkpoints stay; the message names the
+            folder, the free space and how to go on.
     """
+    from clapkit.train.state import save_training_state
+
     final = Path(folder)
     staged = _partial(final)
     if accelerator.is_main_process:
         final.parent.mkdir(parents=True, exist_ok=True)
         if staged.exists():  # left by a save that was killed
             shutil.rmtree(staged)
+        staged.mkdir()
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staged))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        for name, content in (files or {}).items():
-            path = staged / name
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content)
-        if write_extra is not None:
-            write_extra(staged)
-        delay = float(os.environ.get(SLOW_SAVE_ENV, "0") or 0)
-        if delay:
-            logger.warning("test hook %s: sleeping %.1f s before the marker", SLOW_SAVE_ENV, delay)
-            time.sleep(delay)
-        _write_marker(staged)
-        replace_folder(staged, final)
+    try:
+        save_training_state(accelerator, staged)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            for name, content in (files or {}).items():
+                path = staged / name
+                if isinstance(content, bytes):
+                    path.write_bytes(content)
+                else:
+                    path.write_text(content)
+            write_marker(staged)
+            replace_folder(staged, final)
+    except Exception as error:
+        shutil.rmtree(staged, ignore_errors=True)
+        previous = _newest_complete(final.parent)
+        kept = "no earlier checkpoint exists" if previous is None else f"{previous} is intact"
+        failure = write_failure(error, f"checkpoint {final.name}", final, kept=kept)
+        if failure is None:
+            raise
+        raise failure from error
     accelerator.wait_for_everyone()
     return final
 
 
 def verify_checkpoint(folder: str | Path) -> Path:
-    """Check that a checkpoint is complete and that its files are whole.
+    """Check that a checkpoint is complete, whole and holds nothing that could run code.
 
     Args:
         folder: a checkpoint folder written by :func:`save_checkpoint`.
@@ -183,34 +205,39 @@ def verify_checkpoint(folder: str | Path) -> Path:
 
     Raises:
         CheckpointError: no such folder, no completion marker (an interrupted save), a file
-            missing or of another size than recorded, or a safetensors file that cannot be read.
-            The message names the file.
+            missing, of another size or sha256 than recorded, or a safetensors file that cannot
+            be read. The message names the file.
+        UnsafeCheckpointError: a file in it is a pickle (or has a pickle's name), or the marker
+            is of an older clapkit whose checkpoints hold pickles.
     """
     path = Path(folder)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    marker = path / COMPLETE_MARKER
-    if not marker.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} is incomplete (no {COMPLETE_MARKER} marker: its save was "
-            "interrupted)"
-        )
-    try:
-        recorded: dict[str, int] = json.loads(marker.read_text())["files"]
-    except (ValueError, KeyError) as error:
-        raise CheckpointError(f"checkpoint {path}: unreadable marker {marker}: {error}") from error
-    for name, size in recorded.items():
-        file = path / name
-        if not file.is_file():
-            raise CheckpointError(f"checkpoint {path} is corrupt: {file} is missing")
-        actual = file.stat().st_size
-        if actual != size:
-            raise CheckpointError(
-                f"checkpoint {path} is corrupt: {file} has {actual} bytes, {size} were written"
-            )
+    for file in check_files(path):
         if file.suffix == ".safetensors":
             _check_safetensors(file, path)
     return path
+
+
+def load_checkpoint(accelerator: Any, folder: str | Path, *, force: bool = False) -> None:
+    """Restore the training state saved by :func:`save_checkpoint` (call on every process,
+    after ``accelerator.prepare`` and ``register_for_checkpointing``).
+
+    Nothing is unpickled: the state is read from JSON and safetensors only.
+
+    Args:
+        accelerator: the run's accelerator.
+        folder: a checkpoint folder (verified by :func:`verify_checkpoint` before).
+        force: a failed restore of the random generators only warns (``--resume-force``).
+
+    Raises:
+        clapkit.train.state.RandomStateError: the random generators could not be restored
+            (without ``force``).
+        ValueError: the checkpoint holds other training state than this run tracks.
+    """
+    from clapkit.train.state import load_training_state
+
+    load_training_state(accelerator, Path(folder), force=force)
 
 
 def _check_safetensors(file: Path, checkpoint: Path) -> None:
@@ -227,8 +254,10 @@ def _check_safetensors(file: Path, checkpoint: Path) -> None:
 def find_checkpoint(checkpoints: str | Path) -> Path:
     """The newest complete checkpoint under ``checkpoints`` (what ``--resume latest`` means).
 
-    Interrupted saves (staging folders, folders without a marker) and corrupt checkpoints are
-    passed over with a warning that names them; the previous complete one is returned.
+    Interrupted saves (staging folders, folders without a marker) and corrupt checkpoints (a
+    size or sha256 that differs from the marker's) are passed over with a warning that names
+    them; the previous complete one is returned. A checkpoint holding a pickle stops the search
+    (:class:`UnsafeCheckpointError`): it was not written by clapkit.
 
     Args:
         checkpoints: the folder holding the run's checkpoint folders.
@@ -238,6 +267,8 @@ def find_checkpoint(checkpoints: str | Path) -> Path:
 
     Raises:
         CheckpointError: no complete checkpoint; the message lists what was passed over and why.
+        UnsafeCheckpointError: the newest checkpoint (or one before the first complete one)
+            holds a pickle.
     """
     root = Path(checkpoints)
     passed: list[str] = []
@@ -248,6 +279,8 @@ def find_checkpoint(checkpoints: str | Path) -> Path:
     for folder in reversed(candidates):
         try:
             verify_checkpoint(folder)
+        except UnsafeCheckpointError:
+            raise  # a planted or foreign file: stop, never fall back silently
         except CheckpointError as error:
             passed.append(str(error))
             continue
@@ -285,7 +318,7 @@ class Progress:
     best: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The fields as a dict (what accelerate pickles)."""
+        """The fields as a dict (saved as JSON: ``clapkit.train.state``)."""
         return dataclasses.asdict(self)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

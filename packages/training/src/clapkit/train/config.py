@@ -41,6 +41,7 @@ RUN_NOT_IDENTITY = (
     "log_every",
     "torch_threads",
     "save_every_steps",
+    "requeue_exit_code",
 )
 """`RunSettings` fields a resumed run may change: where it writes, how it resumes, logs and
 checkpoints."""
@@ -70,6 +71,9 @@ class RunSettings:
     """'latest' (the newest complete checkpoint in --output-dir) or a checkpoint folder."""
     resume_force: bool = False
     """Resume although the checkpoint's run had another config (the differences are listed)."""
+    requeue_exit_code: int = 75
+    """Exit status after SIGUSR1 (checkpoint saved; 75 = EX_TEMPFAIL): what a batch script
+    checks to requeue the job. SIGTERM exits with 143, SIGINT with 130."""
     overwrite: bool = False
     """Start afresh in a non-empty --output-dir: the old run is moved to OUT.old-<timestamp>
     (then -2, -3... within one second)."""

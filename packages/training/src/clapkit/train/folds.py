@@ -116,7 +116,7 @@ class CrossValidation:
     zero_shot: dict[str, float] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
-        """The fields as a dict (what accelerate pickles)."""
+        """The fields as a dict (saved as JSON: ``clapkit.train.state``)."""
         return {
             "fold": self.fold,
             "fold_start_step": self.fold_start_step,

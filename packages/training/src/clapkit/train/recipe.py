@@ -14,7 +14,7 @@ that step is saved), and the end (trackers closed, skipped files named, the repo
 
         def setup(self) -> None:        # after start(): self.accelerator, the run folder
             ...  # model, optimiser, loaders -> self.accelerator.prepare(...)
-            self.resume(scheduler)           # registered for checkpointing, then load_state
+            self.resume(scheduler)           # registered for checkpointing, then loaded
             self.write_config(task="...")   # config.json + trackers
 
         def train(self) -> dict[str, Any]: ...
@@ -36,10 +36,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from clapkit.data import SkippedFiles
-from clapkit.train.checkpointing import Progress, save_checkpoint
+from clapkit.train.checkpointing import Progress, load_checkpoint, save_checkpoint
 from clapkit.train.config import RunSettings, jsonable, parse_config
+from clapkit.train.preemption import Preempted, Preemption, stop_if_preempted
 from clapkit.train.setup import accumulation_steps, start_run
 from clapkit.train.steps import LossWindow, StepLosses, accumulate, optimizer_step
+from clapkit.train.write_errors import CheckpointWriteError
 
 __all__ = ["TrainingDivergedError", "TrainingRecipe"]
 
@@ -114,6 +116,7 @@ class TrainingRecipe(Generic[C]):
         self.last_checkpoint: tuple[Path, int] | None = None  # (folder, step) saved or resumed
         self.micro_steps = 1  # micro-batches per optimizer update, set by start()
         self.losses = StepLosses()  # the updates' losses not yet read from the device
+        self.preemption = Preemption()  # installed by start()
 
     @property
     def log(self) -> logging.Logger:
@@ -145,20 +148,23 @@ class TrainingRecipe(Generic[C]):
         self.micro_steps = accumulation_steps(
             cfg.global_batch_size, cfg.batch_size, self.accelerator.num_processes
         )
+        self.preemption = Preemption(requeue_exit_code=cfg.requeue_exit_code).install(self.out)
         return self.accelerator
 
     def resume(self, *stateful: Any) -> None:
         """Register ``stateful`` objects (schedulers, run state) with the progress and skipped
         files for checkpointing, then load the checkpoint the run resumes from, if any.
 
-        Call after ``accelerator.prepare``: ``load_state`` restores the prepared model,
-        optimiser and loaders too.
+        Call after ``accelerator.prepare``: ``clapkit.train.checkpointing.load_checkpoint``
+        restores the prepared model and optimiser too (from JSON and safetensors; nothing is
+        unpickled). A failed restore of the random generators stops the run unless
+        ``--resume-force``.
         """
         accelerator = self.accelerator
         accelerator.register_for_checkpointing(*stateful, self.progress, self.skipped)
         if self.plan.resume_from is None:
             return
-        accelerator.load_state(str(self.plan.resume_from))
+        load_checkpoint(accelerator, self.plan.resume_from, force=self.cfg.resume_force)
         p = self.progress
         self.last_checkpoint = (Path(self.plan.resume_from), p.step)
         self.log.info(
@@ -292,7 +298,9 @@ class TrainingRecipe(Generic[C]):
         """After an optimizer update: the step is counted and its loss kept on the device; the
         bar moves. Every ``log_every`` steps the losses are read back (once for the window),
         checked and logged with ``extra()`` as ``train/<name>``; every ``save_every_steps``
-        steps a checkpoint is saved. Call on every process.
+        steps a checkpoint is saved. When any process has received SIGTERM, SIGUSR1 or SIGINT
+        (``clapkit.train.preemption``), this step's checkpoint is saved and the run exits
+        (:class:`~clapkit.train.preemption.Preempted`). Call on every process.
 
         Args:
             bar: the run's :meth:`progress_bar`.
@@ -318,10 +326,13 @@ class TrainingRecipe(Generic[C]):
             figures = extra() if callable(extra) else (extra or {})
             scalars = {"loss": mean, **figures}
             self.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=p.step)
-        if not saving_step:
-            return False
-        self.save_checkpoint(f"step_{p.step:08d}")
-        return True
+        if saving_step:
+            self.save_checkpoint(f"step_{p.step:08d}")
+        # SIGTERM/SIGUSR1/SIGINT on any process: this step's checkpoint, then exit (preemption)
+        stop_if_preempted(self.preemption, self.accelerator, lambda: self.last_checkpoint[0]  # type: ignore[index]
+                          if saving_step else self.save_checkpoint(f"step_{p.step:08d}"),
+                          step=p.step, run_folder=self.out)  # fmt: skip
+        return saving_step
 
     def read_losses(self) -> LossWindow | None:
         """Read the losses kept since the last read, stop on a NaN or infinite one, and add them
@@ -412,9 +423,9 @@ class TrainingRecipe(Generic[C]):
             self.save_checkpoint(f"step_{p.step:08d}_end")
 
     def save_checkpoint(self, name: str) -> Path:
-        """Atomic ``accelerator.save_state`` (model, optimiser, RNG, samplers, what
-        :meth:`resume` registered) as ``checkpoints/NAME``, with ``run.json`` and
-        ``config.json`` beside it. Call on every process."""
+        """An atomic checkpoint (``clapkit.train.state``: model, optimiser, RNG, what
+        :meth:`resume` registered, as JSON + safetensors) as ``checkpoints/NAME``, with
+        ``run.json`` and ``config.json`` beside it. Call on every process."""
         self.read_losses()  # the progress saved holds every loss; a NaN stops before the save
         files = {"run.json": self.plan.run_json, "config.json": json.dumps(self.resolved, indent=2)}
         folder = save_checkpoint(self.accelerator, self.out / "checkpoints" / name, files=files)
@@ -461,11 +472,16 @@ class TrainingRecipe(Generic[C]):
                                    notes=cls.notes)  # fmt: skip
         recipe = cls(cfg, preset)
         recipe.start()
-        recipe.setup()
         try:
+            recipe.setup()
             result = recipe.train()
-        except TrainingDivergedError as error:
+        except (TrainingDivergedError, CheckpointWriteError) as error:
             recipe.accelerator.end_training()  # the trackers keep what was logged
             raise SystemExit(f"{recipe.name}: {error}") from error
+        except Preempted:  # its checkpoint is saved; exit with the signal's status
+            recipe.accelerator.end_training()
+            raise
+        finally:
+            recipe.preemption.uninstall()  # the signals' handlers of before the run
         recipe.cleanup()
         return result

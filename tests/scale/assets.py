@@ -68,8 +68,13 @@ def text_tower_folder(kind: str, folder: Path) -> Path:
     config = config_class()
     if kind == "gpt2-eot":
         config.bos_token_id = config.eos_token_id = tokenizer.eos_token_id
-    else:
+    else:  # the trained tokenizer's special ids (CLIP pools at its end-of-text id)
         config.pad_token_id = tokenizer.pad_token_id
+        if kind in ("roberta", "clip"):
+            config.bos_token_id, config.eos_token_id = (
+                tokenizer.bos_token_id,
+                tokenizer.eos_token_id,
+            )
     model_class(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -187,10 +187,10 @@ class Signalled(ToyRecipe):
 
     at_step, send = 0, signal.SIGTERM
 
-    def step_done(self, bar: Any, scalars: Any, **shown: Any) -> bool:
-        if self.progress.step == self.at_step:
+    def step_done(self, bar: Any, loss: Any, *args: Any, **shown: Any) -> bool:
+        if self.progress.step + 1 == self.at_step:  # the update step_done is about to count
             os.kill(os.getpid(), self.send)
-        return super().step_done(bar, scalars, **shown)
+        return super().step_done(bar, loss, *args, **shown)
 
 
 @pytest.mark.parametrize(

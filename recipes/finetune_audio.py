@@ -79,6 +79,7 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
     """
 
     not_identity, flush_denormal = NOT_IDENTITY, True
+    hub_pipeline_tag = "audio-classification"
     config_class, presets, default_preset, notes = Config, PRESETS, "esc50", NOTES
 
     def __init__(self, cfg: Config, preset: str = "esc50") -> None:

@@ -85,6 +85,7 @@ class PretrainHtsat22Recipe(TrainingRecipe[Config]):
     """
 
     not_identity, flush_denormal = NOT_IDENTITY, True
+    hub_pipeline_tag = "feature-extraction"
     config_class, presets, default_preset, notes = Config, PRESETS, "pengi-22", NOTES
 
     def setup(self) -> None:

@@ -67,6 +67,7 @@ class TrainCaptionerRecipe(TrainingRecipe[Config]):
     """
 
     not_identity = NOT_IDENTITY
+    hub_pipeline_tag = "audio-text-to-text"
     config_class, presets, default_preset, notes = Config, PRESETS, "audiocaps", PRESET_NOTES
 
     def setup(self) -> None:

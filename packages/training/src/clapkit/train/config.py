@@ -39,6 +39,8 @@ RUN_NOT_IDENTITY = (
     "overwrite",
     "log_with",
     "log_every",
+    "push_to_hub",
+    "hub_private",
     "torch_threads",
     "save_every_steps",
     "requeue_exit_code",
@@ -60,6 +62,11 @@ class RunSettings:
     tf32: bool = True
     """TensorFloat-32 for float32 matrix products and convolutions on CUDA (the paper's runs:
     ~8x an H100's plain float32 rate; the front end's STFT is unaffected)."""
+    push_to_hub: str | None = None
+    """A hub repository (``org/name``): at the end, ``best/`` is uploaded with a model card
+    (licence, pipeline tag, the run's card as its body) in one commit."""
+    hub_private: bool = False
+    """Create the --push-to-hub repository private."""
     log_every: int = 50
     """Read the losses back from the device, check them and log every N optimizer updates (and
     at every checkpoint and epoch end); in between nothing waits for the device."""

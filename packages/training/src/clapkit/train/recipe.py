@@ -93,6 +93,7 @@ class TrainingRecipe(Generic[C]):
     notes: ClassVar[Mapping[str, str]] = {}
     not_identity: ClassVar[Collection[str]] = ()
     flush_denormal: ClassVar[bool] = False
+    hub_pipeline_tag: ClassVar[str] = "zero-shot-audio-classification"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -447,9 +448,41 @@ class TrainingRecipe(Generic[C]):
             return
         if self.skipped.count:
             self.log.warning("skipped bad clips: %s", " ".join(self.skipped.summary()))
+        if self.cfg.push_to_hub:
+            self.push_best()
         report = self.out / "report.md"
         if report.is_file():
             print("\n" + report.read_text(), flush=True)
+
+    def push_best(self, api: Any = None) -> str | None:
+        """Upload ``best/`` to ``--push-to-hub`` with a hub model card (the run's own card as its
+        body, the recipe's ``hub_pipeline_tag``), in one commit. ``cleanup`` calls it on the main
+        process.
+
+        Args:
+            api: the ``huggingface_hub.HfApi`` to use (default: a new one).
+
+        Returns:
+            The commit's URL, or None when the run saved no ``best/`` (said in the log).
+        """
+        from clapkit.core import model_card, push_folder_to_hub
+
+        cfg, best = self.cfg, self.out / "best"
+        if not (best / "config.json").is_file():
+            self.log.error("--push-to-hub %s: %s holds no saved model", cfg.push_to_hub, best)
+            return None
+        own = best / "README.md"
+        body = own.read_text() if own.is_file() else f"Trained with `{self.command()}`."
+        assert cfg.push_to_hub is not None
+        card = model_card(
+            model_name=cfg.push_to_hub.split("/")[-1], description=body,
+            pipeline_tag=self.hub_pipeline_tag,
+        )  # fmt: skip
+        url: str = push_folder_to_hub(
+            best, cfg.push_to_hub, card=card, private=cfg.hub_private, api=api
+        )
+        self.log.info("best/ pushed to %s: %s", cfg.push_to_hub, url)
+        return url
 
     @classmethod
     def main(cls, argv: Sequence[str] | None = None) -> Any:

@@ -12,9 +12,9 @@ import torch
 import torchaudio.functional as AF
 
 import clapkit.audio.io as audio_io
-import clapkit.audio.resample as resample_module
+import clapkit.audio.resampling as resample_module
 from clapkit.audio import AudioLoadError, load_audio, load_crop
-from clapkit.audio.resample import resample, resampled_length, resampler
+from clapkit.audio.resampling import resample, resampled_length, resampler
 
 FORMATS = [
     (".wav", "WAV", "PCM_16"),

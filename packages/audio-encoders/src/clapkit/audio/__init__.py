@@ -34,7 +34,7 @@ from clapkit.audio.fast import InferenceFormCache, has_inference_form, inference
 from clapkit.audio.frontend import LogMelFrontend, mel_filterbank
 from clapkit.audio.htsat import HTSAT
 from clapkit.audio.io import AudioLoadError, fit_length, load_audio, load_crop, windows
-from clapkit.audio.resample import resample
+from clapkit.audio.resampling import resample
 from clapkit.audio.weights import (
     check_mel_filterbank,
     identify_state_dict,

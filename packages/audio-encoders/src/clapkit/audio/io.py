@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from clapkit.audio.ffmpeg import FFMPEG_FIX, ffmpeg_available, ffmpeg_decode, ffmpeg_format
-from clapkit.audio.resample import resample, resampled_length, source_window
+from clapkit.audio.resampling import resample, resampled_length, source_window
 
 AudioSource = str | os.PathLike | bytes | bytearray | BinaryIO
 """A path, the bytes of a file, or a readable binary file object."""
@@ -205,7 +205,7 @@ def load_audio(
     AAC, WebM/Opus and WMA through FFmpeg when ``clapkit-audio-encoders[ffmpeg]`` is installed
     (refused with that fix named otherwise). Channels are averaged (never concatenated); the
     rate is converted with the resampling kernel cached for the rate pair
-    (:func:`clapkit.audio.resample.resample`, the samples of
+    (:func:`clapkit.audio.resampling.resample`, the samples of
     ``torchaudio.functional.resample``). Silence is valid audio.
 
     Args:

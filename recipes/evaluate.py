@@ -92,6 +92,10 @@ class Config:
     on_error: Literal["raise", "skip"] = "raise"
     """A clip that will not decode or a manifest line without labels: fatal to its task, or
     left out of the metrics and listed (metrics.json "skipped", report.md)."""
+    push_to_hub: str | None = None
+    """A hub repository (org/name): the checkpoint goes up with a model card whose model-index
+    holds these metrics, in one commit."""
+    hub_private: bool = False
 
 
 class EvaluateRecipe:
@@ -372,12 +376,47 @@ class EvaluateRecipe:
         self.accelerator.end_training()
 
 
+def push_evaluated(
+    checkpoint: str | Path,
+    metrics: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    api: Any = None,
+) -> str:
+    """Upload an evaluated checkpoint with a hub model card whose ``model-index`` holds the
+    evaluation's metrics (one commit; the folder is left as it is).
+
+    Args:
+        checkpoint: the ``ClapModel.save_pretrained`` folder evaluated.
+        metrics: the evaluation's ``metrics.json``.
+        repo_id: the hub repository (``org/name``).
+        private: create it private.
+        api: the ``huggingface_hub.HfApi`` to use (default: a new one).
+
+    Returns:
+        The commit's URL.
+    """
+    from clapkit.core import model_card, push_folder_to_hub
+
+    own = Path(checkpoint) / "README.md"
+    body = own.read_text() if own.is_file() else f"The CLAP model `{Path(checkpoint).name}`."
+    card = model_card(model_name=repo_id.split("/")[-1], description=body, metrics=metrics)
+    url: str = push_folder_to_hub(checkpoint, repo_id, card=card, private=private, api=api)
+    return url
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse the command line, evaluate, clean up; returns the exit status."""
+    """Parse the command line, evaluate, clean up (and push); returns the exit status."""
     recipe = EvaluateRecipe(tyro.cli(Config, args=argv, description=__doc__))
     recipe.setup()
     status = recipe.evaluate()
     recipe.cleanup()
+    cfg = recipe.cfg
+    if cfg.push_to_hub and recipe.accelerator.is_main_process:
+        url = push_evaluated(cfg.checkpoint, recipe.out / "metrics.json", cfg.push_to_hub,
+                             private=cfg.hub_private)  # fmt: skip
+        print(f"{cfg.checkpoint} pushed to {cfg.push_to_hub}: {url}", flush=True)
     return status
 
 

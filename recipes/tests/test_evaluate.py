@@ -290,13 +290,50 @@ def test_on_error_skip_scores_the_rest_and_names_what_it_left_out(
     assert f"- broken: `{corrupt}`: unreadable or corrupt audio" in report
 
 
-def test_cache_key_follows_the_weights(models: tuple[Path, Path], tmp_path: Path) -> None:
+def evaluate_module() -> Any:
+    """``recipes/evaluate.py`` as a module."""
     spec = importlib.util.spec_from_file_location("evaluate_recipe", RECIPES / "evaluate.py")
     assert spec is not None
     assert spec.loader is not None
     recipe = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = recipe  # its dataclasses look their module up while being built
     spec.loader.exec_module(recipe)
+    return recipe
+
+
+class FakeHubApi:
+    """Records what would reach the hub."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def create_repo(self, repo_id: str, **kwargs: Any) -> None:
+        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+
+    def create_commit(self, repo_id: str, **kwargs: Any) -> Any:
+        self.calls.append(("create_commit", {"repo_id": repo_id, **kwargs}))
+        return type("Commit", (), {"commit_url": "https://hub/org/clap/commit/1"})()
+
+
+def test_push_to_hub_sends_the_checkpoint_with_its_metrics(
+    models: tuple[Path, Path], first_run: tuple[Path, Any]
+) -> None:
+    out, _ = first_run
+    api = FakeHubApi()
+    url = evaluate_module().push_evaluated(models[0], out / "metrics.json", "org/clap", api=api)
+    assert url == "https://hub/org/clap/commit/1"
+    (_, commit) = api.calls[-1]
+    sent = {op.path_in_repo: op.path_or_fileobj for op in commit["operations"]}
+    assert {"config.json", "model.safetensors", "README.md"} <= set(sent)
+    card = bytes(sent["README.md"]).decode()
+    accuracy = json.loads((out / "metrics.json").read_text())["esc50"]["accuracy"]
+    assert "model-index:" in card
+    assert "pipeline_tag: zero-shot-audio-classification" in card
+    assert f"value: {accuracy}" in card  # the evaluation's own figure
+
+
+def test_cache_key_follows_the_weights(models: tuple[Path, Path], tmp_path: Path) -> None:
+    recipe = evaluate_module()
     folder = tmp_path / "clap"
     shutil.copytree(models[0], folder)
     before = recipe.weights_digest(str(folder))

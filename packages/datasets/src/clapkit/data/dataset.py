@@ -239,15 +239,15 @@ class ManifestDataset(Dataset):
     def __getitem__(self, index: int) -> ClapExample | SkippedItem:
         record = self.records[index]
         generator = item_generator(self.seed, self.epoch if self.train else 0, index)
-        wave = self.loader.load(record.audio, str(record.audio), generator)
-        if isinstance(wave, SkippedItem):
-            return SkippedItem(key=record.key, source=str(record.audio), reason=wave.reason)
-        caption = ""
+        caption = ""  # drawn before the crop: an epoch's captions and crops as they always were
         if record.captions:
             pick = 0
             if self.train and len(record.captions) > 1:
                 pick = int(torch.randint(0, len(record.captions), (1,), generator=generator))
             caption = record.captions[pick]
+        wave = self.loader.load(record.audio, str(record.audio), generator)
+        if isinstance(wave, SkippedItem):
+            return SkippedItem(key=record.key, source=str(record.audio), reason=wave.reason)
         return ClapExample(
             waveform=wave,
             caption=caption,

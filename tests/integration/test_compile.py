@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 import torch
+import torch._inductor.config
 
 import clapkit.audio
 import clapkit.text
 from clapkit.audio import FrontendConfig
 from clapkit.core import ContrastiveLoss, build_clap
 from clapkit.text.corpus import small_config, train_tokenizer
+from clapkit.train.contrastive import disable_dropout
 
 FRONTEND = FrontendConfig(sample_rate=16000, clip_seconds=1.0, fmax=8000.0)
 AUDIO = {
@@ -28,8 +30,10 @@ AUDIO = {
 }  # fmt: skip
 CAPTIONS = ["a dog barks in the rain", "a siren", "rain on a tin roof", "birds at dawn"]
 COMPILED_RELATIVE_TOLERANCE = 1e-4
-"""Compiled vs eager loss and gradients, float32 on the CPU (inductor fuses and reorders
-reductions; measured: about 1e-6)."""
+"""Compiled vs eager loss, float32 on the CPU (inductor fuses and reorders reductions)."""
+GRADIENT_TOLERANCE = {"rtol": 2e-3, "atol": 2e-5}
+"""Compiled vs eager gradients: measured at most 6.6e-6 absolute / 4.5e-4 relative (bn0's bias,
+a sum over every frame of the batch, summed in another order)."""
 
 
 def _model(audio: str, text: str) -> Any:
@@ -70,11 +74,12 @@ def test_training_forward_has_no_graph_break(audio: str, text: str) -> None:
     assert explained.graph_count == 1
 
 
-def test_compiled_update_equals_eager() -> None:
+def test_compiled_update_equals_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the same random numbers in both passes: inductor draws from eager's generator, reseeded
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     model = _model("htsat", "gpt2-eot")
-    for module in model.modules():  # dropout and SpecAugment draw differently when compiled
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
+    # dropout, stochastic depth and SpecAugment draw other numbers when compiled
+    assert disable_dropout(model)
     model.audio_encoder.log_mel.spec_augment = False
     batch = model.text_encoder.tokenize(CAPTIONS, pad_to_multiple_of=16)
     waveform = torch.randn(4, FRONTEND.clip_samples, generator=torch.Generator().manual_seed(1))
@@ -88,6 +93,7 @@ def test_compiled_update_equals_eager() -> None:
         return grads
 
     buffers = {n: b.clone() for n, b in model.named_buffers()}
+    torch.manual_seed(2)
     eager = _step(model, loss_fn)(*args)
     eager_grads = gradients(eager)
     with torch.no_grad():  # the same BatchNorm statistics for the compiled pass
@@ -96,6 +102,7 @@ def test_compiled_update_equals_eager() -> None:
     torch._dynamo.reset()
     for module in (model.audio_encoder, model.text_encoder, loss_fn):
         module.compile()
+    torch.manual_seed(2)
     compiled = _step(model, loss_fn)(*args)
     compiled_grads = gradients(compiled)
     torch.testing.assert_close(compiled, eager, rtol=COMPILED_RELATIVE_TOLERANCE, atol=1e-6)
@@ -103,5 +110,5 @@ def test_compiled_update_equals_eager() -> None:
     assert len(eager_grads) == sum(1 for p in model.parameters() if p.requires_grad)
     for name, grad in eager_grads.items():
         torch.testing.assert_close(
-            compiled_grads[name], grad, rtol=COMPILED_RELATIVE_TOLERANCE, atol=1e-6, msg=name
+            compiled_grads[name], grad, **GRADIENT_TOLERANCE, msg=lambda m, n=name: f"{n}: {m}"
         )

@@ -81,7 +81,14 @@ def checked(base: Any, report: Path) -> Any:
                     if parameter.requires_grad and parameter.grad is None
                 ]
                 trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-                self._write(first_update={"no_gradient": missing, "trainable": trainable})
+                total = sum(p.numel() for p in model.parameters())
+                self._write(
+                    first_update={
+                        "no_gradient": missing,
+                        "trainable": trainable,
+                        "parameters": total,
+                    }
+                )
             super().optimizer_step()
 
         def cleanup(self) -> None:

@@ -397,13 +397,12 @@ def push_evaluated(
     Returns:
         The commit's URL.
     """
-    from clapkit.core import model_card, push_folder_to_hub
+    from clapkit.train.reporting import push_with_card
 
-    own = Path(checkpoint) / "README.md"
-    body = own.read_text() if own.is_file() else f"The CLAP model `{Path(checkpoint).name}`."
-    card = model_card(model_name=repo_id.split("/")[-1], description=body, metrics=metrics)
-    url: str = push_folder_to_hub(checkpoint, repo_id, card=card, private=private, api=api)
-    return url
+    return push_with_card(
+        checkpoint, repo_id, fallback=f"The CLAP model `{Path(checkpoint).name}`.",
+        metrics=metrics, private=private, api=api,
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -465,22 +465,17 @@ class TrainingRecipe(Generic[C]):
         Returns:
             The commit's URL, or None when the run saved no ``best/`` (said in the log).
         """
-        from clapkit.core import model_card, push_folder_to_hub
+        from clapkit.train.reporting import push_with_card
 
         cfg, best = self.cfg, self.out / "best"
         if not (best / "config.json").is_file():
             self.log.error("--push-to-hub %s: %s holds no saved model", cfg.push_to_hub, best)
             return None
-        own = best / "README.md"
-        body = own.read_text() if own.is_file() else f"Trained with `{self.command()}`."
         assert cfg.push_to_hub is not None
-        card = model_card(
-            model_name=cfg.push_to_hub.split("/")[-1], description=body,
-            pipeline_tag=self.hub_pipeline_tag,
+        url = push_with_card(
+            best, cfg.push_to_hub, fallback=f"Trained with `{self.command()}`.",
+            pipeline_tag=self.hub_pipeline_tag, private=cfg.hub_private, api=api,
         )  # fmt: skip
-        url: str = push_folder_to_hub(
-            best, cfg.push_to_hub, card=card, private=cfg.hub_private, api=api
-        )
         self.log.info("best/ pushed to %s: %s", cfg.push_to_hub, url)
         return url
 

@@ -18,7 +18,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["flatten", "plot_curves", "write_history_csv", "write_model_card", "write_report"]
+__all__ = [
+    "flatten",
+    "plot_curves",
+    "push_with_card",
+    "write_history_csv",
+    "write_model_card",
+    "write_report",
+]
 
 THROUGHPUT_COLUMNS = (
     ("samples_per_s", "samples/s", "{:.1f}"),
@@ -275,3 +282,44 @@ def write_model_card(
     path = folder / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def push_with_card(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    fallback: str,
+    pipeline_tag: str = "zero-shot-audio-classification",
+    metrics: str | Path | None = None,
+    private: bool = False,
+    api: Any = None,
+) -> str:
+    """Upload a saved model folder with a hub model card, in one commit (``--push-to-hub``).
+
+    The card's body is the folder's own ``README.md`` (``fallback`` without one); its metadata
+    is clapkit.core's ``model_card`` (licence, pipeline tag, and an evaluation's ``metrics``
+    as ``model-index``). The folder is left as it is.
+
+    Args:
+        folder: the ``save_pretrained`` folder.
+        repo_id: the hub repository (``org/name``).
+        fallback: the card's body when the folder has no ``README.md``.
+        pipeline_tag: the hub task.
+        metrics: an evaluation's ``metrics.json``, or None.
+        private: create the repository private.
+        api: the ``huggingface_hub.HfApi`` to use (default: a new one).
+
+    Returns:
+        The commit's URL.
+    """
+    from clapkit.core import model_card, push_folder_to_hub
+
+    own = Path(folder) / "README.md"
+    card = model_card(
+        model_name=repo_id.split("/")[-1],
+        description=own.read_text() if own.is_file() else fallback,
+        pipeline_tag=pipeline_tag,
+        metrics=metrics,
+    )
+    url: str = push_folder_to_hub(folder, repo_id, card=card, private=private, api=api)
+    return url

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,7 +35,6 @@ from typing import Annotated, Any, Literal
 import torch
 import tyro
 from accelerate import Accelerator  # type: ignore[import-untyped]
-from accelerate.utils import gather_object  # type: ignore[import-untyped]
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -43,8 +42,8 @@ from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from clapkit.core import ClapModel, ensemble_class_embeddings, format_prompts, zero_shot_scores
 from clapkit.core.metrics import accuracy, f1_score, mean_average_precision, retrieval_metrics
-from clapkit.train.evaluation import skip_bad_files
 from clapkit.train.plots import confusion_counts, plot_bars, plot_confusion
+from clapkit.train.shares import map_files, map_shares
 from clapkit.train.suite import (
     CAPTION_NAMES,
     DIRECTIONS,
@@ -144,23 +143,6 @@ class EvaluateRecipe:
         self.paper_row = paper_row(model_config.audio, model_config.text, cfg.paper_table)
         (self.out / "cache").mkdir(parents=True, exist_ok=True)
 
-    def sharded(self, items: Sequence[Any], compute: Callable[[list[Any]], Any]) -> list[Any]:
-        """``compute`` on this process's contiguous share of ``items``; every share, in order.
-
-        An error on any process is raised on every process, so none waits in the gather.
-        """
-        with self.accelerator.split_between_processes(list(items)) as share:
-            try:
-                part: tuple[bool, Any] = (True, compute(share) if share else None)
-            # caught to be re-raised below on every process, so that none waits in the gather
-            except Exception as error:
-                part = (False, f"{type(error).__name__}: {error}")
-        parts = gather_object([part]) if self.accelerator.num_processes > 1 else [part]
-        errors = [payload for ok, payload in parts if not ok]
-        if errors:
-            raise RuntimeError(errors[0])
-        return [payload for ok, payload in parts if payload is not None]
-
     def per_file(
         self, run: TaskRun, paths: list[Path], compute: Callable[[list[Path]], Any], unit: str
     ) -> tuple[list[Any], list[int], dict[str, str]]:
@@ -170,24 +152,12 @@ class EvaluateRecipe:
             Every share's chunk results in order, the kept files' indices and the skipped
             files with why (``--on-error skip``; else the first bad file fails the task).
         """
-
-        def share_results(share: list[tuple[int, Path]]) -> tuple[list[Any], list[int], Any]:
-            bar = tqdm(total=len(share), desc=f"{run.name} {unit}", unit="clip",
-                       disable=not self.accelerator.is_local_main_process)  # fmt: skip
-            with bar:
-                found = skip_bad_files(compute, [path for _, path in share],
-                                       on_error=self.cfg.on_error, chunk=self.cfg.batch_size * 4,
-                                       done=bar.update)  # fmt: skip
-            return found.parts, [share[i][0] for i in found.kept], found.skipped
-
-        parts, kept, skipped = [], [], {}
-        for share_parts, share_kept, share_skipped in self.sharded(
-            list(enumerate(paths)), share_results
-        ):
-            parts += share_parts
-            kept += share_kept
-            skipped.update(share_skipped)
-        return parts, kept, skipped
+        bar = tqdm(total=len(paths), desc=f"{run.name} {unit}", unit="clip",
+                   disable=not self.accelerator.is_local_main_process)  # fmt: skip
+        with bar:
+            found = map_files(self.accelerator, paths, compute, on_error=self.cfg.on_error,
+                              chunk=self.cfg.batch_size * 4, done=bar.update)  # fmt: skip
+        return found.parts, found.kept, found.skipped
 
     def embed_audio(self, run: TaskRun, paths: list[Path]) -> tuple[Tensor, list[int]]:
         """The task's clips embedded (normalised), cached; and the indices of those kept.
@@ -239,7 +209,7 @@ class EvaluateRecipe:
         def embed(share: list[str]) -> Tensor:
             return self.model.embed_text(share, progress=False).cpu()
 
-        embeds = torch.cat(self.sharded(texts, embed))
+        embeds = torch.cat(map_shares(self.accelerator, texts, embed))
         if self.accelerator.is_main_process:
             save_file({"embeddings": embeds.contiguous()}, path)
         return embeds

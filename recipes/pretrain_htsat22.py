@@ -43,7 +43,6 @@ from typing import Any
 import torch
 from accelerate.utils import (  # type: ignore[import-untyped]
     broadcast_object_list,
-    gather_object,
 )
 from torch.utils.data import DataLoader
 
@@ -68,6 +67,7 @@ from clapkit.train.presets.htsat22 import (
 from clapkit.train.recipe import TrainingRecipe
 from clapkit.train.reporting import write_report
 from clapkit.train.setup import enable_grad_checkpointing, linear_warmup
+from clapkit.train.shares import map_shares
 from clapkit.train.steps import update_groups
 from clapkit.train.throughput import ThroughputMeter, count_flops
 
@@ -212,16 +212,19 @@ class PretrainHtsat22Recipe(TrainingRecipe[Config]):
             and ``answer_score``, their mean.
         """
         records: list[MultiTaskRecord] = self.eval_records
-        with self.accelerator.split_between_processes(list(range(len(records)))) as share:
-            answers = self.lm.generate_answers(
+
+        def answer(share: list[int]) -> list[str]:
+            return self.lm.generate_answers(
                 [records[i].audio for i in share], [records[i].prompt for i in share],
                 max_new_tokens=self.cfg.max_new_tokens, batch_size=self.cfg.batch_size,
-            ) if share else []  # fmt: skip
-            part = list(zip(share, answers, strict=True))
-        pairs = dict(gather_object(part)) if self.accelerator.num_processes > 1 else dict(part)
+            )  # fmt: skip
+
+        answers = [
+            a for part in map_shares(self.accelerator, range(len(records)), answer) for a in part
+        ]
         right: dict[str, list[bool]] = {}
         for i, record in enumerate(records):
-            hit = pairs[i].strip().lower() == record.answer.strip().lower()
+            hit = answers[i].strip().lower() == record.answer.strip().lower()
             right.setdefault(record.task, []).append(hit)
         scores = {task: sum(hits) / len(hits) for task, hits in sorted(right.items())}
         result: dict[str, Any] = {t: {"accuracy": s, "score": s} for t, s in scores.items()}

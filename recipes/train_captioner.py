@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import gather_object  # type: ignore[import-untyped]
 from torch.utils.data import DataLoader
 
 from clapkit.caption import ClapCaptioner, evaluate_captions
@@ -51,6 +50,7 @@ from clapkit.train.presets.captioning import NOT_IDENTITY, PRESET_NOTES, Config,
 from clapkit.train.recipe import TrainingRecipe
 from clapkit.train.reporting import write_report
 from clapkit.train.setup import linear_warmup
+from clapkit.train.shares import map_shares
 from clapkit.train.steps import update_groups
 
 PRESETS = captioning_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
@@ -166,15 +166,17 @@ class TrainCaptionerRecipe(TrainingRecipe[Config]):
         """
         cfg, accelerator = self.cfg, self.accelerator
         records = self.test_records
-        with accelerator.split_between_processes(list(range(len(records)))) as share:
-            audio = [records[i].audio for i in share]
-            captions = self.captioner.generate(
-                audio, beam_size=cfg.beam_size, max_new_tokens=cfg.max_new_tokens,
-                batch_size=cfg.batch_size, long_audio=cfg.long_audio,
-            ) if audio else []  # fmt: skip
-            part = list(zip(share, captions, strict=True))
-        pairs = dict(gather_object(part)) if accelerator.num_processes > 1 else dict(part)
-        predictions = [pairs[i] for i in range(len(records))]
+
+        def caption(share: list[int]) -> list[str]:
+            return self.captioner.generate(
+                [records[i].audio for i in share], beam_size=cfg.beam_size,
+                max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                long_audio=cfg.long_audio,
+            )  # fmt: skip
+
+        predictions = [
+            c for part in map_shares(accelerator, range(len(records)), caption) for c in part
+        ]
         references = [list(r.captions) for r in records]
         scores = evaluate_captions(
             predictions, references, references_per_item=cfg.references_per_item

@@ -56,40 +56,6 @@ def test_bad_task_specs() -> None:
         load_zero_shot_tasks([], ["clotho=/nowhere"], template="{}")
 
 
-def test_skip_bad_files_reruns_a_chunk_without_the_bad_file() -> None:
-    from clapkit.audio import AudioLoadError
-    from clapkit.train.evaluation import skip_bad_files
-
-    calls: list[list[str]] = []
-
-    def compute(items: list[str]) -> list[str]:
-        calls.append(items)
-        for item in items:
-            if item.startswith("bad"):
-                raise AudioLoadError(item, "not an audio file")
-        return [item.upper() for item in items]
-
-    paths = ["a", "bad1", "b", "c", "bad2", "d", "e"]
-    seen: list[int] = []
-    found = skip_bad_files(compute, paths, on_error="skip", chunk=3, done=seen.append)
-    assert [x for part in found.parts for x in part] == ["A", "B", "C", "D", "E"]
-    assert found.kept == [0, 2, 3, 5, 6]
-    assert found.skipped == {"bad1": "not an audio file", "bad2": "not an audio file"}
-    assert seen == [3, 3, 1]  # every file counted once, bad ones included
-    assert calls[:2] == [["a", "bad1", "b"], ["a", "b"]]
-    with pytest.raises(AudioLoadError, match="bad1: not an audio file"):
-        skip_bad_files(compute, paths, chunk=3)
-    # an error that names no file of the chunk is not swallowed
-    with pytest.raises(AudioLoadError, match="elsewhere"):
-        skip_bad_files(
-            lambda items: (_ for _ in ()).throw(AudioLoadError("elsewhere", "x")),
-            ["a"],
-            on_error="skip",
-        )
-    with pytest.raises(ValueError, match="on_error must be"):
-        skip_bad_files(compute, paths, on_error="ignore")  # type: ignore[arg-type]
-
-
 def test_skip_scores_the_good_clips_and_names_the_rest(prepared: Any, tmp_path: Path) -> None:
     from clapkit.audio import AudioLoadError
     from clapkit.core.metrics import accuracy

@@ -15,86 +15,13 @@ on the files (long clips = the mean of their window embeddings), ``class_embeddi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any
 
-__all__ = ["FileResults", "load_zero_shot_tasks", "skip_bad_files", "zero_shot_evaluate"]
+from clapkit.train.shares import OnError, map_files
 
-T = TypeVar("T")
-OnError = Literal["raise", "skip"]
-
-
-@dataclass
-class FileResults(Generic[T]):
-    """What :func:`skip_bad_files` gives: the chunks' results and which files they cover.
-
-    Attributes:
-        parts: ``compute``'s result for each chunk of good files, in order.
-        kept: indices (into the paths given) of the files the parts cover, in order.
-        skipped: ``{path: reason}`` of the files left out.
-    """
-
-    parts: list[T] = field(default_factory=list)
-    kept: list[int] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-
-def skip_bad_files(
-    compute: Callable[[list[Any]], T],
-    paths: Sequence[Any],
-    *,
-    on_error: OnError = "raise",
-    chunk: int = 128,
-    done: Callable[[int], None] | None = None,
-) -> FileResults[T]:
-    """Run ``compute`` over ``paths`` in chunks; with ``on_error="skip"``, leave bad files out.
-
-    A chunk whose ``compute`` raises ``clapkit.audio.AudioLoadError`` for one of its files is
-    run again without that file (the error names it), until it passes: the results are those
-    of the good files alone, and ``skipped`` says why each other file was left out.
-
-    Args:
-        compute: a list of files -> a result for them (embeddings ``[n, d]``, captions).
-        paths: the files.
-        on_error: ``"raise"`` re-raises the first bad file's error; ``"skip"`` leaves it out.
-        chunk: files per ``compute`` call.
-        done: called with the number of files finished after each chunk (a progress bar).
-
-    Returns:
-        The chunks' results, the kept indices and the skipped files.
-
-    Raises:
-        clapkit.audio.AudioLoadError: a bad file and ``on_error="raise"``, or an error that
-            names no file of the chunk.
-        ValueError: an unknown ``on_error`` or ``chunk < 1``.
-    """
-    from clapkit.audio import AudioLoadError
-
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    out: FileResults[T] = FileResults()
-    for start in range(0, len(paths), chunk):
-        batch = list(range(start, min(start + chunk, len(paths))))
-        while batch:
-            try:
-                result = compute([paths[i] for i in batch])
-            except AudioLoadError as error:
-                bad = [i for i in batch if str(paths[i]) == error.source]
-                if on_error == "raise" or not bad:
-                    raise
-                out.skipped[str(paths[bad[0]])] = error.cause
-                batch.remove(bad[0])
-                continue
-            out.parts.append(result)
-            out.kept.extend(batch)
-            break
-        if done is not None:
-            done(min(start + chunk, len(paths)) - start)
-    return out
+__all__ = ["load_zero_shot_tasks", "zero_shot_evaluate"]
 
 
 def load_zero_shot_tasks(
@@ -148,8 +75,9 @@ def zero_shot_evaluate(
         accelerator: the run's accelerator.
         model: a (possibly prepared) ``ClapModel``.
         tasks: from :func:`load_zero_shot_tasks`.
-        on_error: ``"skip"`` leaves out clips that will not decode (see :func:`skip_bad_files`)
-            and scores the rest; ``"raise"`` fails on the first.
+        on_error: ``"skip"`` leaves out clips that will not decode
+            (``clapkit.train.shares.skip_bad_files``) and scores the rest; ``"raise"`` fails
+            on the first.
 
     Returns:
         ``{task name: {metric: value, "score": value, "n_clips": clips scored, "skipped":
@@ -157,7 +85,6 @@ def zero_shot_evaluate(
         ``skipped`` holds the task's unlabelled lines and undecodable files.
     """
     import torch
-    from accelerate.utils import gather_object  # type: ignore[import-untyped]
 
     from clapkit.core import accuracy, f1_score, mean_average_precision, zero_shot_scores
 
@@ -168,31 +95,22 @@ def zero_shot_evaluate(
     with torch.no_grad():
         for data in tasks:
             task = data.task
-            indexed = list(enumerate(r.audio for r in data.records))
-            with accelerator.split_between_processes(indexed) as share:
-                found = skip_bad_files(
-                    lambda files: clap.embed_audio(files).cpu(),
-                    [path for _, path in share],
-                    on_error=on_error,
-                )
-                part = (
-                    torch.cat(found.parts) if found.parts else None,
-                    [share[i][0] for i in found.kept],
-                    found.skipped,
-                )
-            parts = gather_object([part])
-            embeddings = [p[0] for p in parts if p[0] is not None]
-            kept = torch.tensor([i for p in parts for i in p[1]], dtype=torch.long)
+            found = map_files(
+                accelerator,
+                [r.audio for r in data.records],
+                lambda files: clap.embed_audio(files).cpu(),
+                on_error=on_error,
+            )
+            kept = torch.tensor(found.kept, dtype=torch.long)
             skipped = dict(data.skipped)
-            for p in parts:
-                skipped.update(p[2])
-            if not embeddings:
+            skipped.update(found.skipped)
+            if not found.parts:
                 raise ValueError(f"{task.name}: no clip could be embedded, e.g. {skipped}")
             labels = [task.label_text(name) for name in data.class_names]
             classes = clap.class_embeddings(labels, task.templates).cpu()
             multilabel = task.kind == "multilabel"
             scores = zero_shot_scores(
-                torch.cat(embeddings), classes, clap.logit_scale_exp.cpu(), multilabel
+                torch.cat(found.parts), classes, clap.logit_scale_exp.cpu(), multilabel
             )
             metric = task.metrics[0]
             targets = data.targets()[kept]

@@ -23,6 +23,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from clapkit.train.shares import map_shares
+
 __all__ = ["CLASSIFIER_FORMAT", "AudioClassifier", "Mode", "build_encoder", "classifier_logits"]
 
 Mode = Literal["linear-probe", "full"]
@@ -251,21 +253,19 @@ def classifier_logits(
     Returns:
         ``[len(dataset), classes]`` float32 logits on the CPU, in dataset order.
     """
-    from accelerate.utils import gather_object  # type: ignore[import-untyped]
 
-    was_training = classifier.training
-    classifier.eval()
-    indices = list(range(len(dataset)))
-    rows: list[tuple[int, Tensor]] = []
-    with accelerator.split_between_processes(indices) as share, torch.no_grad():
+    def score(share: list[int]) -> Tensor:
+        rows = []
         for start in range(0, len(share), batch_size):
             chunk = share[start : start + batch_size]
             waveform = torch.stack([dataset[i]["waveform"] for i in chunk])
             with accelerator.autocast():
-                logits = classifier(waveform.to(accelerator.device)).float().cpu()
-            rows += list(zip(chunk, logits, strict=True))
-    if accelerator.num_processes > 1:
-        rows = gather_object(rows)
+                rows.append(classifier(waveform.to(accelerator.device)).float().cpu())
+        return torch.cat(rows)
+
+    was_training = classifier.training
+    classifier.eval()
+    with torch.no_grad():
+        logits = torch.cat(map_shares(accelerator, range(len(dataset)), score))
     classifier.train(was_training)
-    by_index = dict(rows)
-    return torch.stack([by_index[i] for i in indices])
+    return logits

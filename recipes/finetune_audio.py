@@ -55,17 +55,24 @@ from clapkit.train.folds import (
     target_tensor,
 )
 from clapkit.train.presets.finetune import (
-    NOT_IDENTITY,
     NOTES,
     PAPER_ESC50,
+    RESUMABLE_CHANGES,
     Config,
     finetune_presets,
-    tiny_encoder,
 )
 from clapkit.train.recipe import TrainingRecipe
+from clapkit.train.small import small_audio_encoder, speech_frontend
 from clapkit.train.steps import update_groups
 
 PRESETS = finetune_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
+
+
+def tiny_encoder(clip_seconds: float = 0.8) -> Any:
+    """The smoke preset's random CNN14 (``clapkit.train.small``'s ``classifier`` size) on the
+    8 kHz speech front end with a 20 ms hop and 32 mels: half the demo front end's cost."""
+    frontend = speech_frontend(clip_seconds, hop_length=160, n_mels=32)
+    return small_audio_encoder("cnn14", "classifier", frontend)
 
 
 class FinetuneAudioRecipe(TrainingRecipe[Config]):
@@ -78,7 +85,7 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
         preset: the preset's name (for the report).
     """
 
-    not_identity, flush_denormal = NOT_IDENTITY, True
+    resumable_changes, flush_denormal = RESUMABLE_CHANGES, True
     hub_pipeline_tag = "audio-classification"
     config_class, presets, default_preset, notes = Config, PRESETS, "esc50", NOTES
 

@@ -35,13 +35,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from clapkit.core import ContrastiveLoss, accumulated_contrastive_step
+from clapkit.core import ClapModel, ContrastiveLoss, accumulated_contrastive_step, build_clap
 from clapkit.data import read_manifest
 from clapkit.train.checkpointing import (
     full_state_dict,
@@ -49,13 +50,13 @@ from clapkit.train.checkpointing import (
     written_aside,
 )
 from clapkit.train.config import parse_config
-from clapkit.train.contrastive import build_model, flops_per_sample
-from clapkit.train.demo import fsdd_manifests
+from clapkit.train.contrastive import disable_dropout, flops_per_sample
+from clapkit.train.demo import build_encoders, fsdd_manifests
 from clapkit.train.evaluation import load_zero_shot_tasks, zero_shot_evaluate
 from clapkit.train.loaders import build_train_data, prepare_train_loader
 from clapkit.train.presets.clap import (
-    NOT_IDENTITY,
     NOTES,
+    RESUMABLE_CHANGES,
     Config,
     pretraining_presets,
     suite_task_specs,
@@ -66,9 +67,43 @@ from clapkit.train.setup import enable_grad_checkpointing
 from clapkit.train.steps import update_groups
 from clapkit.train.throughput import ThroughputMeter
 
-__all__ = ["NOTES", "PRESETS", "Config", "PretrainClapRecipe", "main", "parse_config"]
+__all__ = [
+    "NOTES",
+    "PRESETS",
+    "Config",
+    "PretrainClapRecipe",
+    "build_clap_model",
+    "main",
+    "parse_config",
+]
 
 PRESETS = pretraining_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
+
+
+def build_clap_model(cfg: Config, texts: Sequence[str]) -> ClapModel:
+    """The run's ``ClapModel``: its encoders at ``cfg.size`` (random unless weights are given),
+    the projections and the temperature.
+
+    Args:
+        cfg: the run's settings.
+        texts: the training captions and the prompt (the small sizes' word tokenizer).
+
+    Returns:
+        The model (no dropout anywhere with ``--no-dropout``).
+    """
+    audio, text = build_encoders(
+        cfg.audio, cfg.text, cfg.size, texts, clip_seconds=cfg.clip_seconds,
+        audio_weights=cfg.audio_weights, text_pretrained=cfg.text_pretrained,
+        tokenizer=cfg.tokenizer,
+    )  # fmt: skip
+    model = build_clap(
+        audio=audio, text=text, projection=cfg.projection,
+        projection_dropout=cfg.projection_dropout, projection_dim=cfg.projection_dim,
+        init_temperature=cfg.init_temperature,
+    )  # fmt: skip
+    if not cfg.dropout:
+        disable_dropout(model)
+    return model
 
 
 class PretrainClapRecipe(TrainingRecipe[Config]):
@@ -80,7 +115,7 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         preset: the preset it started from (for the report and the model card).
     """
 
-    not_identity, flush_denormal = NOT_IDENTITY, True
+    resumable_changes, flush_denormal = RESUMABLE_CHANGES, True
     config_class, presets, default_preset, notes = Config, PRESETS, "table1-htsat22-gpt2", NOTES
 
     # -- setup ----------------------------------------------------------------------------------
@@ -91,7 +126,7 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         self._setup_data_sources()
         records = [] if self.train_manifest is None else read_manifest(self.train_manifest)
         texts = [c for r in records for c in r.captions] + [cfg.prompt_template]
-        self.model = build_model(cfg, texts)
+        self.model = build_clap_model(cfg, texts)
         if cfg.grad_checkpointing:
             self.log.info("gradient checkpointing in %s", enable_grad_checkpointing(self.model))
         # one loss over the whole global batch when an update takes several micro-batches

@@ -35,25 +35,90 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from transformers import AutoModelForCausalLM
 
-from clapkit.caption import ClapCaptioner, evaluate_captions
+from clapkit.caption import (
+    CaptionerConfig,
+    ClapCaptioner,
+    evaluate_captions,
+    transformer_mapper,
+)
+from clapkit.core import ClapModel
 from clapkit.data import ClapCollator, ManifestDataset, read_manifest
 from clapkit.data.tasks import split_manifests
-from clapkit.train.captioning import build_captioner, one_caption_each
+from clapkit.train.captioning import one_caption_each
 from clapkit.train.checkpointing import (
     full_state_dict,
     save_whole_pretrained,
     written_aside,
 )
 from clapkit.train.demo import fsdd_manifests
-from clapkit.train.presets.captioning import NOT_IDENTITY, PRESET_NOTES, Config, captioning_presets
+from clapkit.train.presets.captioning import (
+    PRESET_NOTES,
+    RESUMABLE_CHANGES,
+    Config,
+    captioning_presets,
+)
 from clapkit.train.recipe import TrainingRecipe
 from clapkit.train.reporting import write_report
 from clapkit.train.setup import linear_warmup
 from clapkit.train.shares import map_shares
+from clapkit.train.small import (
+    build_word_tokenizer,
+    small_audio_encoder,
+    small_gpt2_config,
+    speech_frontend,
+)
 from clapkit.train.steps import update_groups
 
 PRESETS = captioning_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
+
+
+def build_captioner(cfg: Config, captions: list[str]) -> ClapCaptioner:
+    """The captioner: a trained CLAP's audio side (full) or a tiny random model (smoke).
+
+    Args:
+        cfg: the run's settings.
+        captions: every training and test caption (the tiny model's word vocabulary).
+
+    Returns:
+        The captioner, its frozen parts frozen.
+
+    Raises:
+        SystemExit: a full model without ``--clap``.
+    """
+    if cfg.size == "tiny":
+        encoder = small_audio_encoder("cnn14", "tiny", speech_frontend(0.8))
+        tokenizer = build_word_tokenizer(captions)
+        lm = small_gpt2_config("tiny", tokenizer)
+        width = lm.n_embd
+        mapper = transformer_mapper(
+            embed_dim=width, prefix_length=cfg.prefix_length, width=width, depth=cfg.mapper_depth,
+            num_heads=cfg.mapper_heads,
+        )  # fmt: skip
+        config = CaptionerConfig(
+            audio=encoder.get_config(), mapper=mapper.get_config(), language_model=lm.to_dict(),
+            projection="linear", projection_dim=width,
+            freeze_language_model=cfg.freeze_language_model,
+        )  # fmt: skip
+        return ClapCaptioner(config, tokenizer=tokenizer, audio_encoder=encoder, mapper=mapper)
+    if cfg.clap is None:
+        raise SystemExit("--clap is required: a ClapModel folder or msclap CLAP_weights_2023.pth")
+    tokenizer_source = cfg.tokenizer or cfg.language_model
+    if Path(cfg.clap).is_dir():
+        clap = ClapModel.from_pretrained(cfg.clap)
+    else:
+        clap = ClapModel.from_msclap(cfg.clap, version="2023", tokenizer=tokenizer_source)
+    language_model = AutoModelForCausalLM.from_pretrained(cfg.language_model)
+    mapper = transformer_mapper(
+        embed_dim=clap.config.projection_dim, prefix_length=cfg.prefix_length,
+        width=int(language_model.config.hidden_size), depth=cfg.mapper_depth,
+        num_heads=cfg.mapper_heads,
+    )  # fmt: skip
+    return ClapCaptioner.from_clap(
+        clap, tokenizer=tokenizer_source, language_model=language_model, mapper=mapper,
+        freeze_language_model=cfg.freeze_language_model,
+    )  # fmt: skip
 
 
 class TrainCaptionerRecipe(TrainingRecipe[Config]):
@@ -66,7 +131,7 @@ class TrainCaptionerRecipe(TrainingRecipe[Config]):
         preset: the preset's name (recorded in the report).
     """
 
-    not_identity = NOT_IDENTITY
+    resumable_changes = RESUMABLE_CHANGES
     hub_pipeline_tag = "audio-text-to-text"
     config_class, presets, default_preset, notes = Config, PRESETS, "audiocaps", PRESET_NOTES
 

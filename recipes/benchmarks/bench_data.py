@@ -235,7 +235,9 @@ def bench_training(steps: int, batch_size: int) -> list[Row]:
         PRESETS["table1-htsat22-gpt2"], text_pretrained=None, tokenizer=str(GPT2_TOKENIZER)
     )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    audio, text = build_encoders(cfg, [])
+    audio, text = build_encoders(
+        cfg.audio, cfg.text, "full", [], clip_seconds=cfg.clip_seconds, tokenizer=cfg.tokenizer
+    )
     model = build_clap(audio=audio, text=text, projection_dim=cfg.projection_dim).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = ContrastiveLoss()

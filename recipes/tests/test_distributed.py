@@ -137,13 +137,13 @@ sys.path.insert(0, sys.argv[1])
 import pretrain_clap
 from clapkit.core import ClapModel, ContrastiveLoss
 from clapkit.train.checkpointing import save_whole_pretrained
-from clapkit.train.contrastive import build_model
 
 dist.init_process_group("gloo")
 rank, out = dist.get_rank(), sys.argv[2]
 torch.manual_seed(0)
 texts = ["a man says the digit one", "a man says the digit two", "a man says the digit {}"]
-model = build_model(dataclasses.replace(pretrain_clap.PRESETS["smoke"], dropout=False), texts)
+smoke = dataclasses.replace(pretrain_clap.PRESETS["smoke"], dropout=False)
+model = pretrain_clap.build_clap_model(smoke, texts)
 reference = copy.deepcopy(model).state_dict()
 try:
     fully_shard(model)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -49,8 +48,8 @@ def tiny_clap(out: Path) -> Path:
     from clapkit.train.demo import CAPTION_TEMPLATES, build_encoders
 
     torch.manual_seed(0)
-    cfg = SimpleNamespace(size="tiny", audio="cnn14", text="gpt2-eot", clip_seconds=0.8)
-    _, text = build_encoders(cfg, [t.format(d) for t in CAPTION_TEMPLATES for d in DIGITS])
+    texts = [t.format(d) for t in CAPTION_TEMPLATES for d in DIGITS]
+    _, text = build_encoders("cnn14", "gpt2-eot", "tiny", texts, clip_seconds=0.8)
     clap = build_clap(
         audio=finetune_audio.tiny_encoder(), text=text, projection="linear", projection_dim=32,
         projection_dropout=0.0, init_temperature=0.07,

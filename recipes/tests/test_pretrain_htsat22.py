@@ -27,11 +27,10 @@ from clapkit.caption import PrefixLanguageModel
 from clapkit.core import create_audio_tower
 from clapkit.data import read_multitask_manifest
 from clapkit.train.demo import DIGITS
-from clapkit.train.multitask import build_model
 from clapkit.train.presets.htsat22 import (
     NOTES,
-    PENGI22,
-    PENGI_22,
+    PAPER,
+    PENGI_TASK_FAMILIES,
     SMOKE,
     htsat22_presets,
     parse_weights,
@@ -39,6 +38,9 @@ from clapkit.train.presets.htsat22 import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recipe_runner import RECIPES, kill_when, launch
+
+sys.path.insert(0, str(RECIPES))
+from pretrain_htsat22 import build_prefix_model
 
 FSDD = RECIPES.parent / "data" / "fsdd" / "recordings"
 TRAIN_SPEAKERS, HELDOUT = ("jackson", "nicolas", "yweweler"), "theo"
@@ -72,7 +74,7 @@ def test_paper_preset_is_the_papers_setting() -> None:
         44100, 1024, 320, 64,
     )  # fmt: skip
     assert (frontend.fmin, frontend.fmax) == (50.0, 8000.0)
-    families = PENGI_22
+    families = PENGI_TASK_FAMILIES
     assert len(families) == len({f[0] for f in families}) == 22
     assert "22 Pengi task families" in NOTES["pengi-22"]
     assert parse_weights(("a=1", "b=2.5")) == {"a": 1.0, "b": 2.5}
@@ -178,7 +180,7 @@ def test_probe_on_the_pretrained_encoder_beats_the_random_one(smoke: Path) -> No
     texts = [t for r in read_multitask_manifest(smoke / "data" / "multitask_train.jsonl")
              for t in (r.prompt, r.answer)]  # fmt: skip
     set_seed(0)  # the recipe's seed before it builds the model: its very initial weights
-    initial = build_model(SMOKE, texts).audio_encoder
+    initial = build_prefix_model(SMOKE, texts).audio_encoder
     pretrained = load_audio_encoder(smoke / "best" / "audio_encoder.safetensors")
     random_accuracy, trained_accuracy = probe_accuracy(initial), probe_accuracy(pretrained)
     print(f"\nprobe on {HELDOUT}: random {random_accuracy:.3f}, pretrained {trained_accuracy:.3f}")
@@ -197,10 +199,10 @@ def test_paper_size_encoder_file_loads_strictly_in_both_loaders(tmp_path: Path) 
     lm = tmp_path / "lm"
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, n_positions=64)).save_pretrained(lm)
     cfg = dataclasses.replace(
-        PENGI22, language_model=str(lm), mapper_depth=1, mapper_heads=2,
+        PAPER, language_model=str(lm), mapper_depth=1, mapper_heads=2,
         tokenizer=str(RECIPES.parent / "data" / "reference" / "tokenizers" / "gpt2"),
     )  # fmt: skip
-    encoder = build_model(cfg, []).audio_encoder
+    encoder = build_prefix_model(cfg, []).audio_encoder
     assert encoder.num_classes == 0
     assert not [name for name in encoder.state_dict() if name.startswith("head.")]
     with torch.no_grad():
@@ -260,3 +262,45 @@ def test_two_processes_on_cpu(tmp_path: Path) -> None:
     assert epoch["step"] == 2  # 64 draws, 32 per update over both processes
     assert 0.0 <= epoch["digit"]["accuracy"] <= 1.0  # every held-out clip answered once
     assert (out / "best" / "audio_encoder.safetensors").is_file()
+
+
+TEXTS = ["which digit", "which speaker", *DIGITS, "jackson", "nicolas", "yweweler"]
+
+
+def test_tiny_model_trains_the_encoder_and_mapper_through_a_frozen_lm() -> None:
+    torch.manual_seed(0)
+    model = build_prefix_model(SMOKE, TEXTS)
+    assert model.audio_encoder.architecture == "htsat"
+    assert all(p.requires_grad for p in model.audio_encoder.parameters())
+    assert all(p.requires_grad for p in model.mapper.parameters())
+    assert not any(p.requires_grad for p in model.language_model.parameters())
+    batch = model.tokenize_prompted(["which digit", "which speaker"], ["seven", "theo"])
+    waveform = 0.1 * torch.randn(2, int(8000 * SMOKE.clip_seconds))
+    out = model(waveform, **batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert out.prefix.shape == (2, SMOKE.prefix_length, 64)
+    assert all(p.grad is not None for p in model.audio_encoder.parameters())
+
+
+def test_tiny_model_front_end_and_random_lm_scale() -> None:
+    torch.manual_seed(0)
+    model = build_prefix_model(SMOKE, TEXTS)
+    frontend = model.audio_encoder.frontend
+    # 8 kHz speech, short words repeated to the clip (not zero-padded), a 20 ms hop
+    assert (frontend.sample_rate, frontend.fill, frontend.hop_length) == (8000, "repeat", 160)
+    assert model.audio_encoder.get_config()["spec_size"] == 40
+    assert model.language_model.config.initializer_range == SMOKE.lm_init_std == 0.2
+    words = model.language_model.get_input_embeddings().weight
+    assert float(words.std()) == pytest.approx(0.2, rel=0.2)
+    default = build_prefix_model(dataclasses.replace(SMOKE, lm_init_std=0.02), TEXTS)
+    words = default.language_model.get_input_embeddings().weight
+    assert float(words.std()) == pytest.approx(0.02, rel=0.2)
+
+
+def test_tiny_model_with_the_cnn14_encoder() -> None:
+    model = build_prefix_model(dataclasses.replace(SMOKE, audio="cnn14"), TEXTS)
+    assert model.audio_encoder.architecture == "cnn14"
+    assert model.audio_encoder.frontend == build_prefix_model(SMOKE, TEXTS).audio_encoder.frontend
+    batch = model.tokenize_prompted(["which digit"], ["seven"])
+    assert torch.isfinite(model(0.1 * torch.randn(1, 6400), **batch).loss)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -30,8 +29,7 @@ def test_scores_match_model_zero_shot(prepared: Any, tmp_path: Path) -> None:
     manifest = tmp_path / "pairs.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
     torch.manual_seed(0)
-    cfg = SimpleNamespace(size="tiny", audio="cnn14", text="gpt2-eot", clip_seconds=0.8)
-    audio, text = build_encoders(cfg, [TEMPLATE, *DIGITS])
+    audio, text = build_encoders("cnn14", "gpt2-eot", "tiny", [TEMPLATE, *DIGITS], clip_seconds=0.8)
     model = build_clap(audio=audio, text=text, projection="linear", projection_dim=16)
     model.train()
     tasks = load_zero_shot_tasks([str(manifest)], [], template=TEMPLATE)
@@ -74,8 +72,7 @@ def test_skip_scores_the_good_clips_and_names_the_rest(prepared: Any, tmp_path: 
     manifest = tmp_path / "broken.jsonl"
     manifest.write_text("\n".join(broken) + "\n")
     torch.manual_seed(0)
-    cfg = SimpleNamespace(size="tiny", audio="cnn14", text="gpt2-eot", clip_seconds=0.8)
-    audio, text = build_encoders(cfg, [TEMPLATE, *DIGITS])
+    audio, text = build_encoders("cnn14", "gpt2-eot", "tiny", [TEMPLATE, *DIGITS], clip_seconds=0.8)
     model = build_clap(audio=audio, text=text, projection="linear", projection_dim=16).eval()
 
     with pytest.raises(Exception, match="no labels"):

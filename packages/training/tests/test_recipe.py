@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from clapkit.data import SkippedItem
 from clapkit.train.checkpointing import find_checkpoint
-from clapkit.train.config import RUN_NOT_IDENTITY, RunSettings
+from clapkit.train.config import RUN_RESUMABLE_CHANGES, RunSettings
 from clapkit.train.recipe import TrainingDivergedError, TrainingRecipe
 from clapkit.train.steps import update_groups
 
@@ -76,7 +76,7 @@ class ToyRecipe(TrainingRecipe[ToyConfig]):
     """A whole recipe in ~30 lines: what a new recipe writes on top of TrainingRecipe."""
 
     name, script = "toy", "recipes/toy.py"
-    not_identity = (*RUN_NOT_IDENTITY, "stop_at_step", "nan_at_step")
+    resumable_changes = (*RUN_RESUMABLE_CHANGES, "stop_at_step", "nan_at_step")
     config_class, presets, default_preset = ToyConfig, {"toy": ToyConfig()}, "toy"
 
     def setup(self) -> None:

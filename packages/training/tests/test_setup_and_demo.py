@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from clapkit.train.demo import build_encoders, build_word_tokenizer, fsdd_manifests, speech_frontend
+from clapkit.train.demo import build_encoders, fsdd_manifests
 from clapkit.train.setup import accumulation_steps, enable_grad_checkpointing, linear_warmup
+from clapkit.train.small import build_word_tokenizer, speech_frontend
 
 FSDD = Path(__file__).resolve().parents[3] / "data" / "fsdd"
 
@@ -83,9 +83,34 @@ def test_word_tokenizer_and_tiny_encoders() -> None:
     assert tokenizer.convert_ids_to_tokens(tokenizer("seven")["input_ids"]) == ["<unk>"]
     frontend = speech_frontend(0.8)
     assert (frontend.sample_rate, frontend.n_mels, frontend.fmax) == (8000, 40, 4000.0)
-    cfg = SimpleNamespace(size="tiny", audio="cnn14", text="gpt2-eot", clip_seconds=0.8)
-    audio, text = build_encoders(cfg, ["a man says the digit {}", "one"])
+    texts = ["a man says the digit {}", "one"]
+    audio, text = build_encoders("cnn14", "gpt2-eot", "tiny", texts, clip_seconds=0.8)
     assert audio(torch.zeros(2, 6400)).embedding.shape == (2, 16)
     assert text(["a man says the digit one"]).embedding.shape == (1, 16)
+    assert text.tokenizer.pad_token == "<pad>"
+    assert text.max_length == 32
     with pytest.raises(ValueError, match="defined for audio"):
-        build_encoders(SimpleNamespace(size="tiny", audio="htsat", text="gpt2-eot"), [])
+        build_encoders("htsat", "gpt2-eot", "tiny", [], clip_seconds=0.8)
+    with pytest.raises(ValueError, match="defined for text"):
+        build_encoders("cnn14", "bert", "small", [], clip_seconds=0.8)
+
+
+def test_every_small_model_is_defined_in_one_table() -> None:
+    from clapkit.train.small import small_audio_encoder, small_gpt2_config
+
+    frontend = speech_frontend(0.8, hop_length=160, fill="repeat")
+    htsat = small_audio_encoder("htsat", "tiny", frontend, spec_augment=False)
+    assert htsat.num_classes == 0
+    assert htsat.get_config()["spec_augment"] is False
+    assert htsat(torch.zeros(2, 6400)).embedding.shape == (2, 64)  # 32 x 2 stages
+    classifier = small_audio_encoder("cnn14", "classifier", speech_frontend(0.8, n_mels=32))
+    assert classifier.get_config()["out_dim"] == 64
+    assert classifier.frontend.n_mels == 32
+    with pytest.raises(ValueError, match=r"no small audio encoder htsat/small; defined: \['cnn14/"):
+        small_audio_encoder("htsat", "small", frontend)
+    tokenizer = build_word_tokenizer(["one two"])
+    lm = small_gpt2_config("tiny", tokenizer, initializer_range=0.2)
+    assert (lm.n_layer, lm.n_embd, lm.vocab_size, lm.initializer_range) == (1, 16, 5, 0.2)
+    assert lm.bos_token_id == lm.eos_token_id == tokenizer.eos_token_id
+    with pytest.raises(ValueError, match="no small GPT-2 'huge'"):
+        small_gpt2_config("huge", tokenizer)

@@ -21,7 +21,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 __all__ = [
-    "RUN_NOT_IDENTITY",
+    "RUN_RESUMABLE_CHANGES",
     "RunSettings",
     "config_diff",
     "config_hash",
@@ -32,7 +32,7 @@ __all__ = [
 
 C = TypeVar("C")
 
-RUN_NOT_IDENTITY = (
+RUN_RESUMABLE_CHANGES = (
     "output_dir",
     "resume",
     "resume_force",

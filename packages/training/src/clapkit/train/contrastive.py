@@ -1,8 +1,8 @@
-"""The contrastive side of pretraining: the CLAP model of a config and its FLOPs.
+"""The contrastive side of pretraining: dropout switched off, FLOPs per sample.
 
 ::
 
-    model = build_model(cfg, captions)                   # encoders by cfg.size, then build_clap
+    disable_dropout(model)                               # equivalence tests
     flops = flops_per_sample(model, loss_fn, clip_seconds=7.0)
     flops(batch["input_ids"].shape[1])                   # per sample at that caption length
 
@@ -12,39 +12,11 @@ The training step itself is ``recipes/pretrain_clap.py``'s.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-__all__ = ["CaptionFlops", "build_model", "disable_dropout", "flops_per_sample"]
-
-
-def build_model(cfg: Any, texts: Sequence[str]) -> Any:
-    """The ``ClapModel`` of a pretraining config (random init unless weights are given).
-
-    Args:
-        cfg: a ``clapkit.train.presets.clap.Config`` (encoders, size, projection, temperature).
-        texts: the training captions and the prompt (the small sizes' word tokenizer).
-
-    Returns:
-        The model.
-    """
-    from clapkit.core import build_clap
-    from clapkit.train.demo import build_encoders
-
-    audio_encoder, text_encoder = build_encoders(cfg, texts)
-    model = build_clap(
-        audio=audio_encoder,
-        text=text_encoder,
-        projection=cfg.projection,
-        projection_dropout=cfg.projection_dropout,
-        projection_dim=cfg.projection_dim,
-        init_temperature=cfg.init_temperature,
-    )
-    if not getattr(cfg, "dropout", True):
-        disable_dropout(model)
-    return model
+__all__ = ["CaptionFlops", "disable_dropout", "flops_per_sample"]
 
 
 def disable_dropout(model: torch.nn.Module) -> list[str]:

@@ -1,32 +1,30 @@
-"""The FSDD demo: its data, the small encoders and their 8 kHz speech front end.
+"""The FSDD demo's data, and the encoders of a contrastive run at any size.
 
 The Free Spoken Digit Dataset (``data/fsdd`` in the repository: 4 speakers x 10 digits x 50
 clips, 8 kHz) is small enough to train a CLAP model on a laptop CPU in minutes: three speakers
-train, the fourth is the zero-shot test. ``size="small"``/``"tiny"`` encoders are CNN14 and GPT-2
-at a fraction of the paper's width with a word-level tokenizer built from the captions::
+train, the fourth is the zero-shot test. The ``small`` and ``tiny`` sizes are
+``clapkit.train.small``'s CNN14 and GPT-2 with a word-level tokenizer built from the captions::
 
     train, heldout = fsdd_manifests("data/fsdd", out / "data", "theo")
-    audio, text = build_encoders(cfg, captions)   # cfg.size in {"full", "small", "tiny"}
+    audio, text = build_encoders("cnn14", "gpt2-eot", "small", captions, clip_seconds=0.8)
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "CAPTION_TEMPLATES",
-    "DIGITS",
-    "SMALL_AUDIO",
-    "SMALL_TEXT",
-    "build_encoders",
-    "build_word_tokenizer",
-    "fsdd_manifests",
-    "speech_frontend",
-]
+from clapkit.train.small import (
+    Size,
+    build_word_tokenizer,
+    small_audio_encoder,
+    small_text_encoder,
+    speech_frontend,
+)
+
+__all__ = ["CAPTION_TEMPLATES", "DIGITS", "build_encoders", "fsdd_manifests"]
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Varied captions for the demo; the zero-shot prompt ("a man says the digit {}") is one of them.
@@ -84,84 +82,29 @@ def fsdd_manifests(
     return str(paths[0]), str(paths[1])
 
 
-def build_word_tokenizer(texts: Sequence[str]) -> Any:
-    """A word-level GPT2-style tokenizer (``<|endoftext|>`` = EOS, ``<pad>``) over ``texts``.
+def build_encoders(
+    audio: str,
+    text: str,
+    size: Size,
+    texts: Sequence[str],
+    *,
+    clip_seconds: float,
+    audio_weights: str | None = None,
+    text_pretrained: str | None = None,
+    tokenizer: str | None = None,
+) -> tuple[Any, Any]:
+    """The audio and text encoders of a contrastive run (random init unless weights are given).
 
     Args:
-        texts: every text the tokenizer must know (captions, prompts); lower-cased, split into
-            words and punctuation.
-
-    Returns:
-        A ``transformers.PreTrainedTokenizerFast``.
-    """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = sorted({w for text in texts for w in re.findall(r"\w+|[^\w\s]", text.lower())})
-    vocab = {token: i for i, token in enumerate(["<pad>", "<unk>", "<|endoftext|>", *words])}
-    model = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    model.pre_tokenizer = pre_tokenizers.Whitespace()
-    model.normalizer = normalizers.Lowercase()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=model,
-        eos_token="<|endoftext|>",
-        bos_token="<|endoftext|>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-    )
-
-
-def speech_frontend(clip_seconds: float) -> Any:
-    """The 8 kHz speech front end of the small encoders (FSDD is 8 kHz speech).
-
-    Args:
-        clip_seconds: the clip length the encoder is fed.
-
-    Returns:
-        A ``clapkit.audio.FrontendConfig``.
-    """
-    from clapkit.audio import FrontendConfig
-
-    # FSDD is 8 kHz speech: 32 ms window, 10 ms hop, 40 mels up to Nyquist.
-    return FrontendConfig(
-        sample_rate=8000,
-        n_fft=256,
-        win_length=256,
-        hop_length=80,
-        n_mels=40,
-        fmin=20.0,
-        fmax=4000.0,
-        clip_seconds=clip_seconds,
-        fill="pad",
-    )
-
-
-SMALL_AUDIO: dict[str, dict[str, dict[str, Any]]] = {
-    "cnn14": {
-        "small": {
-            "channels": (16, 32, 64, 128),
-            "out_dim": 128,
-            "num_classes": 0,
-            "spec_augment": False,
-            "block_dropout": 0.1,
-            "embed_dropout": 0.2,
-        },
-        "tiny": {"channels": (4, 8), "out_dim": 16, "num_classes": 0, "spec_augment": False},
-    },
-}
-SMALL_TEXT: dict[str, dict[str, Any]] = {
-    "small": {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 32},
-    "tiny": {"n_layer": 1, "n_embd": 16, "n_head": 2, "n_positions": 32},
-}
-
-
-def build_encoders(cfg: Any, texts: Sequence[str]) -> tuple[Any, Any]:
-    """The audio and text encoders of a run (random init unless weights are given).
-
-    Args:
-        cfg: a recipe config with ``size`` (``"full"``, ``"small"``, ``"tiny"``), ``audio``,
-            ``text``, ``audio_weights``, ``text_pretrained``, ``tokenizer`` and ``clip_seconds``.
-        texts: the training captions and prompts (for the small word-level tokenizer).
+        audio: the audio encoder's registry name (``cnn14``, ``htsat``, ``htsat-22``).
+        text: the text encoder's (``bert``, ``roberta``, ``clip``, ``gpt2-eot``).
+        size: ``"full"`` (the paper's encoders) or ``"small"`` / ``"tiny"``
+            (``clapkit.train.small``: CNN14 and GPT2-EOT on 8 kHz speech).
+        texts: the training captions and prompts (the small sizes' word-level tokenizer).
+        clip_seconds: the training crop (the small sizes' front end).
+        audio_weights: full size: an audio checkpoint to start from.
+        text_pretrained: full size: a hub id or folder of the pretrained text encoder.
+        tokenizer: full size, random text weights: the tokenizer's hub id or folder.
 
     Returns:
         ``(audio_encoder, text_encoder)``.
@@ -172,34 +115,20 @@ def build_encoders(cfg: Any, texts: Sequence[str]) -> tuple[Any, Any]:
     """
     from clapkit.core import create_audio_tower, create_text_encoder
 
-    if cfg.size == "full":
-        audio = create_audio_tower(cfg.audio, weights=cfg.audio_weights)
-        if cfg.text_pretrained:
-            text = create_text_encoder(cfg.text, pretrained=cfg.text_pretrained)
+    if size == "full":
+        audio_encoder = create_audio_tower(audio, weights=audio_weights)
+        if text_pretrained:
+            text_encoder = create_text_encoder(text, pretrained=text_pretrained)
         else:  # random init at the architecture's base size (no download)
-            text = create_text_encoder(cfg.text, **_base_text_config(cfg.text, cfg.tokenizer))
-        return audio, text
-    if cfg.audio not in SMALL_AUDIO:
-        raise ValueError(f"size {cfg.size!r} is defined for audio {sorted(SMALL_AUDIO)} only")
-    if cfg.text != "gpt2-eot":
-        raise ValueError(f"size {cfg.size!r} is defined for text 'gpt2-eot' only")
-    from transformers import GPT2Config
-
-    audio = create_audio_tower(
-        cfg.audio, frontend=speech_frontend(cfg.clip_seconds), **SMALL_AUDIO[cfg.audio][cfg.size]
-    )
-    tokenizer = build_word_tokenizer([t.replace("{}", "") for t in texts])
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **SMALL_TEXT[cfg.size],
-    )
-    text = create_text_encoder(
-        "gpt2-eot", config=config, tokenizer=tokenizer, max_length=config.n_positions
-    )
-    return audio, text
+            text_encoder = create_text_encoder(text, **_base_text_config(text, tokenizer))
+        return audio_encoder, text_encoder
+    if audio != "cnn14":
+        raise ValueError(f"size {size!r} is defined for audio ['cnn14'] only")
+    if text != "gpt2-eot":
+        raise ValueError(f"size {size!r} is defined for text 'gpt2-eot' only")
+    words = build_word_tokenizer([t.replace("{}", "") for t in texts])
+    audio_encoder = small_audio_encoder("cnn14", size, speech_frontend(clip_seconds))
+    return audio_encoder, small_text_encoder(size, words)
 
 
 def _base_text_config(architecture: str, tokenizer_source: str | None) -> dict[str, Any]:

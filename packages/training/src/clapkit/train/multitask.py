@@ -1,34 +1,23 @@
-"""Multi-task audio-to-text pretraining (Pengi-style, HTSAT-22): the model of a run and the
-smoke data.
+"""Multi-task audio-to-text pretraining (Pengi-style, HTSAT-22): the smoke run's data.
 
 ::
 
     train, heldout = fsdd_multitask_manifests("data/fsdd", out, "theo", None)
-    model = build_model(cfg, texts)   # cfg: clapkit.train.presets.htsat22.Config
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
-from clapkit.caption import PrefixLanguageModel
 from clapkit.data import (
     classification_records,
     read_manifest,
     write_multitask_manifest,
 )
-from clapkit.train.demo import (
-    SMALL_AUDIO,
-    SMALL_TEXT,
-    build_word_tokenizer,
-    fsdd_manifests,
-    speech_frontend,
-)
-from clapkit.train.presets.htsat22 import Config
+from clapkit.train.demo import fsdd_manifests
 
-__all__ = ["build_model", "fsdd_multitask_manifests"]
+__all__ = ["fsdd_multitask_manifests"]
 
 
 def fsdd_multitask_manifests(
@@ -56,66 +45,3 @@ def fsdd_multitask_manifests(
     write_multitask_manifest(records, paths[0])
     write_multitask_manifest(test, paths[1])
     return str(paths[0]), str(paths[1])
-
-
-def build_model(cfg: Config, texts: list[str]) -> PrefixLanguageModel:
-    """The model of a run: the encoder (trained), the mapper, the LM (frozen unless told).
-
-    Args:
-        cfg: the settings.
-        texts: every prompt and answer (the tiny model's word vocabulary).
-
-    Returns:
-        The model; the encoder has no classification head (no loss reaches one, and DDP
-        refuses parameters without gradients).
-    """
-    from transformers import AutoModelForCausalLM, GPT2Config
-
-    from clapkit.audio import cnn14_encoder, htsat_encoder
-    from clapkit.caption import mlp_mapper, transformer_mapper
-    from clapkit.core import create_audio_tower
-
-    if cfg.size == "tiny":
-        # FSDD's words last ~0.4 s: zero-padded to the clip, half of it would sit at the -100 dB
-        # floor, and the tiny HTSAT learns no digit from such clips; repeated, it does. A 20 ms
-        # hop makes 0.8 s one 40 x 40 HTSAT image (40 mels), a third of the cost of 80 x 80.
-        frontend = dataclasses.replace(
-            speech_frontend(cfg.clip_seconds), hop_length=160, fill="repeat"
-        )
-        encoder: Any = (
-            cnn14_encoder(frontend=frontend, **SMALL_AUDIO["cnn14"]["small"])
-            if cfg.audio == "cnn14"
-            else htsat_encoder(
-                frontend=frontend, spec_size=40, embed_dim=32, depths=(1, 1), num_heads=(2, 4),
-                window_size=5, num_classes=0, spec_augment=cfg.spec_augment, drop_path_rate=0.0,
-            )
-        )  # fmt: skip
-        tokenizer: Any = build_word_tokenizer(texts)
-        lm: Any = GPT2Config(
-            vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
-            eos_token_id=tokenizer.eos_token_id, initializer_range=cfg.lm_init_std,
-            **SMALL_TEXT[cfg.language_model],
-        )  # fmt: skip
-        width = lm.n_embd
-    else:
-        encoder = create_audio_tower(
-            cfg.audio, weights=cfg.audio_weights, spec_augment=cfg.spec_augment
-        )
-        tokenizer = cfg.tokenizer or cfg.language_model
-        lm = AutoModelForCausalLM.from_pretrained(cfg.language_model)
-        width = int(lm.config.hidden_size)
-    mapper: Any = (
-        mlp_mapper(embed_dim=cfg.projection_dim, prefix_length=cfg.prefix_length, width=width)
-        if cfg.mapper == "mlp"
-        else transformer_mapper(
-            embed_dim=cfg.projection_dim, prefix_length=cfg.prefix_length, width=width,
-            depth=cfg.mapper_depth, num_heads=cfg.mapper_heads,
-        )
-    )  # fmt: skip
-    model = PrefixLanguageModel.build(
-        audio_encoder=encoder, mapper=mapper, language_model=lm, tokenizer=tokenizer,
-        projection=cfg.projection, projection_dim=cfg.projection_dim,
-        projection_dropout=cfg.projection_dropout, normalize_embedding=cfg.normalize_prefix,
-        freeze_language_model=cfg.freeze_language_model,
-    )  # fmt: skip
-    return model

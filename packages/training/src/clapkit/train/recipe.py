@@ -10,7 +10,7 @@ that step is saved), and the end (trackers closed, skipped files named, the repo
 
     class MyRecipe(TrainingRecipe[Config]):  # in recipes/my_recipe.py
         config_class, presets, default_preset, notes = Config, PRESETS, "paper", NOTES
-        not_identity = NOT_IDENTITY
+        resumable_changes = RESUMABLE_CHANGES
 
         def setup(self) -> None:        # after start(): self.accelerator, the run folder
             ...  # model, optimiser, loaders -> self.accelerator.prepare(...)
@@ -68,7 +68,7 @@ class TrainingRecipe(Generic[C]):
         config_class: its frozen config dataclass; presets: name -> config; default_preset:
             the one used without ``--preset``; notes: name -> a line for ``--help`` (the
             paper's numbers it reproduces).
-        not_identity: config fields a resume may change (where it writes, how it logs, when it
+        resumable_changes: config fields a resume may change (where it writes, how it logs, when it
             stops); every other field must match the checkpoint's run.
         flush_denormal: ``torch.set_flush_denormal(True)`` at the start (CPU speed with
             near-silent padding).
@@ -91,7 +91,7 @@ class TrainingRecipe(Generic[C]):
     presets: ClassVar[Mapping[str, Any]] = {}
     default_preset: ClassVar[str] = ""
     notes: ClassVar[Mapping[str, str]] = {}
-    not_identity: ClassVar[Collection[str]] = ()
+    resumable_changes: ClassVar[Collection[str]] = ()
     flush_denormal: ClassVar[bool] = False
     hub_pipeline_tag: ClassVar[str] = "zero-shot-audio-classification"
 
@@ -143,7 +143,7 @@ class TrainingRecipe(Generic[C]):
         """Threads, the accelerator, logging, the run folder (refused, moved aside or resumed:
         ``clapkit.train.runs``) and the seed; returns the accelerator."""
         self.accelerator, self.plan = start_run(
-            self.cfg, ignore=self.not_identity, flush_denormal=self.flush_denormal
+            self.cfg, ignore=self.resumable_changes, flush_denormal=self.flush_denormal
         )
         cfg: Any = self.cfg
         self.micro_steps = accumulation_steps(

@@ -7,7 +7,7 @@ that the checkpoint was written by a run with the same config (``run.json``), un
 calls :meth:`RunPlan.apply`::
 
     plan = plan_run(out, resolved, resume=cfg.resume, overwrite=cfg.overwrite,
-                    force=cfg.resume_force, seed=cfg.seed, ignore=NOT_IDENTITY)
+                    force=cfg.resume_force, seed=cfg.seed, ignore=RESUMABLE_CHANGES)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         plan.apply()

@@ -16,20 +16,20 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from clapkit.train.config import RUN_NOT_IDENTITY, RunSettings
+from clapkit.train.config import RUN_RESUMABLE_CHANGES, RunSettings
 
 __all__ = [
     "AUDIOCAPS",
     "CLOTHO",
-    "NOT_IDENTITY",
     "PRESET_NOTES",
+    "RESUMABLE_CHANGES",
     "SMOKE",
     "Config",
     "captioning_presets",
 ]
 
-NOT_IDENTITY = (
-    *RUN_NOT_IDENTITY,
+RESUMABLE_CHANGES = (
+    *RUN_RESUMABLE_CHANGES,
     "num_workers",
     "epochs",
     "eval_every",

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from clapkit.train.config import RUN_NOT_IDENTITY, RunSettings
+from clapkit.train.config import RUN_RESUMABLE_CHANGES, RunSettings
 
 __all__ = [
     "NOTES",
-    "NOT_IDENTITY",
+    "RESUMABLE_CHANGES",
     "TABLE1_AVERAGE",
     "TABLE2_SCORES",
     "TABLE2_SOURCES",
@@ -33,7 +33,7 @@ __all__ = [
     "suite_task_specs",
 ]
 
-NOT_IDENTITY = (*RUN_NOT_IDENTITY, "max_steps", "extra")
+RESUMABLE_CHANGES = (*RUN_RESUMABLE_CHANGES, "max_steps", "extra")
 """Config fields that may change when a run is resumed (where it is written, how it is logged,
 when it stops): left out of run.json's hash and of the resume check."""
 

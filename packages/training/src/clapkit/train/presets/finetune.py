@@ -12,30 +12,27 @@ epoch on the test fold itself, which flatters the result)::
 
     presets = finetune_presets(fsdd_root="data/fsdd")
     cfg = presets["esc50"]        # HTSAT-22, ESC-50, 5 folds
-    encoder = tiny_encoder()      # the smoke preset's random CNN14 (``--size tiny``)
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from clapkit.train.config import RUN_NOT_IDENTITY, RunSettings
+from clapkit.train.config import RUN_RESUMABLE_CHANGES, RunSettings
 
 __all__ = [
     "NOTES",
-    "NOT_IDENTITY",
     "PAPER_ESC50",
-    "TINY_AUDIO",
+    "RESUMABLE_CHANGES",
     "Config",
     "finetune_presets",
-    "tiny_encoder",
 ]
 
 PAPER_ESC50 = (96.70, 98.25)
 """The paper's ESC-50 fine-tuning figures: accuracy 96.70% -> 98.25%."""
-NOT_IDENTITY = (*RUN_NOT_IDENTITY, "num_workers", "max_steps")
+RESUMABLE_CHANGES = (*RUN_RESUMABLE_CHANGES, "num_workers", "max_steps")
 
 
 @dataclass(frozen=True)
@@ -101,25 +98,10 @@ class Config(RunSettings):
     """Stop after this many optimizer updates in total (interruption tests)."""
 
 
-TINY_AUDIO: dict[str, Any] = {
-    "channels": (8, 16, 32), "out_dim": 64, "num_classes": 0, "block_dropout": 0.0,
-    "embed_dropout": 0.0,
-}  # fmt: skip
-"""The smoke preset's CNN14 (``--size tiny``), on clapkit.train.demo's 8 kHz speech front end."""
 NOTES = {
     "esc50": "ESC-50, 5 folds, HTSAT-22: the paper's fine-tuning gives 96.70% -> 98.25%",
     "smoke": "FSDD digits, folds = 4 speakers, tiny CNN14, CPU seconds",
 }
-
-
-def tiny_encoder(clip_seconds: float = 0.8) -> Any:
-    """The smoke preset's random CNN14 (``TINY_AUDIO``) on an 8 kHz speech front end: the
-    demo's (clapkit.train.demo.speech_frontend) with a 20 ms hop and 32 mels, half its cost."""
-    from clapkit.audio import cnn14_encoder
-    from clapkit.train.demo import speech_frontend
-
-    frontend = dataclasses.replace(speech_frontend(clip_seconds), hop_length=160, n_mels=32)
-    return cnn14_encoder(frontend=frontend, **TINY_AUDIO)
 
 
 def finetune_presets(fsdd_root: str = "data/fsdd") -> dict[str, Config]:

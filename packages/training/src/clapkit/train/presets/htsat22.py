@@ -5,8 +5,8 @@ trained on 22 audio tasks as in Pengi (Deshmukh et al., arXiv 2305.11834): the a
 (trained) -> msclap projection to 1024 -> L2 normalise -> a 40-token 8-layer transformer mapper
 -> the prefix of a frozen GPT2 that generates the answer to a task prompt. The paper gives
 neither the 22 tasks nor the optimiser of this stage: the task families are Pengi's
-(`PENGI_22`), the optimiser is the paper's Adam with Pengi's settings where known and ours where
-not (each `Config` field says which)::
+(`PENGI_TASK_FAMILIES`), the optimiser is the paper's Adam with Pengi's settings where known
+and ours where not (each `Config` field says which)::
 
     presets = htsat22_presets(fsdd_root="data/fsdd")
     presets["pengi-22"], presets["smoke"]
@@ -19,20 +19,20 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from clapkit.train.config import RUN_NOT_IDENTITY, RunSettings
+from clapkit.train.config import RUN_RESUMABLE_CHANGES, RunSettings
 
 __all__ = [
     "NOTES",
-    "NOT_IDENTITY",
-    "PENGI22",
-    "PENGI_22",
+    "PAPER",
+    "PENGI_TASK_FAMILIES",
+    "RESUMABLE_CHANGES",
     "SMOKE",
     "Config",
     "htsat22_presets",
     "parse_weights",
 ]
 
-NOT_IDENTITY = (*RUN_NOT_IDENTITY, "num_workers", "epochs", "eval_every")
+RESUMABLE_CHANGES = (*RUN_RESUMABLE_CHANGES, "num_workers", "epochs", "eval_every")
 """Fields that may change when a run is resumed: where it writes, how it logs, when it stops."""
 
 
@@ -108,7 +108,7 @@ class Config(RunSettings):
 # The paper names none of them; these are Pengi's families (Deshmukh et al., arXiv 2305.11834,
 # Table 1 prompts; "generate audio caption", "generate metadata" and "this is a sound of" are in
 # Pengi's released code, the other prompts are ours in Pengi's style).
-PENGI_22: tuple[tuple[str, str, str, str], ...] = (
+PENGI_TASK_FAMILIES: tuple[tuple[str, str, str, str], ...] = (
     ("audioset", "this is a sound of", "its labels", "AudioSet balanced + unbalanced train"),
     ("fsd50k", "this is a sound of", "its labels", "FSD50K dev"),
     ("esc50", "this is a sound of", "class", "ESC-50 (folds not tested)"),
@@ -137,10 +137,11 @@ zero-shot task (ESC-50, US8K, ...) trains here on its training split only; leavi
 families out (``--task-weights NAME=0``) keeps that column strictly zero-shot: the paper does
 not say."""
 
-PENGI22 = Config(output_dir="runs/htsat22")
-"""The paper's HTSAT-22 pretraining on a multi-task manifest of the `PENGI_22` families."""
+PAPER = Config(output_dir="runs/htsat22")
+"""The paper's HTSAT-22 pretraining on a multi-task manifest of the Pengi task families
+(`PENGI_TASK_FAMILIES`)."""
 SMOKE = dataclasses.replace(
-    PENGI22, size="tiny", language_model="small", lm_init_std=0.2, fsdd_root="data/fsdd",
+    PAPER, size="tiny", language_model="small", lm_init_std=0.2, fsdd_root="data/fsdd",
     projection_dim=32, projection_dropout=0.0, mapper="mlp", prefix_length=4,
     task_weights=("digit=9", "speaker=1"), samples_per_epoch=2400, clip_seconds=0.8,
     max_answer_tokens=4, cache_audio=True, num_workers=0, epochs=6, lr=1e-3, warmup_steps=0,
@@ -163,8 +164,8 @@ fall of the loss goes through the prefix, i.e. through the encoder. Measured (se
 training loss 1.42 -> 0.32 / 1.45 -> 0.34, the unheard speaker's digits answered right 37% /
 37% of the time at the best epoch (chance 10%)."""
 NOTES = {
-    "pengi-22": f"HTSAT-22 pretraining on the {len(PENGI_22)} Pengi task families (a multi-task "
-    "manifest); its encoder feeds Table 1's HTSAT-22 rows (avg .454-.480)",
+    "pengi-22": f"HTSAT-22 pretraining on the {len(PENGI_TASK_FAMILIES)} Pengi task families "
+    "(a multi-task manifest); its encoder feeds Table 1's HTSAT-22 rows (avg .454-.480)",
     "smoke": "FSDD: which digit + which speaker on 3 speakers, tiny model, CPU, seconds",
 }
 """One line per preset for ``--help``."""
@@ -178,9 +179,9 @@ def htsat22_presets(fsdd_root: str = "data/fsdd") -> dict[str, Config]:
             repository's ``data/fsdd``).
 
     Returns:
-        ``pengi-22`` (`PENGI22`) and ``smoke`` (`SMOKE`).
+        ``pengi-22`` (`PAPER`) and ``smoke`` (`SMOKE`).
     """
-    return {"pengi-22": PENGI22, "smoke": dataclasses.replace(SMOKE, fsdd_root=fsdd_root)}
+    return {"pengi-22": PAPER, "smoke": dataclasses.replace(SMOKE, fsdd_root=fsdd_root)}
 
 
 def parse_weights(pairs: tuple[str, ...]) -> dict[str, float] | None:

@@ -147,14 +147,14 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
         cfg = self.cfg
         if cfg.data is not None:
             return cfg.data
-        if cfg.fsdd_root is None:
-            raise SystemExit("give --data NAME=PATH or a labelled manifest (or --fsdd-root)")
+        if cfg.demo.fsdd_root is None:
+            raise SystemExit("give --data NAME=PATH or a labelled manifest (or --demo.fsdd-root)")
         from clapkit.train.demo import fsdd_manifests
 
         path = self.out / "data" / "fsdd.jsonl"
         if self.accelerator.is_main_process:
             parts = fsdd_manifests(
-                cfg.fsdd_root, self.out / "data", "theo", cfg.fsdd_clips_per_digit
+                cfg.demo.fsdd_root, self.out / "data", "theo", cfg.demo.clips_per_digit
             )
             write_manifest([r for p in parts for r in read_manifest(p)], path)
         self.accelerator.wait_for_everyone()
@@ -173,7 +173,7 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
             clap = ClapModel.from_pretrained(cfg.clap)
             encoder = clap.audio_encoder
             encoder.reset_classifier(0)
-        elif cfg.size == "tiny":
+        elif cfg.demo.size == "tiny":
             encoder = tiny_encoder(cfg.clip_seconds or 0.8)
         else:
             encoder = build_encoder(cfg.audio, weights=cfg.audio_weights)
@@ -345,7 +345,7 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
         start = (
             cfg.clap
             or cfg.audio_weights
-            or ("random tiny CNN14" if cfg.size == "tiny" else "random")
+            or ("random tiny CNN14" if cfg.demo.size == "tiny" else "random")
         )
         summary = [
             f"Preset `{self.preset}`: `{cfg.audio if not cfg.clap else 'ClapModel audio tower'}` "

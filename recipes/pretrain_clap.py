@@ -81,7 +81,7 @@ PRESETS = pretraining_presets(fsdd_root=str(Path(__file__).parents[1] / "data" /
 
 
 def build_clap_model(cfg: Config, texts: Sequence[str]) -> ClapModel:
-    """The run's ``ClapModel``: its encoders at ``cfg.size`` (random unless weights are given),
+    """The run's ``ClapModel``: its encoders at ``cfg.demo.size`` (random unless weights are given),
     the projections and the temperature.
 
     Args:
@@ -92,7 +92,7 @@ def build_clap_model(cfg: Config, texts: Sequence[str]) -> ClapModel:
         The model (no dropout anywhere with ``--no-dropout``).
     """
     audio, text = build_encoders(
-        cfg.audio, cfg.text, cfg.size, texts, clip_seconds=cfg.clip_seconds,
+        cfg.audio, cfg.text, cfg.demo.size, texts, clip_seconds=cfg.clip_seconds,
         audio_weights=cfg.audio_weights, text_pretrained=cfg.text_pretrained,
         tokenizer=cfg.tokenizer,
     )  # fmt: skip
@@ -177,14 +177,17 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         self.eval_tasks = list(cfg.eval_task)
         if cfg.eval_suite is not None:
             self.eval_tasks += suite_task_specs(cfg.eval_suite, cfg.eval_root)
-        if cfg.fsdd_root and self.train_manifest is None:
+        if cfg.demo.fsdd_root and self.train_manifest is None:
             self.train_manifest, heldout = fsdd_manifests(
-                cfg.fsdd_root, self.out / "data", cfg.heldout_speaker, cfg.fsdd_clips_per_digit
+                cfg.demo.fsdd_root,
+                self.out / "data",
+                cfg.demo.heldout_speaker,
+                cfg.demo.clips_per_digit,
             )
             self.eval_manifests = self.eval_manifests or [heldout]
         if self.train_manifest is None and not cfg.train_shards:
             raise SystemExit(
-                "give --train-manifest or --train-shards (or --fsdd-root for the demo)"
+                "give --train-manifest or --train-shards (or --demo.fsdd-root for the demo)"
             )
 
     # -- train ----------------------------------------------------------------------------------
@@ -329,7 +332,7 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         with written_aside(self.out / "best") as staged:
             write_model_card(  # before save_pretrained, which keeps an existing README.md
                 staged, recipe=self.script, preset=self.preset,
-                model=f"audio `{cfg.audio}` + text `{cfg.text}` (size {cfg.size}), "
+                model=f"audio `{cfg.audio}` + text `{cfg.text}` (size {cfg.demo.size}), "
                 f"projection {cfg.projection} to {cfg.projection_dim}, seed {cfg.seed}",
                 data=data, metrics=best,
                 command=f"accelerate launch {self.script} --preset {self.preset} ...",
@@ -340,7 +343,7 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         """metrics.json, report.md, history.csv and curves.png in the run folder."""
         cfg, flops = self.cfg, self.flops
         summary = [
-            f"audio `{cfg.audio}` + text `{cfg.text}` (size {cfg.size}), seed {cfg.seed}, "
+            f"audio `{cfg.audio}` + text `{cfg.text}` (size {cfg.demo.size}), seed {cfg.seed}, "
             f"prompt `{cfg.prompt_template}`, preset `{self.preset}`",
             "",
             "FLOPs per sample (forward + backward): "

@@ -93,7 +93,7 @@ def build_prefix_model(cfg: Config, texts: list[str]) -> PrefixLanguageModel:
         The model; the encoder has no classification head (no loss reaches one, and DDP
         refuses parameters without gradients).
     """
-    if cfg.size == "tiny":
+    if cfg.demo.size == "tiny":
         # FSDD's words last ~0.4 s: zero-padded to the clip, half of it would sit at the -100 dB
         # floor, and the tiny HTSAT learns no digit from such clips; repeated, it does. A 20 ms
         # hop makes 0.8 s one 40 x 40 HTSAT image (40 mels), a third of the cost of 80 x 80.
@@ -150,17 +150,17 @@ class PretrainHtsat22Recipe(TrainingRecipe[Config]):
         cfg = self.cfg
         accelerator = self.accelerator
         train_manifest, eval_manifest = cfg.train_manifest, cfg.eval_manifest
-        if cfg.fsdd_root is not None and train_manifest is None:
+        if cfg.demo.fsdd_root is not None and train_manifest is None:
             # written by one process: another reading while a second rewrites finds no record
             paths: list[str | None] = [None, None]
             if accelerator.is_main_process:
                 paths[:] = fsdd_multitask_manifests(
-                    cfg.fsdd_root, self.out / "data", cfg.heldout_speaker,
-                    cfg.fsdd_clips_per_digit,
+                    cfg.demo.fsdd_root, self.out / "data", cfg.demo.heldout_speaker,
+                    cfg.demo.clips_per_digit,
                 )  # fmt: skip
             train_manifest, eval_manifest = broadcast_object_list(paths)
         if train_manifest is None:
-            raise SystemExit("give --train-manifest (a multi-task manifest) or --fsdd-root")
+            raise SystemExit("give --train-manifest (a multi-task manifest) or --demo.fsdd-root")
         train = read_multitask_manifest(train_manifest)
         self.eval_records = [] if eval_manifest is None else read_multitask_manifest(eval_manifest)
         texts = [t for r in [*train, *self.eval_records] for t in (r.prompt, r.answer)]
@@ -315,8 +315,8 @@ class PretrainHtsat22Recipe(TrainingRecipe[Config]):
         cfg = self.cfg
         tasks = ", ".join(f"`{t}`" for t in self.resolved["tasks"])
         return [
-            f"Preset `{self.preset}`, audio `{cfg.audio}` (size {cfg.size}), LM "
-            f"`{cfg.language_model if cfg.size == 'full' else 'tiny GPT2'}` "
+            f"Preset `{self.preset}`, audio `{cfg.audio}` (size {cfg.demo.size}), LM "
+            f"`{cfg.language_model if cfg.demo.size == 'full' else 'tiny GPT2'}` "
             f"(frozen: {cfg.freeze_language_model}), seed {cfg.seed}; tasks {tasks}.",
             f"FLOPs per pair (forward + backward): {self.flops_per_sample:.3e}",
             f"Command: `{self.command()}`",

@@ -87,7 +87,7 @@ def build_captioner(cfg: Config, captions: list[str]) -> ClapCaptioner:
     Raises:
         SystemExit: a full model without ``--clap``.
     """
-    if cfg.size == "tiny":
+    if cfg.demo.size == "tiny":
         encoder = small_audio_encoder("cnn14", "tiny", speech_frontend(0.8))
         tokenizer = build_word_tokenizer(captions)
         lm = small_gpt2_config("tiny", tokenizer)
@@ -142,9 +142,12 @@ class TrainCaptionerRecipe(TrainingRecipe[Config]):
         train_manifest, test_manifest = cfg.train_manifest, cfg.test_manifest
         if cfg.data is not None:  # the publisher's layout: training and test splits
             train_manifest, test_manifest = split_manifests(cfg.data, self.out / "data")
-        elif cfg.fsdd_root is not None:
+        elif cfg.demo.fsdd_root is not None:
             train_manifest, test_manifest = fsdd_manifests(
-                cfg.fsdd_root, self.out / "data", cfg.heldout_speaker, cfg.fsdd_clips_per_digit
+                cfg.demo.fsdd_root,
+                self.out / "data",
+                cfg.demo.heldout_speaker,
+                cfg.demo.clips_per_digit,
             )
         if train_manifest is None or test_manifest is None:
             raise SystemExit("give --data NAME=PATH, or --train-manifest and --test-manifest")
@@ -268,7 +271,8 @@ class TrainCaptionerRecipe(TrainingRecipe[Config]):
         """The report's lines under its heading."""
         cfg = self.cfg
         return [
-            f"Preset `{self.preset}`, size {cfg.size}, seed {cfg.seed}; test set `{self.task}`.",
+            f"Preset `{self.preset}`, size {cfg.demo.size}, seed {cfg.seed}; "
+            f"test set `{self.task}`.",
             f"Command: `{self.command()}`",
         ]
 

@@ -30,7 +30,7 @@ QUIET = ("--preset", "smoke", "--log-with", "none")
 # resume and DDP runs: 2 clips per speaker and digit (60 training clips), two held-out
 # speakers, 2 epochs of 4 updates each (accumulation 2 in one process); every augmentation on
 SMALL = (
-    *QUIET, "--fsdd-clips-per-digit", "2", "--test-folds", "theo", "jackson", "--epochs", "2",
+    *QUIET, "--demo.clips-per-digit", "2", "--test-folds", "theo", "jackson", "--epochs", "2",
     "--global-batch-size", "16", "--batch-size", "8", "--mixup-alpha", "0.4",
 )  # fmt: skip
 
@@ -233,8 +233,8 @@ def test_esc50_layout_five_folds_and_the_paper_in_the_report(tmp_path: Path) -> 
     out = tmp_path / "esc"
     finetune_audio.main([
         *QUIET, "--data", f"esc50={root}", "--fold-field", "fold", "--test-folds",
-        "--fsdd-root", "None", "--prompt-template", "None", "--epochs", "1", "--batch-size", "4",
-        "--global-batch-size", "4", "--output-dir", str(out),
+        "--demo.fsdd-root", "None", "--prompt-template", "None", "--epochs", "1",
+        "--batch-size", "4", "--global-batch-size", "4", "--output-dir", str(out),
     ])  # fmt: skip
     metrics = metrics_of(out)
     assert [(f["fold"], f["n_clips"]) for f in metrics["folds"]] == [

@@ -53,7 +53,7 @@ def test_presets_differ_where_the_paper_does() -> None:
         default="table1-htsat22-gpt2",
     )
     assert preset == "smoke"
-    assert (cfg.accumulate_negatives, cfg.epochs, cfg.size) == (False, 3, "tiny")
+    assert (cfg.accumulate_negatives, cfg.epochs, cfg.demo.size) == (False, 3, "tiny")
 
 
 def test_smoke_preset_under_accelerate_launch(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_smoke_preset_under_accelerate_launch(tmp_path: Path) -> None:
     # the contrastive loss goes down (fixed seed, CPU: deterministic)
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     config = json.loads((out / "config.json").read_text())
-    assert config["size"] == "tiny"
+    assert config["demo"]["size"] == "tiny"
     assert config["gradient_accumulation_steps"] == 2
     for name in ("report.md", "curves.png", "best/config.json", "best/model.safetensors"):
         assert (out / name).is_file(), name
@@ -90,7 +90,7 @@ def test_smoke_preset_under_accelerate_launch(tmp_path: Path) -> None:
     run = json.loads((out / "run.json").read_text())
     assert run["seed"] == 0
     assert len(run["config_hash"]) == 16
-    assert run["config"]["size"] == "tiny"
+    assert run["config"]["demo"]["size"] == "tiny"
     card = (out / "best" / "README.md").read_text()
     assert "preset `smoke`" in card
     assert "heldout_theo" in card
@@ -194,7 +194,7 @@ def test_corrupt_file_is_skipped_and_reported(tmp_path: Path) -> None:
 
 
 def test_the_launchers_precision_is_the_runs_unless_the_recipe_says(tmp_path: Path) -> None:
-    short = ["--preset", "smoke", "--epochs", "1", "--fsdd-clips-per-digit", "1",
+    short = ["--preset", "smoke", "--epochs", "1", "--demo.clips-per-digit", "1",
              "--log-with", "none"]  # fmt: skip
     launch("pretrain_clap.py", *short, "--output-dir", str(tmp_path / "bf16"), precision="bf16")
     config = json.loads((tmp_path / "bf16" / "config.json").read_text())

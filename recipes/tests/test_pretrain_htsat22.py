@@ -63,7 +63,7 @@ def metrics_of(out: Path) -> dict:
 
 def test_paper_preset_is_the_papers_setting() -> None:
     cfg = htsat22_presets()["pengi-22"]
-    assert (cfg.audio, cfg.size, cfg.language_model, cfg.freeze_language_model) == (
+    assert (cfg.audio, cfg.demo.size, cfg.language_model, cfg.freeze_language_model) == (
         "htsat-22", "full", "gpt2", True,
     )  # fmt: skip
     assert (cfg.clip_seconds, cfg.prefix_length, cfg.mapper, cfg.mapper_depth) == (

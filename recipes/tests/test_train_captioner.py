@@ -42,7 +42,7 @@ def test_presets_carry_their_own_settings() -> None:
     assert ".455" in presets.__doc__
     assert ".271" in presets.__doc__
     smoke = presets.captioning_presets(fsdd_root="somewhere/fsdd")["smoke"]
-    assert (smoke.fsdd_root, smoke.size) == ("somewhere/fsdd", "tiny")
+    assert (smoke.demo.fsdd_root, smoke.demo.size) == ("somewhere/fsdd", "tiny")
 
 
 def test_smoke_preset_trains_evaluates_and_saves(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clapkit.data import read_multitask_manifest
-from clapkit.train.demo import DIGITS
+from clapkit.train.demo import DIGITS, DemoSettings
 from clapkit.train.multitask import fsdd_multitask_manifests
 from clapkit.train.presets.htsat22 import (
     NOTES,
@@ -32,8 +32,11 @@ def test_presets_the_paper_and_the_smoke() -> None:
         True, "transformer", 40,
     )  # fmt: skip
     smoke = presets["smoke"]
-    assert smoke == dataclasses.replace(SMOKE, fsdd_root="somewhere/fsdd")
-    assert (smoke.size, smoke.mixed_precision, smoke.num_workers) == ("tiny", "auto", 0)
+    assert smoke == dataclasses.replace(
+        SMOKE, demo=dataclasses.replace(SMOKE.demo, fsdd_root="somewhere/fsdd")
+    )
+    assert PAPER.demo == DemoSettings()  # the paper's run: full size, no demo data
+    assert (smoke.demo.size, smoke.mixed_precision, smoke.num_workers) == ("tiny", "auto", 0)
     assert len({name for name, *_ in PENGI_TASK_FAMILIES}) == len(PENGI_TASK_FAMILIES) == 22
 
 

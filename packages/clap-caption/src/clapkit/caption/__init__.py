@@ -24,7 +24,7 @@ from clapkit.caption.metrics import CaptionScores, evaluate_captions
 from clapkit.caption.parts import CaptionerParts, clap_parts, clapcap_2023_parts
 from clapkit.caption.pipeline import AudioCaptioningPipeline
 from clapkit.caption.prefix_lm import PrefixLanguageModel
-from clapkit.caption.tokenizer import load_tokenizer
+from clapkit.caption.tokenizer import load_lm_tokenizer, load_tokenizer
 
 __all__ = [
     "AudioCaptioningPipeline",
@@ -49,6 +49,7 @@ __all__ = [
     "convert_clapcap",
     "evaluate_captions",
     "from_clap",
+    "load_lm_tokenizer",
     "load_tokenizer",
     "mlp_mapper",
     "msclap_beam_search",

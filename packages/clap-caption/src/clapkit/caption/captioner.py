@@ -20,7 +20,7 @@ from clapkit.caption.generation import MSCLAP_STOP_TEXT, CaptionGeneration
 from clapkit.caption.language_model import build_language_model
 from clapkit.caption.mappers import build_mapper
 from clapkit.caption.parts import CaptionerParts, clap_parts
-from clapkit.caption.tokenizer import TokenizerLike, load_tokenizer
+from clapkit.caption.tokenizer import TokenizerLike, load_lm_tokenizer
 from clapkit.core import (
     AudioInput,
     build_projection,
@@ -88,7 +88,7 @@ class ClapCaptioner(
         if isinstance(config, dict):
             config = CaptionerConfig.from_dict(config)
         self.config = config
-        self.tokenizer = load_tokenizer(tokenizer)
+        self.tokenizer = load_lm_tokenizer(tokenizer)
         self.audio_encoder: AudioEncoder = audio_encoder or build_audio_encoder(config.audio)
         if audio_projection is None and config.projection is not None:
             audio_projection = build_projection(

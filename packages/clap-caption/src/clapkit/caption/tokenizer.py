@@ -1,8 +1,14 @@
-"""Loading the language model's tokenizer from an object, a folder or a hub id."""
+"""Loading the language model's tokenizer from an object, a folder or a hub id.
+
+``load_lm_tokenizer`` is the captioner's: a causal LM's tokenizer, with an EOS token that ends
+every caption and a pad token (``clapkit.text.load_tokenizer`` is the text encoders', by
+architecture).
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Union
 
@@ -11,8 +17,8 @@ from transformers import AutoTokenizer, GPT2Tokenizer, PreTrainedTokenizerBase
 TokenizerLike = Union[PreTrainedTokenizerBase, str, "os.PathLike[str]"]
 
 
-def load_tokenizer(tokenizer: TokenizerLike) -> Any:
-    """A transformers tokenizer with an EOS token.
+def load_lm_tokenizer(tokenizer: TokenizerLike) -> Any:
+    """A causal language model's transformers tokenizer, with an EOS token.
 
     A folder holding only GPT-2's ``vocab.json`` and ``merges.txt`` (no tokenizer config) is
     read as a GPT-2 tokenizer.
@@ -50,3 +56,21 @@ def load_tokenizer(tokenizer: TokenizerLike) -> Any:
     if loaded.pad_token_id is None:
         loaded.pad_token = loaded.eos_token
     return loaded
+
+
+def load_tokenizer(tokenizer: TokenizerLike) -> Any:
+    """Deprecated name of :func:`load_lm_tokenizer` (removed in clapkit-caption 0.6).
+
+    Args:
+        tokenizer: as :func:`load_lm_tokenizer`'s.
+
+    Returns:
+        :func:`load_lm_tokenizer`'s tokenizer.
+    """
+    warnings.warn(
+        "clapkit.caption.load_tokenizer is now load_lm_tokenizer (clapkit.text.load_tokenizer "
+        "loads the text encoders' tokenizers); the old name goes in clapkit-caption 0.6",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return load_lm_tokenizer(tokenizer)

@@ -71,6 +71,13 @@ class RunSettings:
     """Read the losses back from the device, check them and log every N optimizer updates (and
     at every checkpoint and epoch end); in between nothing waits for the device."""
     seed: int = 0
+    global_batch_size: int = 64
+    """Samples per optimizer update over all processes: each process accumulates
+    ``global_batch_size / (batch_size x processes)`` micro-batches."""
+    batch_size: int = 64
+    """Samples per micro-batch on each process."""
+    max_grad_norm: float | None = None
+    """Clip the gradients' global norm to this before each update (None: no clipping)."""
     output_dir: str = "runs/run"
     save_every_steps: int = 1000
     """Checkpoint every N optimizer updates (and at every epoch end)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,27 @@ from clapkit.train.small import (
     speech_frontend,
 )
 
-__all__ = ["CAPTION_TEMPLATES", "DIGITS", "build_encoders", "fsdd_manifests"]
+__all__ = ["CAPTION_TEMPLATES", "DIGITS", "DemoSettings", "build_encoders", "fsdd_manifests"]
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the FSDD demo and the smoke runs set apart from the paper's settings: the model size
+    and the data built from the Free Spoken Digit Dataset. A recipe config holds one as its
+    ``demo`` field (``--demo.size tiny --demo.fsdd-root data/fsdd`` on the command line); the
+    default is off: the paper's model sizes, the run's own data."""
+
+    size: Size = "full"
+    """full = the paper's encoders; small / tiny = ``clapkit.train.small``'s (an 8 kHz speech
+    front end and a word-level tokenizer built from the run's texts; each recipe names the sizes
+    it defines)."""
+    fsdd_root: str | None = None
+    """Build the run's manifests from this FSDD folder (``data/fsdd`` in the repository)."""
+    heldout_speaker: str = "theo"
+    """The speaker kept out of training, whose clips are the test."""
+    clips_per_digit: int | None = None
+    """Clips per speaker and digit (None = all 50)."""
+
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Varied captions for the demo; the zero-shot prompt ("a man says the digit {}") is one of them.

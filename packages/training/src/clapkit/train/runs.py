@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,7 @@ def read_run(folder: str | Path) -> dict[str, Any]:
 
 def plan_run(
     out: str | Path,
-    config: Any,
+    config: Mapping[str, Any],
     *,
     seed: int,
     resume: str | None = None,
@@ -118,7 +118,8 @@ def plan_run(
 
     Args:
         out: the output folder.
-        config: the resolved config (dataclass or mapping) recorded in ``run.json``.
+        config: the resolved config as a mapping (``dataclasses.asdict``), recorded in
+            ``run.json``.
         seed: the run's seed.
         resume: None (fresh run), ``"latest"`` (newest complete checkpoint under
             ``out/checkpoints``) or a checkpoint folder.

@@ -17,7 +17,11 @@ import logging
 import os
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clapkit.train.config import RunSettings
+    from clapkit.train.runs import RunPlan
 
 __all__ = [
     "PRECISION_ENV",
@@ -215,8 +219,8 @@ def enable_grad_checkpointing(model: Any) -> list[str]:
 
 
 def start_run(
-    cfg: Any, *, ignore: Collection[str] = (), flush_denormal: bool = False
-) -> tuple[Any, Any]:
+    cfg: RunSettings, *, ignore: Collection[str] = (), flush_denormal: bool = False
+) -> tuple[Any, RunPlan]:
     """A recipe run's start: threads, the accelerator, logging, the run folder, the seed.
 
     The run folder is decided on every rank (``clapkit.train.runs.plan_run``, read-only), then
@@ -225,9 +229,7 @@ def start_run(
     the data order and the accumulation).
 
     Args:
-        cfg: a recipe config with ``output_dir``, ``torch_threads``, ``mixed_precision``,
-            ``log_with``, ``global_batch_size``, ``batch_size``, ``seed``, ``resume``,
-            ``overwrite`` and ``resume_force``.
+        cfg: the run's settings (a recipe's config).
         ignore: fields that may change when the run is resumed.
         flush_denormal: ``torch.set_flush_denormal(True)`` (near-silent padding makes denormals
             that slow CPU kernels).

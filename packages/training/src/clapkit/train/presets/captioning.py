@@ -13,10 +13,11 @@ epochs)::
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from clapkit.train.config import RUN_RESUMABLE_CHANGES, RunSettings
+from clapkit.train.demo import DemoSettings
 
 __all__ = [
     "AUDIOCAPS",
@@ -42,11 +43,13 @@ RESUMABLE_CHANGES = (
 class Config(RunSettings):
     """Every setting of a captioner run; defaults are the paper's (the ``audiocaps`` preset)."""
 
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    """The demo's and smoke runs' settings, apart from the paper's (``--demo.size``,
+    ``--demo.fsdd-root``, ...): small models and the FSDD data; off by default."""
+
     # Model
     clap: str | None = None
     """ClapModel folder or msclap CLAP_weights_2023.pth whose audio side is used (frozen)."""
-    size: Literal["full", "tiny"] = "full"
-    """tiny = smoke model: clapkit.train.demo's 8 kHz tiny CNN14, a 1-layer GPT2, word tokens."""
     language_model: str = "gpt2"
     """Hub id or folder of the pretrained GPT2 (frozen)."""
     tokenizer: str | None = None
@@ -71,10 +74,6 @@ class Config(RunSettings):
     """Training captions are cut to this many tokens, EOS included (None = no cut)."""
     long_audio: Literal["mean", "center"] = "mean"
     """Test clips longer than the encoder's window: mean of window embeddings, or the centre."""
-    fsdd_root: str | None = None
-    """Smoke data: manifests built from this Free Spoken Digit Dataset folder."""
-    heldout_speaker: str = "theo"
-    fsdd_clips_per_digit: int | None = None
     num_workers: int = 4
     # Optimisation
     epochs: int = 10
@@ -112,7 +111,7 @@ per epoch), so the warm-up keeps AudioCaps' share of the run instead (5000 of ~1
 40% -> 2000 of 4800). The clips are 2-4 encoder windows long: training crops one at random, the
 test takes the mean of the windows (``long_audio="mean"``)."""
 SMOKE = dataclasses.replace(
-    AUDIOCAPS, size="tiny", fsdd_root="data/fsdd", fsdd_clips_per_digit=2,
+    AUDIOCAPS, demo=DemoSettings(size="tiny", fsdd_root="data/fsdd", clips_per_digit=2),
     references_per_item=None, prefix_length=4, mapper_depth=1, mapper_heads=2,
     freeze_language_model=False,  # a random tiny LM knows no language: train it too
     max_caption_tokens=16, epochs=3, lr=1e-2, warmup_steps=0, batch_size=4, global_batch_size=8,
@@ -141,5 +140,7 @@ def captioning_presets(fsdd_root: str = "data/fsdd") -> dict[str, Config]:
     return {
         "audiocaps": AUDIOCAPS,
         "clotho": CLOTHO,
-        "smoke": dataclasses.replace(SMOKE, fsdd_root=fsdd_root),
+        "smoke": dataclasses.replace(
+            SMOKE, demo=dataclasses.replace(SMOKE.demo, fsdd_root=fsdd_root)
+        ),
     }

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from clapkit.train.config import RUN_RESUMABLE_CHANGES, RunSettings
+from clapkit.train.demo import DemoSettings
 
 __all__ = [
     "NOTES",
@@ -42,14 +43,15 @@ when it stops): left out of run.json's hash and of the resume check."""
 class Config(RunSettings):
     """Every setting of a pretraining run; defaults are the paper's (Table 1, HTSAT-22 + GPT2)."""
 
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    """The demo's and smoke runs' settings, apart from the paper's (``--demo.size``,
+    ``--demo.fsdd-root``, ...): small models and the FSDD data; off by default."""
+
     # Model
     audio: str = "htsat-22"
     """Audio encoder (registry name: cnn14, htsat, htsat-22)."""
     text: str = "gpt2-eot"
     """Text encoder (registry name: bert, roberta, clip, gpt2-eot)."""
-    size: Literal["full", "small", "tiny"] = "full"
-    """full = paper sizes; small/tiny = demo/smoke encoders with an 8 kHz speech front end and a
-    word-level tokenizer built from the training captions."""
     audio_weights: str | None = None
     """Audio checkpoint to start from (the paper starts from trained encoders); None = random."""
     text_pretrained: str | None = None
@@ -103,12 +105,6 @@ class Config(RunSettings):
     """Keep decoded audio in memory (small datasets)."""
     on_error: Literal["skip", "raise"] = "skip"
     """Bad training files: skipped, counted and logged by name, or fatal."""
-    fsdd_root: str | None = None
-    """Demo data: build the manifests from this Free Spoken Digit Dataset folder."""
-    heldout_speaker: str = "theo"
-    """Demo data: the speaker kept out of training, whose clips are the zero-shot test."""
-    fsdd_clips_per_digit: int | None = None
-    """Demo data: clips per speaker and digit (None = all 50)."""
     # Optimisation
     epochs: int = 40
     lr: float = 1e-3
@@ -219,13 +215,12 @@ def pretraining_presets(fsdd_root: str = "data/fsdd") -> dict[str, Config]:
         PAPER,
         audio="cnn14",
         text="gpt2-eot",
-        size="small",
         projection="linear",
         projection_dim=128,
         projection_dropout=0.0,
         init_temperature=0.07,
         eval_suite=None,
-        fsdd_root=fsdd_root,
+        demo=DemoSettings(size="small", fsdd_root=fsdd_root),
         prompt_template="a man says the digit {}",
         clip_seconds=0.8,
         shift_short_clips=True,
@@ -242,10 +237,9 @@ def pretraining_presets(fsdd_root: str = "data/fsdd") -> dict[str, Config]:
     )
     smoke = dataclasses.replace(
         demo,
-        size="tiny",
+        demo=DemoSettings(size="tiny", fsdd_root=fsdd_root, clips_per_digit=2),
         projection_dim=32,
         epochs=2,
-        fsdd_clips_per_digit=2,
         batch_size=8,
         global_batch_size=16,
         output_dir="runs/smoke",

@@ -17,10 +17,11 @@ epoch on the test fold itself, which flatters the result)::
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from clapkit.train.config import RUN_RESUMABLE_CHANGES, RunSettings
+from clapkit.train.demo import DemoSettings
 
 __all__ = [
     "NOTES",
@@ -39,6 +40,10 @@ RESUMABLE_CHANGES = (*RUN_RESUMABLE_CHANGES, "num_workers", "max_steps")
 class Config(RunSettings):
     """Every setting of a run; defaults are the ``esc50`` preset (HTSAT-22 on ESC-50)."""
 
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    """The demo's and smoke runs' settings, apart from the paper's (``--demo.size``,
+    ``--demo.fsdd-root``, ...): small models and the FSDD data; off by default."""
+
     # Model
     audio: str = "htsat-22"
     """Registered audio encoder (cnn14, htsat, htsat-22, ...) when --clap is not given."""
@@ -46,8 +51,6 @@ class Config(RunSettings):
     """Its weights file (PANNs .pth, HTS-AT .ckpt, clapkit safetensors); None = random."""
     clap: str | None = None
     """A ClapModel folder whose audio tower is fine-tuned (its zero-shot score is reported)."""
-    size: Literal["full", "tiny"] = "full"
-    """tiny = clapkit.train.demo's tiny CNN14 on the 8 kHz speech front end (smoke)."""
     mode: Literal["linear-probe", "full"] = "full"
     head_dropout: float = 0.0
     # Data
@@ -60,9 +63,6 @@ class Config(RunSettings):
     """Clip length fed to the encoder; None = its front end's (HTSAT-22: 7 s)."""
     prompt_template: str | None = None
     """Zero-shot prompt of a manifest task (a task reader's own templates otherwise)."""
-    fsdd_root: str | None = None
-    """Smoke data: the FSDD folder; folds = its four speakers."""
-    fsdd_clips_per_digit: int | None = None
     num_workers: int = 4
     cache_audio: bool = False
     on_error: Literal["skip", "raise"] = "skip"
@@ -118,8 +118,9 @@ def finetune_presets(fsdd_root: str = "data/fsdd") -> dict[str, Config]:
     """
     esc50 = Config(data="esc50=data/ESC-50-master", output_dir="runs/finetune-esc50")
     smoke = dataclasses.replace(
-        esc50, size="tiny", audio="cnn14", data=None, fsdd_root=fsdd_root,
-        fsdd_clips_per_digit=30, fold_field="speaker", prompt_template="a man says the digit {}",
+        esc50, audio="cnn14", data=None,
+        demo=DemoSettings(size="tiny", fsdd_root=fsdd_root, clips_per_digit=30),
+        fold_field="speaker", prompt_template="a man says the digit {}",
         clip_seconds=0.8, time_shift=0.1, spec_time_width=8, spec_freq_width=4, epochs=3, lr=3e-3,
         encoder_lr_ratio=1.0, warmup_epochs=0, global_batch_size=8, batch_size=8, num_workers=0,
         cache_audio=True, save_every_steps=10_000,

@@ -16,10 +16,11 @@ and ours where not (each `Config` field says which)::
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from clapkit.train.config import RUN_RESUMABLE_CHANGES, RunSettings
+from clapkit.train.demo import DemoSettings
 
 __all__ = [
     "NOTES",
@@ -40,11 +41,13 @@ RESUMABLE_CHANGES = (*RUN_RESUMABLE_CHANGES, "num_workers", "epochs", "eval_ever
 class Config(RunSettings):
     """Every setting of a run; defaults are the paper's HTSAT-22 (the ``pengi-22`` preset)."""
 
+    demo: DemoSettings = field(default_factory=DemoSettings)
+    """The demo's and smoke runs' settings, apart from the paper's (``--demo.size``,
+    ``--demo.fsdd-root``, ...): small models and the FSDD data; off by default."""
+
     # Model
     audio: str = "htsat-22"
     """Audio encoder (registry name); htsat-22 = HTS-AT tiny with the paper's front end."""
-    size: Literal["full", "tiny"] = "full"
-    """tiny = the smoke model: a 2-stage HTSAT at 8 kHz, a small random GPT2 with word tokens."""
     audio_weights: str | None = None
     """Start the encoder from these weights (e.g. HTS-AT AudioSet); None = scratch (Pengi)."""
     spec_augment: bool = False
@@ -84,10 +87,6 @@ class Config(RunSettings):
     cache_audio: bool = False
     on_error: Literal["skip", "raise"] = "skip"
     num_workers: int = 4
-    fsdd_root: str | None = None
-    """Smoke data: the two FSDD tasks built from this folder (which digit, which speaker)."""
-    heldout_speaker: str = "theo"
-    fsdd_clips_per_digit: int | None = None
     # Optimisation (Adam: the paper; the rest is ours, the paper and Pengi's code are silent)
     epochs: int = 30
     lr: float = 1e-4
@@ -141,7 +140,8 @@ PAPER = Config(output_dir="runs/htsat22")
 """The paper's HTSAT-22 pretraining on a multi-task manifest of the Pengi task families
 (`PENGI_TASK_FAMILIES`)."""
 SMOKE = dataclasses.replace(
-    PAPER, size="tiny", language_model="small", lm_init_std=0.2, fsdd_root="data/fsdd",
+    PAPER, demo=DemoSettings(size="tiny", fsdd_root="data/fsdd"), language_model="small",
+    lm_init_std=0.2,
     projection_dim=32, projection_dropout=0.0, mapper="mlp", prefix_length=4,
     task_weights=("digit=9", "speaker=1"), samples_per_epoch=2400, clip_seconds=0.8,
     max_answer_tokens=4, cache_audio=True, num_workers=0, epochs=6, lr=1e-3, warmup_steps=0,
@@ -181,7 +181,12 @@ def htsat22_presets(fsdd_root: str = "data/fsdd") -> dict[str, Config]:
     Returns:
         ``pengi-22`` (`PAPER`) and ``smoke`` (`SMOKE`).
     """
-    return {"pengi-22": PAPER, "smoke": dataclasses.replace(SMOKE, fsdd_root=fsdd_root)}
+    return {
+        "pengi-22": PAPER,
+        "smoke": dataclasses.replace(
+            SMOKE, demo=dataclasses.replace(SMOKE.demo, fsdd_root=fsdd_root)
+        ),
+    }
 
 
 def parse_weights(pairs: tuple[str, ...]) -> dict[str, float] | None:

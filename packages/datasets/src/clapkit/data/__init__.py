@@ -11,6 +11,7 @@ from clapkit.data.dataset import (
     SkippedItem,
     item_generator,
 )
+from clapkit.data.epoch import SharedEpoch
 from clapkit.data.manifest import (
     ManifestError,
     ManifestRecord,
@@ -48,6 +49,7 @@ __all__ = [
     "MultiTaskRecord",
     "ShardDataset",
     "ShardSource",
+    "SharedEpoch",
     "SkippedFiles",
     "SkippedItem",
     "WeightedTaskSampler",

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from clapkit.audio import AudioLoadError, FrontendConfig, fit_length, load_audio, load_crop
+from clapkit.data.epoch import SharedEpoch, SharedEpochMixin
 from clapkit.data.manifest import ManifestRecord, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -169,11 +170,13 @@ class ClipLoader:
         return fit_length(wave, n, self.frontend.fill, generator=generator)
 
 
-class ManifestDataset(Dataset):
+class ManifestDataset(SharedEpochMixin, Dataset):
     """Audio-caption pairs from a manifest, loaded to an audio encoder's front-end contract.
 
     In training a caption is drawn from each clip's caption list and a random crop is taken;
-    in evaluation the first caption and a deterministic crop are used.
+    in evaluation the first caption and a deterministic crop are used. The epoch
+    (``set_epoch``) is shared with the DataLoader's workers, persistent ones included
+    (:class:`clapkit.data.SharedEpoch`).
 
     Args:
         manifest: a manifest path or already read records.
@@ -218,16 +221,12 @@ class ManifestDataset(Dataset):
             shift_short_clips=shift_short_clips,
         )
         self.seed = seed
-        self.epoch = 0
+        self.shared_epoch = SharedEpoch()
 
     @property
     def train(self) -> bool:
         """Whether items are drawn at random (training) or deterministically."""
         return self.loader.train
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose crops and captions are drawn (call before iterating)."""
-        self.epoch = epoch
 
     def labels(self) -> list[str]:
         """The sorted set of labels over the manifest."""

@@ -33,6 +33,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from clapkit.audio import FrontendConfig
 from clapkit.data.dataset import ClapExample, ClipLoader, OnError, SkippedItem, item_generator
+from clapkit.data.epoch import SharedEpoch, SharedEpochMixin
 from clapkit.data.manifest import AUDIO_SUFFIXES
 from clapkit.data.shard_sources import SCHEME as _SCHEME
 from clapkit.data.shard_sources import ShardSource, ShardSpec, parse_sources
@@ -128,7 +129,7 @@ def _captions(sample: Sample) -> tuple[list[str], str | None, dict[str, Any]]:
     return [t for t in texts if isinstance(t, str) and t.strip()], None, meta
 
 
-class ShardDataset(IterableDataset):
+class ShardDataset(SharedEpochMixin, IterableDataset):
     """Streams clips from WebDataset shards, split per rank and per DataLoader worker.
 
     In one pass (default), global worker ``g = rank * num_workers + worker_id`` reads shards
@@ -137,6 +138,8 @@ class ShardDataset(IterableDataset):
     exactly ``samples_per_epoch // G`` clips (cycling its shards if needed), so all ranks take
     the same number of steps. With ``resampled`` (implied by several sources) shards are drawn
     with replacement (``webdataset.ResampledShards``) and ``samples_per_epoch`` sets the epoch.
+    The epoch (``set_epoch``) is shared with the DataLoader's workers, persistent ones included
+    (:class:`clapkit.data.SharedEpoch`); each pass reads it once, when it starts.
 
     Args:
         shards: a spec, a sources file, or entries (:func:`clapkit.data.parse_sources`).
@@ -190,27 +193,23 @@ class ShardDataset(IterableDataset):
         self.shuffle_buffer = shuffle_buffer if train else 0
         self.samples_per_epoch = samples_per_epoch
         self.require_captions = train if require_captions is None else require_captions
-        self.epoch = 0
+        self.shared_epoch = SharedEpoch()
 
     @property
     def shards(self) -> list[str]:
         """Every shard URL of every source."""
         return [url for source in self.sources for url in source.urls]
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose shard order, crops and captions are drawn."""
-        self.epoch = epoch
-
     def _worker(self) -> tuple[int, int]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         return self.rank * workers + worker, self.world_size * workers
 
-    def _rng(self, stream: int) -> random.Random:
-        """A Python generator of this epoch's draws in one stream (webdataset takes those)."""
-        return random.Random(item_generator(self.seed, self.epoch, stream).initial_seed())
+    def _rng(self, epoch: int, stream: int) -> random.Random:
+        """A Python generator of an epoch's draws in one stream (webdataset takes those)."""
+        return random.Random(item_generator(self.seed, epoch, stream).initial_seed())
 
-    def _urls(self, source: int, index: int) -> Iterator[str]:
+    def _urls(self, epoch: int, source: int, index: int) -> Iterator[str]:
         """This worker's shard URLs of one source (finite in one pass, endless resampled)."""
         from webdataset import ResampledShards, split_by_worker
 
@@ -218,13 +217,13 @@ class ShardDataset(IterableDataset):
         if self.resampled:
             shards = ResampledShards(
                 urls,
-                seed=self._rng(_SHARD_ORDER_STREAM + (source << 20)).getrandbits(31),
+                seed=self._rng(epoch, _SHARD_ORDER_STREAM + (source << 20)).getrandbits(31),
                 worker_seed=lambda: index,
                 deterministic=True,
             )
             return (shard["url"] for shard in shards)
         if self.loader.train:
-            generator = item_generator(self.seed, self.epoch, _SHARD_ORDER_STREAM)
+            generator = item_generator(self.seed, epoch, _SHARD_ORDER_STREAM)
             urls = [urls[i] for i in torch.randperm(len(urls), generator=generator).tolist()]
         # split by node (this rank's blocks of one shard per worker), then webdataset's
         # split_by_worker: global worker g = rank * workers + worker reads shards g, g + G, ...
@@ -242,28 +241,30 @@ class ShardDataset(IterableDataset):
                 logger.warning("skipping the rest of bad shard %s: %s", url, error)
                 yield SkippedItem(key=url.rsplit("/", 1)[-1], source=url, reason=str(error))
 
-    def _source_stream(self, source: int, index: int) -> Iterator[Sample | SkippedItem]:
+    def _source_stream(self, epoch: int, source: int, index: int) -> Iterator[Sample | SkippedItem]:
         from webdataset import shuffle
 
-        samples = self._samples(self._urls(source, index))
+        samples = self._samples(self._urls(epoch, source, index))
         if self.shuffle_buffer > 1:
-            rng = self._rng(_BUFFER_STREAM + (source << 20) + index)
+            rng = self._rng(epoch, _BUFFER_STREAM + (source << 20) + index)
             samples = shuffle(self.shuffle_buffer, self.shuffle_buffer, rng=rng)(samples)
         return samples
 
-    def _mixed(self, index: int) -> Iterator[Sample | SkippedItem]:
+    def _mixed(self, epoch: int, index: int) -> Iterator[Sample | SkippedItem]:
         """One source's stream, or the sources drawn by weight for every sample."""
         if len(self.sources) == 1:
-            yield from self._source_stream(0, index)
+            yield from self._source_stream(epoch, 0, index)
             return
-        streams = [self._source_stream(i, index) for i in range(len(self.sources))]
+        streams = [self._source_stream(epoch, i, index) for i in range(len(self.sources))]
         weights = [s.weight for s in self.sources]
-        rng = self._rng(_MIX_STREAM + index)
+        rng = self._rng(epoch, _MIX_STREAM + index)
         while True:
             (stream,) = rng.choices(streams, weights)
             yield next(stream)
 
-    def _decode(self, sample: Sample, draws: torch.Generator | None) -> ClapExample | SkippedItem:
+    def _decode(
+        self, sample: Sample, epoch: int, draws: torch.Generator | None
+    ) -> ClapExample | SkippedItem:
         """The sample's clip and caption; crops drawn from ``draws`` or the key's own generator."""
         key, url = sample["__key__"], sample["__url__"]
         name = f"{url}:{key}"
@@ -279,7 +280,7 @@ class ShardDataset(IterableDataset):
                 raise ValueError(f"{name}: {problem}")
             logger.warning("skipping sample %s: %s", name, problem)
             return SkippedItem(key=key, source=name, reason=problem)
-        generator = draws or item_generator(self.seed, self.epoch, zlib.crc32(key.encode()))
+        generator = draws or item_generator(self.seed, epoch, zlib.crc32(key.encode()))
         wave = self.loader.load(audio, name, generator)
         if isinstance(wave, SkippedItem):
             return wave
@@ -295,22 +296,25 @@ class ShardDataset(IterableDataset):
         )
 
     def __iter__(self) -> Iterator[ClapExample | SkippedItem]:
+        epoch = self.epoch  # once: a pass is one epoch's even if set_epoch comes meanwhile
         index, total = self._worker()
         if not self.resampled and len(self.shards) < total:
             logger.warning("%d shards for %d workers: some read nothing", len(self.shards), total)
         quota = None if self.samples_per_epoch is None else self.samples_per_epoch // total
         # resampled, a clip may come back in the same epoch: it gets a new crop from the worker's
         # (seeded, ordered) stream; in one pass each clip's draws depend on its key alone
-        draws = (
-            item_generator(self.seed, self.epoch, _CROP_STREAM + index) if self.resampled else None
-        )
+        draws = item_generator(self.seed, epoch, _CROP_STREAM + index) if self.resampled else None
         produced = 0
         while quota is None or produced < quota:
             before = produced
-            for sample in self._mixed(index):
+            for sample in self._mixed(epoch, index):
                 if quota is not None and produced >= quota:
                     break
                 produced += 1
-                yield sample if isinstance(sample, SkippedItem) else self._decode(sample, draws)
+                yield (
+                    sample
+                    if isinstance(sample, SkippedItem)
+                    else self._decode(sample, epoch, draws)
+                )
             if quota is None or produced == before:
                 break

@@ -134,7 +134,8 @@ def _read(
             lead = min(first, max(2 * rate, 65536)) if audio_file.subtype == "VORBIS" else 0
             if first:
                 audio_file.seek(first - lead)
-            data = audio_file.read(stop - first + lead, dtype="float32", always_2d=True)[lead:]
+            data = audio_file.read(stop - first + lead, dtype="float32", always_2d=True)
+            data = data[lead:] if lead else data  # (a view only where there is a lead)
             if len(data) < stop - first:
                 raise AudioLoadError(
                     name,
@@ -277,12 +278,17 @@ def load_crop(
         return read_from, read_to
 
     data, rate, _ = _read(source, name, max_seconds, select)
+    owned = data.base is None  # not a view keeping more samples alive (a Vorbis lead, FFmpeg)
     wave = resample(_mono(data, name), rate, sample_rate)
     if "offset" not in where:
         return wave.contiguous()
     crop = wave[where["offset"] : where["offset"] + n]
     # the file's last sample can fall one short (torchaudio rounds lengths in float32)
-    return _pad_to(crop, n) if crop.shape[0] < n else crop.clone()
+    if crop.shape[0] < n:
+        return _pad_to(crop, n)
+    # a copy only where the decoded window holds more than the crop (resampling's margins)
+    alone = owned and crop.storage_offset() == 0 and crop.untyped_storage().nbytes() == 4 * n
+    return crop if alone else crop.clone()
 
 
 def _check_rate(sample_rate: int) -> None:

@@ -34,7 +34,7 @@ from clapkit.data.multitask import (
 )
 from clapkit.data.shard_sources import ShardSource, parse_sources, resolve_shards
 from clapkit.data.shard_writer import write_shards
-from clapkit.data.shards import ShardDataset, shard_samples
+from clapkit.data.shards import ShardDataset, TarMember, shard_samples
 
 __all__ = [
     "ClapCollator",
@@ -52,6 +52,7 @@ __all__ = [
     "SharedEpoch",
     "SkippedFiles",
     "SkippedItem",
+    "TarMember",
     "WeightedTaskSampler",
     "caption_records",
     "classification_records",

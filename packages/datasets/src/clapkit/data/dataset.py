@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import BinaryIO, Literal, TypedDict
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ from clapkit.data.manifest import ManifestRecord, read_manifest
 logger = logging.getLogger(__name__)
 
 OnError = Literal["skip", "raise"]
+Source = str | bytes | Path | BinaryIO
+"""A clip's audio: a path, a file's bytes, or a seekable binary file."""
 # What a broken or unreadable file raises from load_audio (AudioLoadError is a ValueError).
 LOAD_ERRORS = (ValueError, OSError, RuntimeError)
 
@@ -94,7 +96,7 @@ class ClipLoader:
         self.shift_short_clips = shift_short_clips
         self._cache: dict[str, torch.Tensor | str] = {}
 
-    def decode(self, source: str | bytes | Path, name: str) -> torch.Tensor | SkippedItem:
+    def decode(self, source: Source, name: str) -> torch.Tensor | SkippedItem:
         """The whole clip ``[t]`` at the front end's rate, or a ``SkippedItem`` when skipping.
 
         Raises:
@@ -111,7 +113,7 @@ class ClipLoader:
         return wave
 
     def load(
-        self, source: str | bytes | Path, name: str, generator: torch.Generator
+        self, source: Source, name: str, generator: torch.Generator
     ) -> torch.Tensor | SkippedItem:
         """The clip fitted to the front end (:meth:`crop`), decoding only the crop's frames.
 

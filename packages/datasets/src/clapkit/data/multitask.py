@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from clapkit.audio import FrontendConfig
+from clapkit.data.collate import stack_waveforms
 from clapkit.data.dataset import ClipLoader, OnError, SkippedItem, item_generator
 from clapkit.data.epoch import SharedEpoch, SharedEpochMixin
 from clapkit.data.manifest import ManifestError, ManifestRecord, read_json_lines
@@ -339,9 +340,8 @@ class MultiTaskCollator:
 
     def __call__(self, items: Sequence[MultiTaskExample | SkippedItem]) -> dict[str, Any]:
         good = [item for item in items if not isinstance(item, SkippedItem)]
-        waveform = torch.stack([i["waveform"] for i in good]) if good else torch.zeros(0, 0)
         return {
-            "waveform": waveform,
+            "waveform": stack_waveforms([i["waveform"] for i in good]),
             **{f"{name}s": [i[name] for i in good] for name in ("prompt", "answer", "task", "key")},
             "skipped": [item for item in items if isinstance(item, SkippedItem)],
         }

@@ -8,8 +8,11 @@ Shard specs and sources: :mod:`clapkit.data.shard_sources` (brace ranges, ``pipe
    shards ``g, g + G, ...``; with ``resampled``,
    ``webdataset.ResampledShards`` draws shards with replacement, seeded per worker and epoch;
 2. samples: each shard opened by ``webdataset.gopen`` and read member by member (a shard cut off
-   is noticed, even at a member boundary where ``tarfile`` stops without a word);
-3. a shuffle of the *compressed* samples (``webdataset.shuffle``, ``shuffle_buffer`` of them);
+   is noticed, even at a member boundary where ``tarfile`` stops without a word); the audio of
+   a local shard is not read here but referenced (:class:`TarMember`) and decoded where it lies,
+   so only a crop's frames are ever read;
+3. a shuffle of the *compressed* samples (``webdataset.shuffle``, ``shuffle_buffer`` of them;
+   of a local shard, references to them);
 4. with several sources, a seeded draw of the source of each next sample by weight;
 5. decoding: only the crop's frames (``clapkit.audio.load_crop``); captions from the LAION-CLAP
    / open_clip conventions (``.json`` ``text`` or ``caption``, a string or a list, or ``.txt``).
@@ -18,6 +21,7 @@ Shard specs and sources: :mod:`clapkit.data.shard_sources` (brace ranges, ``pipe
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -25,7 +29,7 @@ import random
 import tarfile
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO, Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -38,7 +42,7 @@ from clapkit.data.manifest import AUDIO_SUFFIXES
 from clapkit.data.shard_sources import SCHEME as _SCHEME
 from clapkit.data.shard_sources import ShardSource, ShardSpec, parse_sources
 
-__all__ = ["ShardDataset", "shard_samples"]
+__all__ = ["ShardDataset", "TarMember", "shard_samples"]
 
 logger = logging.getLogger(__name__)
 Sample = dict[str, Any]
@@ -51,14 +55,91 @@ _CROP_STREAM = 2**43
 _READ_BUFFER = 1 << 20  # tarfile reads a stream in RECORDSIZE (10 KiB) pieces by default
 
 
-def shard_samples(url: str) -> Iterator[Sample]:
+class TarMember:
+    """Where a member of a local tar file lies: its bytes are read in place when opened.
+
+    A shard's audio is read through this instead of being copied out of the tar: decoding a 7 s
+    crop of a 300 s member then reads the crop's frames, not the member's 26 MB, and a shuffle
+    buffer holds references, not compressed clips.
+
+    Args:
+        path: the tar file.
+        offset: where the member's data starts (bytes).
+        size: the member's size (bytes).
+    """
+
+    __slots__ = ("offset", "path", "size")
+
+    def __init__(self, path: str, offset: int, size: int) -> None:
+        self.path, self.offset, self.size = path, offset, size
+
+    def open(self) -> BinaryIO:
+        """A seekable binary file of the member alone (close it, or use ``with``)."""
+        return cast(BinaryIO, _MemberReader(self))
+
+    def read(self) -> bytes:
+        """The member's bytes."""
+        with self.open() as member:
+            return member.read()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"TarMember({self.path!r}, offset={self.offset}, size={self.size})"
+
+
+class _MemberReader(io.RawIOBase):
+    """A read-only, seekable window ``[offset, offset + size)`` on a file (``os.pread``)."""
+
+    def __init__(self, member: TarMember) -> None:
+        super().__init__()
+        self._fd = os.open(member.path, os.O_RDONLY)
+        self._start, self._size, self._position = member.offset, member.size, 0
+        self.name = f"{member.path}@{member.offset}"
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        count = max(0, min(len(view), self._size - self._position))
+        if not count:
+            return 0
+        read = os.preadv(self._fd, [view[:count]], self._start + self._position)
+        self._position += read
+        return read
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise OSError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def shard_samples(url: str, *, in_place: bool = False) -> Iterator[Sample]:
     """The samples of one shard, members grouped by the name before the first dot.
 
     Args:
         url: A local path or anything ``webdataset.gopen`` opens (``pipe:...``, ``https://``).
+        in_place: for a local shard, give audio members as :class:`TarMember` references
+            (read where they lie when decoded) instead of their bytes.
 
     Yields:
-        One dict per sample: ``__key__``, ``__url__`` and a lower-case ``.suffix`` -> bytes.
+        One dict per sample: ``__key__``, ``__url__`` and a lower-case ``.suffix`` -> bytes
+        (or a ``TarMember`` for an audio member with ``in_place``).
 
     Raises:
         tarfile.ReadError: The shard is cut off or corrupt (named by its byte offset).
@@ -79,11 +160,12 @@ def shard_samples(url: str) -> Iterator[Sample]:
     sample: Sample = {}
     # a local file is read in place (random access); a pipe or URL as a stream
     local = not _SCHEME.match(url) and os.path.isfile(url)
+    length = os.path.getsize(url) if local else 0
     with (
         gopen(url, "rb", bufsize=_READ_BUFFER) as stream,
         tarfile.open(
             fileobj=stream,
-            mode="r:*" if local else "r|*",
+            mode=_local_mode(stream) if local else "r|*",
             tarinfo=_LastHeader,
             bufsize=_READ_BUFFER,
         ) as tar,
@@ -99,9 +181,20 @@ def shard_samples(url: str) -> Iterator[Sample]:
                 sample = {}
             sample.setdefault("__key__", key)
             sample["__url__"] = url
+            if not dot:
+                continue
+            suffix = "." + suffix.lower()
+            if in_place and local and tar.fileobj is stream and suffix in AUDIO_SUFFIXES:
+                if member.offset_data + member.size > length:
+                    raise tarfile.ReadError(
+                        f"cut off inside member {member.name}: its data ends at byte "
+                        f"{member.offset_data + member.size}, the file at {length}"
+                    )
+                sample[suffix] = TarMember(url, member.offset_data, member.size)
+                continue
             handle = tar.extractfile(member)
-            if dot and handle is not None:
-                sample["." + suffix.lower()] = handle.read()
+            if handle is not None:
+                sample[suffix] = handle.read()
         block = _LastHeader.block
         if len(block) != tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
             raise tarfile.ReadError(
@@ -110,6 +203,12 @@ def shard_samples(url: str) -> Iterator[Sample]:
             )
     if sample:  # only now: a cut may have taken the last clip's other members
         yield sample
+
+
+def _local_mode(stream: Any) -> Literal["r:", "r:*"]:
+    """``"r:"`` for an uncompressed tar (tarfile's ``"r:*"`` first tries three decompressors)."""
+    head = stream.peek(tarfile.BLOCKSIZE)[: tarfile.BLOCKSIZE]
+    return "r:" if head[257:262] == b"ustar" else "r:*"
 
 
 def _captions(sample: Sample) -> tuple[list[str], str | None, dict[str, Any]]:
@@ -234,7 +333,7 @@ class ShardDataset(SharedEpochMixin, IterableDataset):
     def _samples(self, urls: Iterator[str]) -> Iterator[Sample | SkippedItem]:
         for url in urls:
             try:
-                yield from shard_samples(url)
+                yield from shard_samples(url, in_place=True)
             except (tarfile.TarError, OSError, ValueError) as error:
                 if self.loader.on_error == "raise":
                     raise ValueError(f"{url}: unreadable shard ({error})") from error
@@ -281,7 +380,11 @@ class ShardDataset(SharedEpochMixin, IterableDataset):
             logger.warning("skipping sample %s: %s", name, problem)
             return SkippedItem(key=key, source=name, reason=problem)
         generator = draws or item_generator(self.seed, epoch, zlib.crc32(key.encode()))
-        wave = self.loader.load(audio, name, generator)
+        if isinstance(audio, TarMember):  # a local shard's member, read where it lies
+            with audio.open() as member:
+                wave = self.loader.load(member, name, generator)
+        else:
+            wave = self.loader.load(audio, name, generator)
         if isinstance(wave, SkippedItem):
             return wave
         pick = 0

@@ -291,10 +291,10 @@ def test_a_shard_cut_at_a_member_boundary_is_noticed_through_a_pipe(tmp_path: Pa
 def test_a_local_shards_audio_is_decoded_where_it_lies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
 ) -> None:
-    """A local shard's audio member is referenced, not copied out: a 0.05 s crop of a 20 s
+    """A local shard's audio member is referenced, not copied out: a 0.05 s crop of a 120 s
     member reads a small part of its bytes (WAV, FLAC: a seek; an Ogg stream is searched page by
     page), and equals the crop decoded from the bytes."""
-    noise = 0.1 * np.random.default_rng(0).standard_normal(20 * RATE).astype(np.float32)
+    noise = 0.1 * np.random.default_rng(0).standard_normal(120 * RATE).astype(np.float32)
     buffer = io.BytesIO()
     sf.write(buffer, noise, RATE, format=suffix[1:].upper())
     sample = {"__key__": b"long", suffix: buffer.getvalue(), ".txt": b"noise"}

@@ -351,12 +351,27 @@ def fit_length(
     if length >= n:
         return wave[..., :n]
     if mode == "repeat":
-        repeats = [1] * (wave.ndim - 1) + [math.ceil(n / length)]
-        return wave.repeat(*repeats)[..., :n]
+        return _tile(wave, n, n)
     if mode == "repeatpad":
-        repeats = [1] * (wave.ndim - 1) + [n // length]
-        return _pad_to(wave.repeat(*repeats), n)
+        return _tile(wave, n, n // length * length)
     return _pad_to(wave, n)
+
+
+def _tile(wave: Tensor, n: int, tiled: int) -> Tensor:
+    """``[..., n]``: the first ``tiled`` samples copies of ``wave`` end to end, then zeros.
+
+    One buffer of ``n`` samples, filled by copies that double what is written (no larger
+    tiling kept alive as the view of a cut).
+    """
+    out = wave.new_empty(*wave.shape[:-1], n)
+    out[..., tiled:] = 0
+    done = min(wave.shape[-1], tiled)
+    out[..., :done] = wave[..., :done]
+    while done < tiled:  # done stays a multiple of the period until the last copy
+        step = min(done, tiled - done)
+        out[..., done : done + step] = out[..., :step]
+        done += step
+    return out
 
 
 def windows(wave: Tensor, n: int, hop: int) -> Tensor:

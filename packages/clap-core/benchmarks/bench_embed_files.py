@@ -12,7 +12,9 @@ msclap 2023 architecture (HTSAT + projection) holding the same random weights, i
 ``--batch-size`` files; the median of ``--repeats`` timed runs (the two sides taking turns) is
 reported as clips/s and as the ratio clapkit / msclap measured in this run, with the ratio of
 the two audio encoders alone on one batch of clip-long windows (the ceiling of the files'
-ratio where decoding costs little: 44.1 kHz files, no resampling). msclap's ``torchaudio.load``
+ratio where decoding costs little: 44.1 kHz files, no resampling). On a machine shared with
+other jobs give ``--threads 1``: two intra-op threads on two busy cores wait on each other and
+measure the scheduler (2-2.5x slower, measured), not the code. msclap's ``torchaudio.load``
 (which needs torchcodec in torchaudio >= 2.9) is replaced by a soundfile reader; GPT2 is built
 offline with random weights (the text side is not timed). ``--json PATH`` also writes
 ``{"rows": [{"benchmark", "case", "unit", "reference", "clapkit"}]}``.

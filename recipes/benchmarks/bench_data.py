@@ -1,7 +1,7 @@
 """Benchmark: data pipeline clips/s per worker against the decoder alone, and training samples/s.
 
 Run from the repository root (CPU; a GPU is used for the training part when present):
-    python recipes/benchmarks/bench_data.py [--files 6] [--workers 2] [--steps 3]
+    python recipes/benchmarks/bench_data.py [--files 6] [--workers 2] [--rounds 3] [--steps 3]
         [--batch-size 2] [--skip-training] [--quick] [--json out.json]
 
 Part 1 writes 16-bit FLAC files of 5 s, 30 s and 300 s at 44.1 kHz and at 16 kHz and times, per
@@ -10,7 +10,8 @@ former path (whole decode, ``torchaudio.functional.resample`` without a cache, t
 (b) ``load_crop`` at the file's rate, (c) ``load_crop`` resampled (16 kHz files to the paper's
 44.1 kHz, 44.1 kHz files to 48 kHz), and (d) ``ManifestDataset`` and ``ShardDataset`` loaders
 to collated batches (0 and ``--workers`` workers, per worker), with the workers one GPU needs
-for 5,000 samples/s. Every figure is printed with its ratio to (a) measured in the same run. It
+for 5,000 samples/s. Every figure is printed with its ratio to (a) measured in the same run:
+the cases of one file set take turns for ``--rounds`` rounds and each keeps its best round. It
 also prints the memory a 7 s crop of a 60 s file takes while decoding and keeps, by the former
 path and by ``load_crop``. Part 2 times full-size HTSAT-22 + GPT2 (124M) training steps (random
 weights, fp32 on CPU, bf16 autocast on GPU). ``--quick``: one file per duration and rate, no
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -77,6 +79,18 @@ def make_flacs(folder: Path, count: int, seconds: float = 10.0, rate: int = 4410
     return paths
 
 
+def decoder_alone(crop: int) -> Callable[[Path, torch.Generator], object]:
+    """(a), the limit: soundfile reading a random crop's frames (one open, a seek, a read)."""
+
+    def limit(path: Path, g: torch.Generator) -> object:
+        with sf.SoundFile(path) as audio:  # one open, as load_crop does
+            first = int(torch.randint(0, audio.frames - crop + 1, (1,), generator=g))
+            audio.seek(first)
+            return audio.read(crop, dtype="float32")
+
+    return limit
+
+
 def per_second(work: Callable[[Path, torch.Generator], object], paths: list[Path]) -> float:
     """Clips/s of ``work`` over ``paths``, passes repeated for at least 0.3 s (one process)."""
     done, start, generator = 0, time.perf_counter(), torch.Generator().manual_seed(0)
@@ -101,7 +115,9 @@ def loader_per_worker(dataset: Any, workers: int) -> float:
     return count / (time.perf_counter() - start) / max(workers, 1)
 
 
-def bench_data(files: int, durations: tuple[float, ...], workers: int) -> list[Row]:
+def bench_data(
+    files: int, durations: tuple[float, ...], workers: int, rounds: int = 3
+) -> list[Row]:
     """Decoding cases (a)-(c) and whole loaders (d), per process, against the decoder alone."""
     paper = dataclasses.replace(htsat_22().frontend, clip_seconds=7.0)
     n, rows = paper.clip_samples, []
@@ -115,12 +131,6 @@ def bench_data(files: int, durations: tuple[float, ...], workers: int) -> list[R
                 paths = make_flacs(Path(tmp), files, seconds, rate)
                 crop = min(n * rate // paper.sample_rate, int(seconds * rate))
                 other = 48000 if rate == paper.sample_rate else paper.sample_rate  # a real resample
-
-                def limit(path: Path, g: torch.Generator, crop: int = crop) -> object:
-                    with sf.SoundFile(path) as audio:  # one open, as load_crop does
-                        first = int(torch.randint(0, audio.frames - crop + 1, (1,), generator=g))
-                        audio.seek(first)
-                        return audio.read(crop, dtype="float32")
 
                 def whole_then_crop(path: Path, g: torch.Generator) -> object:  # before
                     data, source = sf.read(path, dtype="float32", always_2d=True)
@@ -140,16 +150,18 @@ def bench_data(files: int, durations: tuple[float, ...], workers: int) -> list[R
 
                     return work
 
-                figures = {
-                    "(a) decoder alone (soundfile: the crop's frames)": per_second(limit, paths),
-                    "before: whole decode + uncached resample + crop": per_second(
-                        whole_then_crop, paths
-                    ),
-                    "(b) crop decode (load_crop, native rate)": per_second(crop_at(rate), paths),
-                    f"(c) crop decode + resample to {other}": per_second(crop_at(other), paths),
+                works = {
+                    "(a) decoder alone (soundfile: the crop's frames)": decoder_alone(crop),
+                    "before: whole decode + uncached resample + crop": whole_then_crop,
+                    "(b) crop decode (load_crop, native rate)": crop_at(rate),
+                    f"(c) crop decode + resample to {other}": crop_at(other),
                 }
+                figures = interleaved(
+                    {case: functools.partial(per_second, w, paths) for case, w in works.items()},
+                    rounds,
+                )
                 rows += _report(f"{seconds:g} s at {rate} Hz", figures)
-        rows += _loaders(Path(tmp), files, durations, paper, workers)
+        rows += _loaders(Path(tmp), files, durations, paper, workers, rounds)
         rows += crop_memory(Path(tmp))
     return rows
 
@@ -190,7 +202,7 @@ def crop_memory(folder: Path, n_seconds: float = 7.0, seconds: float = 60.0) -> 
 
 
 def _loaders(
-    folder: Path, files: int, durations: tuple[float, ...], paper: Any, workers: int
+    folder: Path, files: int, durations: tuple[float, ...], paper: Any, workers: int, rounds: int
 ) -> list[Row]:
     """(d) ManifestDataset and ShardDataset to collated batches, 44.1 kHz files."""
     rows: list[Row] = []
@@ -199,20 +211,41 @@ def _loaders(
         records = [ManifestRecord(audio=p, captions=("a tone",), key=p.stem) for p in paths]
         shards = write_shards(records, folder / f"shards{seconds:g}", samples_per_shard=4)
         repeats = math.ceil(40 / len(records))  # 40 clips or more: 5 batches
-        limit = per_second(lambda p, g: sf.read(p, frames=paper.clip_samples), paths)
-        figures = {"(a) decoder alone (soundfile: the crop's frames)": limit}
+        limit = decoder_alone(min(paper.clip_samples, int(seconds * 44100)))
+        cases = {
+            "(a) decoder alone (soundfile: the crop's frames)": functools.partial(
+                per_second, limit, paths
+            )
+        }
         for count in sorted({0, workers}):
             manifest = ManifestDataset(records * repeats, paper, train=True)
-            figures[f"(d) manifest loader, {count} workers"] = loader_per_worker(manifest, count)
             stream = ShardDataset(
                 [str(s) for s in shards] * repeats, paper, train=True, shuffle_buffer=16
             )
-            figures[f"(d) shard loader, {count} workers"] = loader_per_worker(stream, count)
+            for name, data in (("manifest", manifest), ("shard", stream)):
+                cases[f"(d) {name} loader, {count} workers"] = functools.partial(
+                    loader_per_worker, data, count
+                )
+        figures = interleaved(cases, rounds)
         rows += _report(f"loaders, {seconds:g} s at 44100 Hz", figures)
         # one worker's steady rate is the in-process one (workers share this machine's cores)
         slowest = min(v for k, v in figures.items() if k.startswith("(d)") and ", 0 workers" in k)
         print(f"  workers one GPU needs for 5,000 samples/s: {math.ceil(5000 / slowest)}")
     return rows
+
+
+def interleaved(cases: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Each case's best clips/s over ``rounds`` rounds that run every case once in turn.
+
+    On a machine shared with other jobs, a case measured alone can fall in a busy or a quiet
+    moment; taking turns puts every case in the same moments, and the best round of each is the
+    one least disturbed, so ratios between cases hold.
+    """
+    best = dict.fromkeys(cases, 0.0)
+    for _ in range(rounds):
+        for case, measure in cases.items():
+            best[case] = max(best[case], measure())
+    return best
 
 
 def _report(title: str, figures: dict[str, float]) -> list[Row]:
@@ -277,6 +310,9 @@ def bench_training(steps: int, batch_size: int) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=6, help="files per duration and rate")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of every case in turn; each case's best"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=2)
@@ -290,7 +326,7 @@ def main() -> None:
     if args.quick:
         args.files, args.steps, args.workers = 1, 1, 0
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
-    rows = bench_data(args.files, durations, args.workers)
+    rows = bench_data(args.files, durations, args.workers, args.rounds)
     if not args.skip_training:
         rows += bench_training(args.steps, args.batch_size)
     if args.json is not None:

@@ -67,6 +67,29 @@ def test_a_clip_not_longer_than_the_crop_comes_back_whole(tmp_path: Path) -> Non
     assert torch.equal(wave, load_audio(path, 8000))
 
 
+@pytest.mark.parametrize(("fmt", "subtype"), [("FLAC", "PCM_16"), ("OGG", "VORBIS")])
+def test_a_crop_at_the_files_rate_keeps_no_more_than_its_samples(
+    tmp_path: Path, fmt: str, subtype: str
+) -> None:
+    """At the file's rate the decoded frames are the crop: kept without a copy, unless the
+    decoder read more (Vorbis reads from up to 2 s earlier): then only the crop is kept."""
+    import tracemalloc
+
+    path = tmp_path / f"mono.{fmt.lower()}"
+    sf.write(path, _noise(16000, 6.0, channels=1), 16000, format=fmt, subtype=subtype)
+    n = 16000
+    tracemalloc.start()  # sees numpy's buffers (what soundfile decodes into), not torch's
+    crop = load_crop(path, 16000, n, lambda length: length - n)
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert torch.equal(crop, load_audio(path, 16000)[-n:])
+    if fmt == "FLAC":  # numpy's buffer of exactly the crop, not copied
+        assert 4 * n <= held < 4 * n + 4096
+    else:  # the 2 s lead dropped: the crop is a copy in torch's memory, numpy's buffer freed
+        assert held < 4096
+    assert crop.untyped_storage().nbytes() == 4 * n
+
+
 def test_a_crop_of_a_long_file_holds_only_its_own_samples(tmp_path: Path) -> None:
     """60 s at 44.1 kHz, a 7 s crop: 1.2 MB kept (a view into the whole file kept 10.6 MB)."""
     path = tmp_path / "minute.flac"

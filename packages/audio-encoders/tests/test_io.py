@@ -203,6 +203,24 @@ def test_fit_length_repeat_is_msclap_tiling() -> None:
     torch.testing.assert_close(fit_length(wave, 2, "repeat"), torch.tensor([1.0, 2]))
 
 
+@pytest.mark.parametrize("length", [1, 2, 3, 7, 100, 299, 300])
+def test_fills_equal_whole_tilings_and_hold_only_the_clip(length: int) -> None:
+    """Fills are copied into one clip-long buffer; the samples equal tiling whole copies."""
+    wave = torch.randn(2, length, generator=torch.Generator().manual_seed(length))
+    n = 300
+    tiled = wave.repeat(1, -(-n // length))
+    whole = n // length * length
+    expected = {
+        "repeat": tiled[:, :n],
+        "repeatpad": torch.cat([tiled[:, :whole], torch.zeros(2, n - whole)], dim=1),
+    }
+    for mode, want in expected.items():
+        got = fit_length(wave, n, mode)
+        assert torch.equal(got, want), mode
+        assert got.untyped_storage().nbytes() == 4 * 2 * n, mode
+        assert torch.equal(fit_length(wave[0], n, mode), want[0]), mode
+
+
 def test_fit_length_crops() -> None:
     wave = torch.arange(10.0)
     torch.testing.assert_close(fit_length(wave, 4, "center_crop"), torch.tensor([3.0, 4, 5, 6]))

@@ -9,8 +9,12 @@ any venv with ``tools/parity-references.txt`` installed ``--no-deps`` + ``tools/
 Both sides embed the same FSDD FLAC files (8 kHz, decoded and resampled to 44.1 kHz, filled
 to 7 s), then as many synthesized FLAC files of ``--synth-seconds`` (5) at 44.1 kHz, with the
 msclap 2023 architecture (HTSAT + projection) holding the same random weights, in batches of
-``--batch-size`` files; the median of ``--repeats`` timed runs is reported as
-clips/s and as the ratio clapkit / msclap measured in this run. msclap's ``torchaudio.load``
+``--batch-size`` files; the median of ``--repeats`` timed runs (the two sides taking turns) is
+reported as clips/s and as the ratio clapkit / msclap measured in this run, with the ratio of
+the two audio encoders alone on one batch of clip-long windows (the ceiling of the files'
+ratio where decoding costs little: 44.1 kHz files, no resampling). On a machine shared with
+other jobs give ``--threads 1``: two intra-op threads on two busy cores wait on each other and
+measure the scheduler (2-2.5x slower, measured), not the code. msclap's ``torchaudio.load``
 (which needs torchcodec in torchaudio >= 2.9) is replaced by a soundfile reader; GPT2 is built
 offline with random weights (the text side is not timed). ``--json PATH`` also writes
 ``{"rows": [{"benchmark", "case", "unit", "reference", "clapkit"}]}``.
@@ -69,15 +73,24 @@ def _msclap_wrapper(folder: Path, tokenizer_dir: Path) -> tuple[Any, Path]:
     return wrapper, path
 
 
-def _time(run: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
-    run()  # warm-up
-    times, result = [], None
+def _time_in_turn(
+    runs: dict[str, Callable[[], torch.Tensor]], repeats: int
+) -> dict[str, tuple[float, torch.Tensor]]:
+    """Median seconds and last result of each run, the runs taking turns ``repeats`` times.
+
+    Taking turns puts both sides in the same moments of a shared machine's load, so their
+    ratio holds better than two medians measured one after the other.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    results: dict[str, torch.Tensor] = {}
+    for run in runs.values():
+        run()  # warm-up
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    assert result is not None
-    return statistics.median(times), result
+        for name, run in runs.items():
+            start = time.perf_counter()
+            results[name] = run()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), results[name]) for name in runs}
 
 
 def main() -> None:
@@ -104,7 +117,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         wrapper, path = _msclap_wrapper(Path(tmp), args.gpt2)
-        ours = ClapModel.from_msclap(path, version="2023", tokenizer=args.gpt2)
+        ours = ClapModel.from_msclap(path, version="2023", tokenizer=args.gpt2).eval()
         cases = [("FSDD files (8 kHz)", fsdd)]
         if args.synth_seconds > 0:
             tones = _tones(Path(tmp), args.files, args.synth_seconds)
@@ -141,17 +154,36 @@ def _compare(wrapper: Any, ours: Any, files: list[Path], label: str, args: Any) 
     def run_clapkit() -> torch.Tensor:
         return ours.embed_audio(files, batch_size=args.batch_size, normalize=False, progress=False)
 
-    msclap_s, msclap_out = _time(run_msclap, args.repeats)
-    clapkit_s, clapkit_out = _time(run_clapkit, args.repeats)
+    # the audio encoders alone on one batch of clip-long windows: the ceiling of the ratio
+    windows = torch.randn(
+        min(args.batch_size, len(files)), ours.audio_encoder.frontend.clip_samples
+    )
+
+    def model_msclap() -> torch.Tensor:
+        with torch.no_grad():
+            return wrapper.clap.audio_encoder(windows)[0]
+
+    def model_clapkit() -> torch.Tensor:
+        with torch.no_grad():
+            return ours.encode_audio(windows, fast=None)
+
+    timed = _time_in_turn(
+        {"msclap": run_msclap, "clapkit": run_clapkit, "model msclap": model_msclap,
+         "model clapkit": model_clapkit},
+        args.repeats,
+    )  # fmt: skip
+    (msclap_s, msclap_out), (clapkit_s, clapkit_out) = timed["msclap"], timed["clapkit"]
+    model_ratio = timed["model msclap"][0] / timed["model clapkit"][0]
     error = ((clapkit_out - msclap_out).norm(dim=-1) / msclap_out.norm(dim=-1)).max().item()
     n = len(files)
     print(f"msclap 2023 architecture, {n} {label}, batch {args.batch_size}, "
-          f"{args.threads} threads, median of {args.repeats}")  # fmt: skip
+          f"{args.threads} threads, median of {args.repeats} in turn")  # fmt: skip
     print(f"msclap CLAPWrapper : {n / msclap_s:7.2f} clips/s")
     print(f"clapkit embed_audio: {n / clapkit_s:7.2f} clips/s")
     print(
         f"ratio clapkit/msclap: {msclap_s / clapkit_s:.2f}x  (max relative difference {error:.1e})"
     )
+    print(f"audio encoders alone, {len(windows)} windows: clapkit/msclap {model_ratio:.2f}x")
     sys.stdout.flush()
     return {
         "benchmark": "clap-core",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from clapkit.data import SkippedFiles, SkippedItem
+import torch
+from torch.utils.data import DataLoader
+
+from clapkit.data import ClapCollator, ClapExample, MultiTaskCollator, SkippedFiles, SkippedItem
 
 BAD = SkippedItem(key="bad", source="data/bad.flac", reason="not an audio file")
 WORSE = SkippedItem(key="worse", source="data/worse.wav", reason="cut short")
@@ -53,3 +57,24 @@ def test_state_of_an_old_checkpoint_still_loads() -> None:
     tally.update([BAD])
     assert tally.count == 9
     assert tally.summary()[1] == "`data/bad.flac`: not an audio file, skipped 1 time"
+
+
+def _in_worker(items: list[Any]) -> dict[str, Any]:
+    """Both collators' waveforms, and whether they were stacked into shared memory."""
+    clap = ClapCollator()(items)["waveform"]
+    tasks = [{**i, "task": "t", "prompt": "p", "answer": "a"} for i in items]
+    multitask = MultiTaskCollator()(tasks)["waveform"]
+    return {"waveform": clap, "shared": [clap.is_shared(), multitask.is_shared()]}
+
+
+def test_a_worker_stacks_the_batch_into_shared_memory() -> None:
+    """Stacked in shared memory, a batch crosses to the main process without another copy."""
+    items = [
+        ClapExample(waveform=torch.full((5,), float(i)), caption="c", labels=(), key=str(i))
+        for i in range(4)
+    ]
+    batches = list(DataLoader(items, batch_size=2, num_workers=1, collate_fn=_in_worker))
+    assert [b["shared"] for b in batches] == [[True, True], [True, True]]
+    assert torch.equal(batches[1]["waveform"], torch.tensor([[2.0] * 5, [3.0] * 5]))
+    assert not ClapCollator()(items)["waveform"].is_shared()  # the main process: ordinary memory
+    assert ClapCollator()([BAD])["waveform"].shape == (0, 0)

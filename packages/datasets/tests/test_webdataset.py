@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 from collections import Counter
 from itertools import islice
@@ -17,7 +18,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from clapkit.audio import FrontendConfig, load_audio
-from clapkit.data import ShardDataset, SkippedItem, parse_sources, read_manifest
+from clapkit.data import (
+    ShardDataset,
+    SkippedItem,
+    TarMember,
+    parse_sources,
+    read_manifest,
+    shard_samples,
+)
 from clapkit.data.make_shards import main as make_shards
 
 RATE = 8000
@@ -277,3 +285,40 @@ def test_a_shard_cut_at_a_member_boundary_is_noticed_through_a_pipe(tmp_path: Pa
         assert items[-1].reason.startswith(
             f"cut off or corrupt after byte {cut}: no end-of-archive"
         )
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".wav", ".ogg"])
+def test_a_local_shards_audio_is_decoded_where_it_lies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """A local shard's audio member is referenced, not copied out: a 0.05 s crop of a 120 s
+    member reads a small part of its bytes (WAV, FLAC: a seek; an Ogg stream is searched page by
+    page), and equals the crop decoded from the bytes."""
+    noise = 0.1 * np.random.default_rng(0).standard_normal(120 * RATE).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, noise, RATE, format=suffix[1:].upper())
+    sample = {"__key__": b"long", suffix: buffer.getvalue(), ".txt": b"noise"}
+    shard = _shard(tmp_path / "long.tar", [_laion("short", 1), sample])
+    streamed, local = (
+        list(shard_samples(str(shard))),
+        list(shard_samples(str(shard), in_place=True)),
+    )
+    member = local[1][suffix]
+    assert isinstance(member, TarMember)
+    assert member.read() == streamed[1][suffix] == buffer.getvalue()
+    assert local[1][".txt"] == b"noise"
+    read: list[int] = []
+    pread = os.preadv
+
+    def counted(fd: int, buffers: list[memoryview], offset: int) -> int:
+        read.append(pread(fd, buffers, offset))
+        return read[-1]
+
+    monkeypatch.setattr(os, "preadv", counted)
+    (_, here), (_, there) = (
+        list(ShardDataset(spec, FRONTEND, train=True, shuffle_buffer=0))
+        for spec in (str(shard), f"pipe:cat {shard}")
+    )
+    assert torch.equal(here["waveform"], there["waveform"])  # type: ignore[index]
+    if suffix != ".ogg":
+        assert 0 < sum(read) < member.size // 4, f"{sum(read)} of {member.size} bytes read"

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from clapkit.audio import FrontendConfig
+from clapkit.data import ManifestRecord, write_manifest, write_shards
 from clapkit.train.contrastive import disable_dropout
-from clapkit.train.loaders import SelfSplitLoader, shard_batches_per_epoch, skip_batches
+from clapkit.train.loaders import (
+    SelfSplitLoader,
+    build_train_data,
+    prepare_train_loader,
+    shard_batches_per_epoch,
+    skip_batches,
+)
+from clapkit.train.presets.clap import Config
+
+FSDD = Path(__file__).resolve().parents[3] / "data" / "fsdd" / "recordings"
+# 0.2 s crops at the files' 8 kHz: shorter than every clip, so every crop is a random draw
+CROP = FrontendConfig(
+    sample_rate=8000, n_fft=256, win_length=256, hop_length=80, fmax=4000.0, clip_seconds=0.2
+)  # fmt: skip
 
 
 def test_batches_per_epoch_of_shards() -> None:
@@ -39,6 +57,62 @@ def test_self_split_loader_sets_epochs_and_skips_on_resume() -> None:
     assert [b.tolist() for b in loader] == [[10, 11], [12, 13], [14, 15]]  # one pass skipped
     with pytest.raises(TypeError, match="unknown"):
         len(SelfSplitLoader(DataLoader(Counting(), batch_size=2), torch.device("cpu"), None))
+
+
+def no_tokens(texts: list[str]) -> dict[str, torch.Tensor]:
+    return {}
+
+
+@pytest.mark.parametrize("shards", [False, True], ids=["manifest", "shards"])
+def test_persistent_workers_draw_every_epoch_and_a_resume_repeats_it(
+    tmp_path: Path, shards: bool
+) -> None:
+    from accelerate import Accelerator, DataLoaderConfiguration
+
+    # as clapkit.train.setup makes it: a manifest's order is drawn from (seed, epoch)
+    config = DataLoaderConfiguration(use_seedable_sampler=True)
+    accelerator = Accelerator(cpu=True, dataloader_config=config)
+    records = [
+        ManifestRecord(FSDD / f"{d}_{s}_0.flac", (f"digit {d}",), (str(d),), f"{d}{s}")
+        for d in range(4)
+        for s in ("jackson", "theo")
+    ]
+    manifest = write_manifest(records, tmp_path / "train.jsonl")
+    write_shards(records, tmp_path / "shards", samples_per_shard=2)  # 4 shards, 2 per worker
+    cfg = Config(
+        train_shards=(str(tmp_path / "shards"),) if shards else (),
+        samples_per_epoch=8 if shards else None,
+        shuffle_buffer=2, batch_size=2, num_workers=2, prefetch_factor=2, seed=5,
+    )  # fmt: skip
+
+    def loader_of() -> tuple[Any, Any]:
+        data = build_train_data(
+            cfg, CROP, no_tokens, manifest=str(manifest), rank=0, num_processes=1
+        )
+        assert data.loader.persistent_workers
+        loader = prepare_train_loader(
+            accelerator, data.loader, splits_itself=data.splits_itself,
+            batches_per_epoch=data.batches_per_epoch,
+        )  # fmt: skip
+        return data.dataset, loader
+
+    def epoch(dataset: Any, loader: Any, number: int, done: int = 0) -> list[torch.Tensor]:
+        dataset.set_epoch(number)  # as TrainingRecipe.epoch_batches: before iter(loader)
+        loader.set_epoch(number)
+        batches = skip_batches(accelerator, loader, done)
+        if batches is not loader:
+            batches.set_epoch(number)
+        return [batch["waveform"] for batch in batches]
+
+    dataset, loader = loader_of()
+    first, second = epoch(dataset, loader, 0), epoch(dataset, loader, 1)
+    assert len(first) == len(second) == 4
+    assert not any(torch.equal(a, b) for a in first for b in second)  # new crops (and order)
+    resumed = epoch(*loader_of(), 1, done=2)  # a fresh run resumed after 2 batches of epoch 1
+    assert len(resumed) == 2
+    assert all(torch.equal(a, b) for a, b in zip(resumed, second[2:], strict=True))
+    again = epoch(dataset, loader, 1, done=1)  # the persistent loader itself, resumed
+    assert all(torch.equal(a, b) for a, b in zip(again, second[1:], strict=True))
 
 
 class Functional(torch.nn.Module):

@@ -134,7 +134,8 @@ def _read(
             lead = min(first, max(2 * rate, 65536)) if audio_file.subtype == "VORBIS" else 0
             if first:
                 audio_file.seek(first - lead)
-            data = audio_file.read(stop - first + lead, dtype="float32", always_2d=True)[lead:]
+            data = audio_file.read(stop - first + lead, dtype="float32", always_2d=True)
+            data = data[lead:] if lead else data  # (a view only where there is a lead)
             if len(data) < stop - first:
                 raise AudioLoadError(
                     name,
@@ -277,12 +278,17 @@ def load_crop(
         return read_from, read_to
 
     data, rate, _ = _read(source, name, max_seconds, select)
+    owned = data.base is None  # not a view keeping more samples alive (a Vorbis lead, FFmpeg)
     wave = resample(_mono(data, name), rate, sample_rate)
     if "offset" not in where:
         return wave.contiguous()
     crop = wave[where["offset"] : where["offset"] + n]
     # the file's last sample can fall one short (torchaudio rounds lengths in float32)
-    return _pad_to(crop, n) if crop.shape[0] < n else crop.clone()
+    if crop.shape[0] < n:
+        return _pad_to(crop, n)
+    # a copy only where the decoded window holds more than the crop (resampling's margins)
+    alone = owned and crop.storage_offset() == 0 and crop.untyped_storage().nbytes() == 4 * n
+    return crop if alone else crop.clone()
 
 
 def _check_rate(sample_rate: int) -> None:
@@ -345,12 +351,27 @@ def fit_length(
     if length >= n:
         return wave[..., :n]
     if mode == "repeat":
-        repeats = [1] * (wave.ndim - 1) + [math.ceil(n / length)]
-        return wave.repeat(*repeats)[..., :n]
+        return _tile(wave, n, n)
     if mode == "repeatpad":
-        repeats = [1] * (wave.ndim - 1) + [n // length]
-        return _pad_to(wave.repeat(*repeats), n)
+        return _tile(wave, n, n // length * length)
     return _pad_to(wave, n)
+
+
+def _tile(wave: Tensor, n: int, tiled: int) -> Tensor:
+    """``[..., n]``: the first ``tiled`` samples copies of ``wave`` end to end, then zeros.
+
+    One buffer of ``n`` samples, filled by copies that double what is written (no larger
+    tiling kept alive as the view of a cut).
+    """
+    out = wave.new_empty(*wave.shape[:-1], n)
+    out[..., tiled:] = 0
+    done = min(wave.shape[-1], tiled)
+    out[..., :done] = wave[..., :done]
+    while done < tiled:  # done stays a multiple of the period until the last copy
+        step = min(done, tiled - done)
+        out[..., done : done + step] = out[..., :step]
+        done += step
+    return out
 
 
 def windows(wave: Tensor, n: int, hop: int) -> Tensor:

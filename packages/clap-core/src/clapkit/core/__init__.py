@@ -33,8 +33,7 @@ from clapkit.core.convert import (
     split_msclap_audio,
     transformers_blockers,
 )
-from clapkit.core.hub_card import eval_results, model_card, push_folder_to_hub
-from clapkit.core.inference import (
+from clapkit.core.embedding_ops import (
     LONG_AUDIO_MODES,
     AudioInput,
     RetrievalHits,
@@ -43,6 +42,7 @@ from clapkit.core.inference import (
     format_prompts,
     zero_shot_scores,
 )
+from clapkit.core.hub_card import eval_results, model_card, push_folder_to_hub
 from clapkit.core.loss import ContrastiveLoss, gather_padded_with_grad, gather_with_grad
 from clapkit.core.metrics import (
     accuracy,

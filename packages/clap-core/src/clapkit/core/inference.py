@@ -1,313 +1,310 @@
-"""Batched, deterministic inference helpers behind `ClapModel.embed_audio` and friends."""
+"""Batched, deterministic inference on top of a CLAP model's encode functions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
-from tqdm.auto import tqdm  # type: ignore[import-untyped]
+from torch import Tensor, nn
 
-from clapkit.core.audio_items import AudioInput, as_audio_items, load_item
-from clapkit.core.registry import import_encoder_package
+from clapkit.core import embedding_ops
+from clapkit.core.embedding_ops import AudioInput, RetrievalHits
 
-__all__ = [
-    "LONG_AUDIO_MODES",
-    "AudioInput",
-    "RetrievalHits",
-    "as_audio_items",
-    "clip_windows",
-    "embed_audio_input",
-    "format_prompts",
-    "zero_shot_scores",
-]
+__all__ = ["DEFAULT_TEMPLATE", "ClapInference"]
 
-LONG_AUDIO_MODES = ("mean", "center")
-# show a progress bar by default from this many items on
-PROGRESS_FROM = 64
+DEFAULT_TEMPLATE = "this is a sound of {}"
 
 
-@dataclass(frozen=True)
-class RetrievalHits:
-    """The ``k`` best bank items of each query, best first.
+class ClapInference(nn.Module):
+    """``embed_audio``, ``embed_text``, ``zero_shot`` and ``retrieve`` for a CLAP model.
 
-    Attributes:
-        scores: cosine similarities. Shape ``[q, k]``.
-        indices: bank indices. Shape ``[q, k]``.
+    Subclasses (`ClapModel`) provide `encode_audio`, `encode_text`, `frontend`, `device`,
+    `logit_scale_exp` and a ``text_encoder`` with ``tokenize``. Every method here runs in eval
+    mode without gradient and restores the training flag afterwards.
     """
 
-    scores: Tensor
-    indices: Tensor
+    text_encoder: Any
 
+    @property
+    def frontend(self) -> Any:
+        """The audio front-end contract (``clapkit.audio.FrontendConfig``)."""
+        raise NotImplementedError
 
-def clip_windows(wave: Tensor, clip_samples: int, fill: str, long_audio: str) -> Tensor:
-    """The encoder inputs of one waveform: filled if short, windowed or centre-cropped if long.
+    @property
+    def sample_rate(self) -> int:
+        """Rate (Hz) of the waveforms the model takes."""
+        return int(self.frontend.sample_rate)
 
-    Audio up to one clip long is filled as the front end says (``fill``). Longer audio gives,
-    with ``long_audio="mean"``, consecutive clip-long windows covering all of it (the last one
-    aligned to the end; their embeddings are averaged by the caller), or with ``"center"`` the
-    one centred clip. Both are deterministic.
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        raise NotImplementedError
 
-    Args:
-        wave: one waveform. Shape ``[t]``.
-        clip_samples: encoder clip length in samples.
-        fill: the front end's fill mode (``"repeat"``, ``"repeatpad"``, ``"pad"``).
-        long_audio: ``"mean"`` or ``"center"``.
+    @property
+    def logit_scale_exp(self) -> Tensor:
+        """The logit multiplier."""
+        raise NotImplementedError
 
-    Returns:
-        Windows. Shape ``[w, clip_samples]`` (``w = 1`` unless long audio with ``"mean"``).
+    def encode_audio(
+        self, waveform: Tensor, *, normalize: bool = False, fast: bool | None = False
+    ) -> Tensor:
+        """Projected audio embeddings of clip-long waveforms ``[b, t]`` -> ``[b, d]``; ``fast``
+        runs the encoder's fast inference form (``None``: the model's default)."""
+        raise NotImplementedError
 
-    Raises:
-        ValueError: for an unknown ``long_audio`` mode or an empty waveform.
-    """
-    audio = import_encoder_package("clapkit.audio")
-    if long_audio not in LONG_AUDIO_MODES:
-        raise ValueError(f"long_audio must be one of {LONG_AUDIO_MODES}, got {long_audio!r}")
-    if wave.shape[-1] == 0:
-        raise ValueError("cannot embed an empty waveform (0 samples)")
-    if wave.shape[-1] <= clip_samples:
-        return audio.fit_length(wave, clip_samples, fill).unsqueeze(0)
-    if long_audio == "center":
-        return audio.fit_length(wave, clip_samples, "center_crop", fill=fill).unsqueeze(0)
-    return audio.windows(wave, clip_samples, clip_samples)
+    def encode_text(
+        self,
+        texts: Sequence[str] | None = None,
+        *,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        normalize: bool = False,
+    ) -> Tensor:
+        """Projected text embeddings ``[b, d]``."""
+        raise NotImplementedError
 
+    @torch.no_grad()
+    def embed_audio(
+        self,
+        audio: AudioInput,
+        *,
+        normalize: bool = True,
+        batch_size: int = 16,
+        long_audio: str = "mean",
+        num_workers: int = 2,
+        progress: bool | None = None,
+        fast: bool | None = None,
+        sample_rate: int | None = None,
+    ) -> Tensor:
+        """Embed waveforms, arrays or audio files, deterministically, in eval mode.
 
-def _iter_loaded(
-    items: list[Any],
-    sample_rate: int,
-    chunk: int,
-    num_workers: int,
-) -> Iterator[list[Tensor]]:
-    """Decode items chunk by chunk, the next chunk decoding in threads while the caller computes.
+        Files are decoded to mono at the model's `sample_rate` (``clapkit.audio.load_audio``);
+        tensors and numpy arrays at another rate (``sample_rate=``) and HF ``datasets`` audio dicts
+        (``{"array", "sampling_rate"}``) are resampled to it. Audio up to one clip long is filled as
+        the front end says (msclap: repeat; LAION: repeat + pad). Longer audio is embedded whole:
+        the mean of the (projected, unnormalised) embeddings of consecutive clip-long windows, the
+        last window aligned to the end (``long_audio="mean"``); ``long_audio="center"`` embeds only
+        the centred clip. The result does not depend on the batch.
 
-    Args:
-        items: from ``as_audio_items`` (paths, bytes, waveforms with their rates).
-        sample_rate: rate to decode or resample to.
-        chunk: items per yielded list.
-        num_workers: decoding threads (0 = decode in the calling thread).
+        Args:
+            audio: a waveform ``[t]`` or batch ``[b, t]`` (tensor or numpy array), a path,
+                bytes, an audio dict, or a list of those (waveforms of any lengths).
+            normalize: L2-normalise the embeddings.
+            batch_size: clips per forward pass.
+            long_audio: ``"mean"`` or ``"center"`` (see above).
+            num_workers: threads decoding the next files while the model runs (0: none).
+            progress: show a progress bar (default: from 64 items on).
+            fast: on the CPU, run the audio encoder's fast inference form
+                (``clapkit.audio.InferenceFormCache``; same numbers within float rounding);
+                default the model's ``fast_audio`` (True).
+            sample_rate: the rate of the tensors and arrays given (default: the model's).
 
-    Yields:
-        Lists of ``[t]`` float32 waveforms, in input order.
-    """
+        Returns:
+            One embedding per item. Shape ``[n, projection_dim]`` (on the model's device).
 
-    def load(item: Any) -> Tensor:
-        return load_item(item, sample_rate)
-
-    starts = range(0, len(items), chunk)
-    if num_workers <= 0:
-        for start in starts:
-            yield [load(item) for item in items[start : start + chunk]]
-        return
-    with ThreadPoolExecutor(max_workers=num_workers) as pool:
-        pending: list[Future[Tensor]] | None = None
-        for start in starts:
-            submitted = [pool.submit(load, item) for item in items[start : start + chunk]]
-            if pending is not None:
-                yield [f.result() for f in pending]
-            pending = submitted
-        if pending is not None:
-            yield [f.result() for f in pending]
-
-
-def _embed_windows_mean(
-    waves: list[Tensor],
-    to_windows: Callable[[Tensor], Tensor],
-    encode: Callable[[Tensor], Tensor],
-    batch_size: int,
-) -> Tensor:
-    """Embed each waveform as the mean of its windows' embeddings, batching windows.
-
-    Args:
-        waves: waveforms. Each shape ``[t]``.
-        to_windows: waveform -> ``[w, n]`` windows.
-        encode: ``[b, n]`` windows -> ``[b, d]`` embeddings.
-        batch_size: windows per forward pass.
-
-    Returns:
-        One embedding per waveform. Shape ``[len(waves), d]``.
-    """
-    windows = [to_windows(wave) for wave in waves]
-    counts = torch.tensor([w.shape[0] for w in windows])
-    stacked = torch.cat(windows)
-    embeds = torch.cat(
-        [encode(stacked[i : i + batch_size]) for i in range(0, len(stacked), batch_size)]
-    )
-    owner = torch.repeat_interleave(torch.arange(len(waves)), counts).to(embeds.device)
-    sums = torch.zeros(len(waves), embeds.shape[1], device=embeds.device, dtype=embeds.dtype)
-    sums.index_add_(0, owner, embeds)
-    return sums / counts.to(embeds.device, embeds.dtype)[:, None]
-
-
-def embed_audio_input(
-    audio: AudioInput,
-    encode: Callable[[Tensor], Tensor],
-    frontend: Any,
-    *,
-    batch_size: int = 16,
-    long_audio: str = "mean",
-    num_workers: int = 2,
-    progress: bool | None = None,
-    sample_rate: int | None = None,
-) -> Tensor:
-    """Embed waveforms or audio files deterministically, whatever their length.
-
-    The one implementation behind ``ClapModel.embed_audio`` and ``ClapCaptioner.embed_audio``. Files
-    are decoded to mono at the front end's rate (``clapkit.audio.load_audio``); waveforms and arrays
-    at another rate (``sample_rate=``, or an audio dict's ``sampling_rate``) are resampled to it
-    with ``clapkit.audio``'s resampling. Audio up to one clip long is filled as the front end says;
-    longer audio is the mean of the embeddings of consecutive clip-long windows, the last aligned to
-    the end (``long_audio="mean"``), or the embedding of the centred clip (``"center"``). The result
-    does not depend on ``batch_size``. The caller sets eval mode and no-grad.
-
-    Args:
-        audio: a waveform ``[t]`` or batch ``[b, t]`` (tensor or numpy array), a path, bytes,
-            an HF ``datasets`` audio dict (``{"array", "sampling_rate"}``), or a list of those
-            (waveforms of any lengths).
-        encode: clip-long windows ``[w, clip_samples]`` (CPU) -> embeddings ``[w, d]``; it
-            moves them to its device.
-        frontend: the encoder's ``clapkit.audio.FrontendConfig`` (rate, clip length, fill).
-        batch_size: windows per ``encode`` call and items decoded per chunk.
-        long_audio: ``"mean"`` or ``"center"``.
-        num_workers: threads decoding the next files while ``encode`` runs (0: none).
-        progress: show a progress bar (default: from 64 items on).
-        sample_rate: the rate of the tensors and arrays given (default: the front end's).
-
-    Returns:
-        One (unnormalised) embedding per item. Shape ``[n, d]``.
-
-    Raises:
-        clapkit.audio.AudioLoadError: naming a file that cannot be decoded, or a waveform
-            holding NaN or inf (by its index).
-        ValueError: for bad shapes, an empty input or waveform, a bad rate, an audio dict
-            without ``array`` / ``sampling_rate``, ``batch_size < 1`` or an unknown
-            ``long_audio``.
-        TypeError: ``audio`` or one of its items is of another type, or integer samples.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if long_audio not in LONG_AUDIO_MODES:
-        raise ValueError(f"long_audio must be one of {LONG_AUDIO_MODES}, got {long_audio!r}")
-    items = as_audio_items(audio, sample_rate)
-    clip = int(frontend.clip_samples)
-
-    def to_windows(wave: Tensor) -> Tensor:
-        return clip_windows(wave, clip, frontend.fill, long_audio)
-
-    outputs = []
-    with progress_bar(len(items), progress, "embed audio") as bar:
-        for waves in _iter_loaded(items, int(frontend.sample_rate), batch_size, num_workers):
-            outputs.append(_embed_windows_mean(waves, to_windows, encode, batch_size))
-            bar.update(len(waves))
-    return torch.cat(outputs)
-
-
-def check_labels(labels: Sequence[str]) -> None:
-    """Check class names: a non-empty list of non-blank strings.
-
-    Args:
-        labels: the class names.
-
-    Raises:
-        TypeError: ``labels`` is a single string (``"seven"`` would be seven one-letter classes)
-            or not a sequence, or an item is not a string (its index named).
-        ValueError: no labels, or a blank label (its index named).
-    """
-    if isinstance(labels, (str, bytes)):
-        raise TypeError(
-            f"labels must be a list of class names, got the string {labels!r}; "
-            f"for one class write [{labels!r}]"
-        )
-    if not isinstance(labels, Sequence):
-        raise TypeError(f"labels must be a list of class names, got {type(labels).__name__}")
-    if not labels:
-        raise ValueError("no labels given")
-    for index, label in enumerate(labels):
-        if not isinstance(label, str):
-            raise TypeError(f"labels[{index}] is a {type(label).__name__} ({label!r}), not a str")
-        if not label.strip():
-            raise ValueError(f"labels[{index}] is blank")
-
-
-def format_prompts(labels: Sequence[str], templates: Sequence[str]) -> list[list[str]]:
-    """Fill every template with every label.
-
-    Args:
-        labels: class names.
-        templates: strings with one ``{}`` (e.g. ``"this is a sound of {}"``).
-
-    Returns:
-        ``prompts[i][j]`` = template ``i`` filled with label ``j``.
-
-    Raises:
-        ValueError: for no labels, no templates, or a template without ``{}``.
-    """
-    check_labels(labels)
-    if isinstance(templates, str):
-        templates = [templates]
-    if not templates:
-        raise ValueError("no templates given")
-    for index, template in enumerate(templates):
-        if not isinstance(template, str):
-            raise TypeError(
-                f"templates[{index}] is a {type(template).__name__} ({template!r}), not a str"
+        Raises:
+            clapkit.audio.AudioLoadError: naming a file that cannot be decoded, or a waveform
+                holding NaN or inf (by its index).
+            ValueError: for bad shapes, an empty input or waveform, a bad rate, an audio dict
+                without ``array`` or ``sampling_rate``, or an unknown ``long_audio``.
+            TypeError: ``audio`` or one of its items is of another type, or integer samples.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            embeds = embedding_ops.embed_audio_input(
+                audio,
+                lambda windows: self.encode_audio(windows.to(self.device), fast=fast),
+                self.frontend,
+                batch_size=batch_size,
+                long_audio=long_audio,
+                num_workers=num_workers,
+                progress=progress,
+                sample_rate=sample_rate,
             )
-        if "{}" not in template:
-            raise ValueError(f"template {template!r} has no '{{}}' for the label")
-    return [[template.replace("{}", str(label)) for label in labels] for template in templates]
+        finally:
+            self.train(was_training)
+        return embedding_ops.normalize(embeds) if normalize else embeds
 
+    @torch.no_grad()
+    def embed_text(
+        self,
+        texts: str | Sequence[str],
+        *,
+        normalize: bool = True,
+        batch_size: int = 256,
+        progress: bool | None = None,
+    ) -> Tensor:
+        """Embed texts in eval mode (batched by length, so little padding is computed).
 
-def ensemble_class_embeddings(prompt_embeds: Tensor) -> Tensor:
-    """Class embeddings from their prompts' embeddings: the mean over templates, renormalised.
+        Args:
+            texts: a string or strings.
+            normalize: L2-normalise the embeddings.
+            batch_size: texts per forward pass.
+            progress: show a progress bar (default: from 64 texts on).
 
-    The one prompt-ensembling rule of clapkit (as open_clip's zero-shot classifier): used by
-    ``ClapModel.class_embeddings`` and by evaluation code that embeds (and caches) the prompts
-    itself.
+        Returns:
+            Shape ``[n, projection_dim]``, in input order.
 
-    Args:
-        prompt_embeds: L2-normalised embeddings of ``format_prompts(labels, templates)``.
-            Shape ``[t, c, d]`` (template, class, dim).
+        Raises:
+            TypeError: ``texts`` is neither a string nor a list of them, or an item is not a
+                string (its index named).
+            ValueError: for an empty list or ``batch_size < 1``.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        elif isinstance(texts, Iterable) and not isinstance(texts, (bytes, bytearray)):
+            texts = list(texts)
+        else:
+            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+        if not texts:
+            raise ValueError("no texts given (empty list)")
+        for index, text in enumerate(texts):  # before sorting by length, which needs str
+            if not isinstance(text, str):
+                shown = repr(text) if len(repr(text)) <= 60 else repr(text)[:57] + "..."
+                raise TypeError(f"texts[{index}] is a {type(text).__name__}, not a str: {shown}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        was_training = self.training
+        self.eval()
+        try:
+            parts = []
+            with embedding_ops.progress_bar(len(texts), progress, "embed text") as bar:
+                for start in range(0, len(order), batch_size):
+                    chunk = [texts[i] for i in order[start : start + batch_size]]
+                    batch = {
+                        k: v.to(self.device) for k, v in self.text_encoder.tokenize(chunk).items()
+                    }
+                    parts.append(self.encode_text(**batch))
+                    bar.update(len(chunk))
+        finally:
+            self.train(was_training)
+        sorted_embeds = torch.cat(parts)
+        embeds = torch.empty_like(sorted_embeds)
+        embeds[torch.tensor(order, device=embeds.device)] = sorted_embeds
+        return embedding_ops.normalize(embeds) if normalize else embeds
 
-    Returns:
-        Unit-norm class embeddings. Shape ``[c, d]``.
+    def class_embeddings(self, labels: Sequence[str], templates: str | Sequence[str]) -> Tensor:
+        """Normalised class embeddings for zero-shot classification.
 
-    Raises:
-        ValueError: if ``prompt_embeds`` is not 3-d.
-    """
-    if prompt_embeds.dim() != 3:
-        raise ValueError(
-            f"prompt embeddings must be [templates, classes, dim], got {tuple(prompt_embeds.shape)}"
+        Each label is put into every template; the normalised prompt embeddings are averaged
+        over templates and renormalised (prompt ensembling, as open_clip).
+
+        Args:
+            labels: class names.
+            templates: one template or several, each with one ``{}``.
+
+        Returns:
+            Shape ``[c, projection_dim]``.
+
+        Raises:
+            ValueError: for no labels/templates or a template without ``{}``.
+        """
+        templates = [templates] if isinstance(templates, str) else list(templates)
+        prompts = embedding_ops.format_prompts(labels, templates)
+        flat = [prompt for per_template in prompts for prompt in per_template]
+        embeds = self.embed_text(flat, normalize=True, progress=False)
+        embeds = embeds.reshape(len(templates), len(labels), -1)
+        return embedding_ops.ensemble_class_embeddings(embeds)
+
+    @torch.no_grad()
+    def zero_shot(
+        self,
+        audio: AudioInput,
+        labels: Sequence[str],
+        *,
+        template: str | Sequence[str] = DEFAULT_TEMPLATE,
+        multilabel: bool = False,
+        batch_size: int = 16,
+        long_audio: str = "mean",
+        fast: bool | None = None,
+        sample_rate: int | None = None,
+        progress: bool | None = None,
+    ) -> Tensor:
+        """Zero-shot class probabilities (paper section 2.3).
+
+        Args:
+            audio: as `embed_audio`.
+            labels: class names.
+            template: a prompt template with ``{}``, or several (embeddings averaged).
+            multilabel: sigmoid per class instead of softmax over classes.
+            batch_size: clips per forward pass.
+            long_audio: as `embed_audio`.
+            fast: as `embed_audio`.
+            sample_rate: as `embed_audio`.
+            progress: as `embed_audio` (the prompts are embedded without a bar).
+
+        Returns:
+            Probabilities. Shape ``[n, c]``.
+        """
+        class_embeds = self.class_embeddings(labels, template)
+        audio_embeds = self.embed_audio(
+            audio,
+            batch_size=batch_size,
+            long_audio=long_audio,
+            fast=fast,
+            sample_rate=sample_rate,
+            progress=progress,
         )
-    return normalize(prompt_embeds.float().mean(dim=0))
+        return embedding_ops.zero_shot_scores(
+            audio_embeds, class_embeds, self.logit_scale_exp, multilabel
+        )
 
+    @torch.no_grad()
+    def retrieve(
+        self,
+        queries: Sequence[str] | Tensor,
+        bank: AudioInput,
+        k: int = 10,
+        *,
+        sample_rate: int | None = None,
+        batch_size: int = 16,
+        long_audio: str = "mean",
+        progress: bool | None = None,
+    ) -> RetrievalHits:
+        """The ``k`` bank items most similar (cosine) to each query.
 
-def zero_shot_scores(
-    audio_embeds: Tensor, class_embeds: Tensor, logit_scale_exp: Tensor | float, multilabel: bool
-) -> Tensor:
-    """Class probabilities from normalised embeddings (paper section 2.3).
+        Args:
+            queries: texts (embedded with `embed_text`) or embeddings ``[q, d]`` of either
+                modality.
+            bank: audio (paths, a list of waveforms or arrays, audio dicts: anything
+                `embed_audio` takes but a tensor) or embeddings ``[n, d]``; a tensor is always
+                taken as embeddings. To search texts, pass `embed_text` output.
+            k: hits per query (at most the bank size).
+            sample_rate: as `embed_audio`, for a bank of waveforms.
+            batch_size: as `embed_audio`.
+            long_audio: as `embed_audio`.
+            progress: as `embed_audio`.
 
-    Args:
-        audio_embeds: L2-normalised audio embeddings. Shape ``[b, d]``.
-        class_embeds: L2-normalised class (prompt) embeddings. Shape ``[c, d]``.
-        logit_scale_exp: the model's logit multiplier.
-        multilabel: sigmoid per class (multilabel) instead of softmax over classes.
+        Returns:
+            `RetrievalHits` with ``scores`` and ``indices``, each ``[q, min(k, n)]``.
 
-    Returns:
-        Probabilities. Shape ``[b, c]``.
-    """
-    logits = logit_scale_exp * audio_embeds @ class_embeds.T
-    return torch.sigmoid(logits) if multilabel else logits.softmax(dim=-1)
-
-
-def normalize(x: Tensor) -> Tensor:
-    """L2-normalise rows (``[n, d]``)."""
-    return F.normalize(x, dim=-1)
-
-
-def progress_bar(total: int, progress: bool | None, desc: str) -> Any:
-    """A tqdm bar, shown when ``progress`` is true or (``None``) for long inputs."""
-    show = total >= PROGRESS_FROM if progress is None else progress
-    return tqdm(total=total, disable=not show, desc=desc, unit="item")
+        Raises:
+            ValueError: if ``k < 1`` or the embedding sizes differ.
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        query_embeds = (
+            embedding_ops.normalize(queries.to(self.device).float())
+            if isinstance(queries, Tensor)
+            else self.embed_text(queries)
+        )
+        bank_embeds = (
+            embedding_ops.normalize(bank.to(self.device).float())
+            if isinstance(bank, Tensor)
+            else self.embed_audio(
+                bank,
+                sample_rate=sample_rate,
+                batch_size=batch_size,
+                long_audio=long_audio,
+                progress=progress,
+            )
+        )
+        if query_embeds.shape[-1] != bank_embeds.shape[-1]:
+            raise ValueError(
+                f"query embeddings have {query_embeds.shape[-1]} dims, bank {bank_embeds.shape[-1]}"
+            )
+        scores, indices = (query_embeds @ bank_embeds.T).topk(min(k, bank_embeds.shape[0]), dim=-1)
+        return RetrievalHits(scores=scores, indices=indices)

@@ -22,8 +22,8 @@ from clapkit.core.convert import (
     convert_transformers,
     export_transformers,
 )
-from clapkit.core.embedding import ClapInference
-from clapkit.core.inference import normalize as l2_normalize
+from clapkit.core.embedding_ops import normalize as l2_normalize
+from clapkit.core.inference import ClapInference
 from clapkit.core.pretrained import (
     load_pretrained_weights,
     locate_pretrained,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from clapkit.core.embedding import DEFAULT_TEMPLATE
+from clapkit.core.inference import DEFAULT_TEMPLATE
 from clapkit.core.model import ClapModel
 
 __all__ = [

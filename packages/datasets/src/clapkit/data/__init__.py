@@ -11,6 +11,7 @@ from clapkit.data.dataset import (
     SkippedItem,
     item_generator,
 )
+from clapkit.data.epoch import SharedEpoch
 from clapkit.data.manifest import (
     ManifestError,
     ManifestRecord,
@@ -33,7 +34,7 @@ from clapkit.data.multitask import (
 )
 from clapkit.data.shard_sources import ShardSource, parse_sources, resolve_shards
 from clapkit.data.shard_writer import write_shards
-from clapkit.data.shards import ShardDataset, shard_samples
+from clapkit.data.shards import ShardDataset, TarMember, shard_samples
 
 __all__ = [
     "ClapCollator",
@@ -48,8 +49,10 @@ __all__ = [
     "MultiTaskRecord",
     "ShardDataset",
     "ShardSource",
+    "SharedEpoch",
     "SkippedFiles",
     "SkippedItem",
+    "TarMember",
     "WeightedTaskSampler",
     "caption_records",
     "classification_records",

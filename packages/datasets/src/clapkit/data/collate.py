@@ -8,12 +8,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.utils.data import default_collate
 
 from clapkit.data.dataset import ClapExample, SkippedItem
 
 logger = logging.getLogger(__name__)
 
 Tokenize = Callable[[list[str]], Mapping[str, torch.Tensor]]
+
+
+def stack_waveforms(waves: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[b, t]`` from ``b`` waveforms ``[t]`` (``[0, 0]`` from none).
+
+    In a DataLoader worker the batch is stacked straight into shared memory (as
+    ``default_collate`` does), so it reaches the main process without another copy; a tensor
+    stacked in ordinary memory is copied into shared memory when the worker sends it.
+
+    Args:
+        waves: equal-length waveforms.
+
+    Returns:
+        The batch.
+    """
+    return default_collate(list(waves)) if waves else torch.zeros(0, 0)
 
 
 class ClapCollator:
@@ -41,10 +58,7 @@ class ClapCollator:
             "keys": [item["key"] for item in good],
             "skipped": skipped,
         }
-        if good:
-            batch["waveform"] = torch.stack([item["waveform"] for item in good])
-        else:
-            batch["waveform"] = torch.zeros(0, 0)
+        batch["waveform"] = stack_waveforms([item["waveform"] for item in good])
         if self.tokenize is not None and good:
             batch.update(self.tokenize(batch["captions"]))
         return batch

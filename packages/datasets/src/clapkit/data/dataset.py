@@ -12,18 +12,21 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import BinaryIO, Literal, TypedDict
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from clapkit.audio import AudioLoadError, FrontendConfig, fit_length, load_audio, load_crop
+from clapkit.data.epoch import SharedEpoch, SharedEpochMixin
 from clapkit.data.manifest import ManifestRecord, read_manifest
 
 logger = logging.getLogger(__name__)
 
 OnError = Literal["skip", "raise"]
+Source = str | bytes | Path | BinaryIO
+"""A clip's audio: a path, a file's bytes, or a seekable binary file."""
 # What a broken or unreadable file raises from load_audio (AudioLoadError is a ValueError).
 LOAD_ERRORS = (ValueError, OSError, RuntimeError)
 
@@ -93,7 +96,7 @@ class ClipLoader:
         self.shift_short_clips = shift_short_clips
         self._cache: dict[str, torch.Tensor | str] = {}
 
-    def decode(self, source: str | bytes | Path, name: str) -> torch.Tensor | SkippedItem:
+    def decode(self, source: Source, name: str) -> torch.Tensor | SkippedItem:
         """The whole clip ``[t]`` at the front end's rate, or a ``SkippedItem`` when skipping.
 
         Raises:
@@ -110,7 +113,7 @@ class ClipLoader:
         return wave
 
     def load(
-        self, source: str | bytes | Path, name: str, generator: torch.Generator
+        self, source: Source, name: str, generator: torch.Generator
     ) -> torch.Tensor | SkippedItem:
         """The clip fitted to the front end (:meth:`crop`), decoding only the crop's frames.
 
@@ -169,11 +172,13 @@ class ClipLoader:
         return fit_length(wave, n, self.frontend.fill, generator=generator)
 
 
-class ManifestDataset(Dataset):
+class ManifestDataset(SharedEpochMixin, Dataset):
     """Audio-caption pairs from a manifest, loaded to an audio encoder's front-end contract.
 
     In training a caption is drawn from each clip's caption list and a random crop is taken;
-    in evaluation the first caption and a deterministic crop are used.
+    in evaluation the first caption and a deterministic crop are used. The epoch
+    (``set_epoch``) is shared with the DataLoader's workers, persistent ones included
+    (:class:`clapkit.data.SharedEpoch`).
 
     Args:
         manifest: a manifest path or already read records.
@@ -218,16 +223,12 @@ class ManifestDataset(Dataset):
             shift_short_clips=shift_short_clips,
         )
         self.seed = seed
-        self.epoch = 0
+        self.shared_epoch = SharedEpoch()
 
     @property
     def train(self) -> bool:
         """Whether items are drawn at random (training) or deterministically."""
         return self.loader.train
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose crops and captions are drawn (call before iterating)."""
-        self.epoch = epoch
 
     def labels(self) -> list[str]:
         """The sorted set of labels over the manifest."""

@@ -27,7 +27,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from clapkit.audio import FrontendConfig
+from clapkit.data.collate import stack_waveforms
 from clapkit.data.dataset import ClipLoader, OnError, SkippedItem, item_generator
+from clapkit.data.epoch import SharedEpoch, SharedEpochMixin
 from clapkit.data.manifest import ManifestError, ManifestRecord, read_json_lines
 
 __all__ = [
@@ -278,10 +280,12 @@ class MultiTaskExample(TypedDict):
     key: str
 
 
-class MultiTaskDataset(Dataset):
+class MultiTaskDataset(SharedEpochMixin, Dataset):
     """Multi-task records loaded to an audio encoder's front end (see ``ClipLoader``).
 
-    Item ``i`` of epoch ``e`` is cropped with the generator of ``(seed, e, i)``.
+    Item ``i`` of epoch ``e`` is cropped with the generator of ``(seed, e, i)``. The epoch
+    (``set_epoch``) is shared with the DataLoader's workers, persistent ones included
+    (:class:`clapkit.data.SharedEpoch`).
 
     Args:
         records: the pairs.
@@ -309,11 +313,7 @@ class MultiTaskDataset(Dataset):
             frontend, train=train, on_error=on_error or ("skip" if train else "raise"),
             cache_audio=cache_audio, shift_short_clips=shift_short_clips,
         )  # fmt: skip
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose crops are drawn."""
-        self.epoch = epoch
+        self.seed, self.shared_epoch = seed, SharedEpoch()
 
     def tasks(self) -> list[str]:
         """The task of every record, in record order (for :class:`WeightedTaskSampler`)."""
@@ -340,9 +340,8 @@ class MultiTaskCollator:
 
     def __call__(self, items: Sequence[MultiTaskExample | SkippedItem]) -> dict[str, Any]:
         good = [item for item in items if not isinstance(item, SkippedItem)]
-        waveform = torch.stack([i["waveform"] for i in good]) if good else torch.zeros(0, 0)
         return {
-            "waveform": waveform,
+            "waveform": stack_waveforms([i["waveform"] for i in good]),
             **{f"{name}s": [i[name] for i in good] for name in ("prompt", "answer", "task", "key")},
             "skipped": [item for item in items if isinstance(item, SkippedItem)],
         }
@@ -403,7 +402,8 @@ class WeightedTaskSampler(Sampler[int]):
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose order is drawn."""
+        """Select the epoch whose order is drawn (a plain attribute: a sampler is iterated in
+        the main process, never in a DataLoader worker)."""
         self.epoch = epoch
 
     def __len__(self) -> int:

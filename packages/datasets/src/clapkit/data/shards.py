@@ -8,8 +8,11 @@ Shard specs and sources: :mod:`clapkit.data.shard_sources` (brace ranges, ``pipe
    shards ``g, g + G, ...``; with ``resampled``,
    ``webdataset.ResampledShards`` draws shards with replacement, seeded per worker and epoch;
 2. samples: each shard opened by ``webdataset.gopen`` and read member by member (a shard cut off
-   is noticed, even at a member boundary where ``tarfile`` stops without a word);
-3. a shuffle of the *compressed* samples (``webdataset.shuffle``, ``shuffle_buffer`` of them);
+   is noticed, even at a member boundary where ``tarfile`` stops without a word); the audio of
+   a local shard is not read here but referenced (:class:`TarMember`) and decoded where it lies,
+   so only a crop's frames are ever read;
+3. a shuffle of the *compressed* samples (``webdataset.shuffle``, ``shuffle_buffer`` of them;
+   of a local shard, references to them);
 4. with several sources, a seeded draw of the source of each next sample by weight;
 5. decoding: only the crop's frames (``clapkit.audio.load_crop``); captions from the LAION-CLAP
    / open_clip conventions (``.json`` ``text`` or ``caption``, a string or a list, or ``.txt``).
@@ -18,6 +21,7 @@ Shard specs and sources: :mod:`clapkit.data.shard_sources` (brace ranges, ``pipe
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -25,7 +29,7 @@ import random
 import tarfile
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO, Literal
 
 import torch
 import torch.distributed as dist
@@ -33,11 +37,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from clapkit.audio import FrontendConfig
 from clapkit.data.dataset import ClapExample, ClipLoader, OnError, SkippedItem, item_generator
+from clapkit.data.epoch import SharedEpoch, SharedEpochMixin
 from clapkit.data.manifest import AUDIO_SUFFIXES
 from clapkit.data.shard_sources import SCHEME as _SCHEME
 from clapkit.data.shard_sources import ShardSource, ShardSpec, parse_sources
 
-__all__ = ["ShardDataset", "shard_samples"]
+__all__ = ["ShardDataset", "TarMember", "shard_samples"]
 
 logger = logging.getLogger(__name__)
 Sample = dict[str, Any]
@@ -50,14 +55,92 @@ _CROP_STREAM = 2**43
 _READ_BUFFER = 1 << 20  # tarfile reads a stream in RECORDSIZE (10 KiB) pieces by default
 
 
-def shard_samples(url: str) -> Iterator[Sample]:
+class TarMember:
+    """Where a member of a local tar file lies: its bytes are read in place when opened.
+
+    A shard's audio is read through this instead of being copied out of the tar: decoding a 7 s
+    crop of a 300 s member then reads the crop's frames, not the member's 26 MB, and a shuffle
+    buffer holds references, not compressed clips.
+
+    Args:
+        path: the tar file.
+        offset: where the member's data starts (bytes).
+        size: the member's size (bytes).
+    """
+
+    __slots__ = ("offset", "path", "size")
+
+    def __init__(self, path: str, offset: int, size: int) -> None:
+        self.path, self.offset, self.size = path, offset, size
+
+    def open(self) -> BinaryIO:
+        """A seekable binary file of the member alone (close it, or use ``with``); reads of
+        64 KiB, so that a decoder's many small reads are not as many calls."""
+        return io.BufferedReader(_MemberReader(self), buffer_size=1 << 16)
+
+    def read(self) -> bytes:
+        """The member's bytes."""
+        with self.open() as member:
+            return member.read()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"TarMember({self.path!r}, offset={self.offset}, size={self.size})"
+
+
+class _MemberReader(io.RawIOBase):
+    """A read-only, seekable window ``[offset, offset + size)`` on a file (``os.pread``)."""
+
+    def __init__(self, member: TarMember) -> None:
+        super().__init__()
+        self._fd = os.open(member.path, os.O_RDONLY)
+        self._start, self._size, self._position = member.offset, member.size, 0
+        self.name = f"{member.path}@{member.offset}"
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        count = max(0, min(len(view), self._size - self._position))
+        if not count:
+            return 0
+        read = os.preadv(self._fd, [view[:count]], self._start + self._position)
+        self._position += read
+        return read
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise OSError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def shard_samples(url: str, *, in_place: bool = False) -> Iterator[Sample]:
     """The samples of one shard, members grouped by the name before the first dot.
 
     Args:
         url: A local path or anything ``webdataset.gopen`` opens (``pipe:...``, ``https://``).
+        in_place: for a local shard, give audio members as :class:`TarMember` references
+            (read where they lie when decoded) instead of their bytes.
 
     Yields:
-        One dict per sample: ``__key__``, ``__url__`` and a lower-case ``.suffix`` -> bytes.
+        One dict per sample: ``__key__``, ``__url__`` and a lower-case ``.suffix`` -> bytes
+        (or a ``TarMember`` for an audio member with ``in_place``).
 
     Raises:
         tarfile.ReadError: The shard is cut off or corrupt (named by its byte offset).
@@ -78,11 +161,12 @@ def shard_samples(url: str) -> Iterator[Sample]:
     sample: Sample = {}
     # a local file is read in place (random access); a pipe or URL as a stream
     local = not _SCHEME.match(url) and os.path.isfile(url)
+    length = os.path.getsize(url) if local else 0
     with (
         gopen(url, "rb", bufsize=_READ_BUFFER) as stream,
         tarfile.open(
             fileobj=stream,
-            mode="r:*" if local else "r|*",
+            mode=_local_mode(stream) if local else "r|*",
             tarinfo=_LastHeader,
             bufsize=_READ_BUFFER,
         ) as tar,
@@ -98,9 +182,20 @@ def shard_samples(url: str) -> Iterator[Sample]:
                 sample = {}
             sample.setdefault("__key__", key)
             sample["__url__"] = url
+            if not dot:
+                continue
+            suffix = "." + suffix.lower()
+            if in_place and local and tar.fileobj is stream and suffix in AUDIO_SUFFIXES:
+                if member.offset_data + member.size > length:
+                    raise tarfile.ReadError(
+                        f"cut off inside member {member.name}: its data ends at byte "
+                        f"{member.offset_data + member.size}, the file at {length}"
+                    )
+                sample[suffix] = TarMember(url, member.offset_data, member.size)
+                continue
             handle = tar.extractfile(member)
-            if dot and handle is not None:
-                sample["." + suffix.lower()] = handle.read()
+            if handle is not None:
+                sample[suffix] = handle.read()
         block = _LastHeader.block
         if len(block) != tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
             raise tarfile.ReadError(
@@ -109,6 +204,12 @@ def shard_samples(url: str) -> Iterator[Sample]:
             )
     if sample:  # only now: a cut may have taken the last clip's other members
         yield sample
+
+
+def _local_mode(stream: Any) -> Literal["r:", "r:*"]:
+    """``"r:"`` for an uncompressed tar (tarfile's ``"r:*"`` first tries three decompressors)."""
+    head = stream.peek(tarfile.BLOCKSIZE)[: tarfile.BLOCKSIZE]
+    return "r:" if head[257:262] == b"ustar" else "r:*"
 
 
 def _captions(sample: Sample) -> tuple[list[str], str | None, dict[str, Any]]:
@@ -128,7 +229,7 @@ def _captions(sample: Sample) -> tuple[list[str], str | None, dict[str, Any]]:
     return [t for t in texts if isinstance(t, str) and t.strip()], None, meta
 
 
-class ShardDataset(IterableDataset):
+class ShardDataset(SharedEpochMixin, IterableDataset):
     """Streams clips from WebDataset shards, split per rank and per DataLoader worker.
 
     In one pass (default), global worker ``g = rank * num_workers + worker_id`` reads shards
@@ -137,6 +238,8 @@ class ShardDataset(IterableDataset):
     exactly ``samples_per_epoch // G`` clips (cycling its shards if needed), so all ranks take
     the same number of steps. With ``resampled`` (implied by several sources) shards are drawn
     with replacement (``webdataset.ResampledShards``) and ``samples_per_epoch`` sets the epoch.
+    The epoch (``set_epoch``) is shared with the DataLoader's workers, persistent ones included
+    (:class:`clapkit.data.SharedEpoch`); each pass reads it once, when it starts.
 
     Args:
         shards: a spec, a sources file, or entries (:func:`clapkit.data.parse_sources`).
@@ -190,27 +293,23 @@ class ShardDataset(IterableDataset):
         self.shuffle_buffer = shuffle_buffer if train else 0
         self.samples_per_epoch = samples_per_epoch
         self.require_captions = train if require_captions is None else require_captions
-        self.epoch = 0
+        self.shared_epoch = SharedEpoch()
 
     @property
     def shards(self) -> list[str]:
         """Every shard URL of every source."""
         return [url for source in self.sources for url in source.urls]
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose shard order, crops and captions are drawn."""
-        self.epoch = epoch
-
     def _worker(self) -> tuple[int, int]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
         return self.rank * workers + worker, self.world_size * workers
 
-    def _rng(self, stream: int) -> random.Random:
-        """A Python generator of this epoch's draws in one stream (webdataset takes those)."""
-        return random.Random(item_generator(self.seed, self.epoch, stream).initial_seed())
+    def _rng(self, epoch: int, stream: int) -> random.Random:
+        """A Python generator of an epoch's draws in one stream (webdataset takes those)."""
+        return random.Random(item_generator(self.seed, epoch, stream).initial_seed())
 
-    def _urls(self, source: int, index: int) -> Iterator[str]:
+    def _urls(self, epoch: int, source: int, index: int) -> Iterator[str]:
         """This worker's shard URLs of one source (finite in one pass, endless resampled)."""
         from webdataset import ResampledShards, split_by_worker
 
@@ -218,13 +317,13 @@ class ShardDataset(IterableDataset):
         if self.resampled:
             shards = ResampledShards(
                 urls,
-                seed=self._rng(_SHARD_ORDER_STREAM + (source << 20)).getrandbits(31),
+                seed=self._rng(epoch, _SHARD_ORDER_STREAM + (source << 20)).getrandbits(31),
                 worker_seed=lambda: index,
                 deterministic=True,
             )
             return (shard["url"] for shard in shards)
         if self.loader.train:
-            generator = item_generator(self.seed, self.epoch, _SHARD_ORDER_STREAM)
+            generator = item_generator(self.seed, epoch, _SHARD_ORDER_STREAM)
             urls = [urls[i] for i in torch.randperm(len(urls), generator=generator).tolist()]
         # split by node (this rank's blocks of one shard per worker), then webdataset's
         # split_by_worker: global worker g = rank * workers + worker reads shards g, g + G, ...
@@ -235,35 +334,37 @@ class ShardDataset(IterableDataset):
     def _samples(self, urls: Iterator[str]) -> Iterator[Sample | SkippedItem]:
         for url in urls:
             try:
-                yield from shard_samples(url)
+                yield from shard_samples(url, in_place=True)
             except (tarfile.TarError, OSError, ValueError) as error:
                 if self.loader.on_error == "raise":
                     raise ValueError(f"{url}: unreadable shard ({error})") from error
                 logger.warning("skipping the rest of bad shard %s: %s", url, error)
                 yield SkippedItem(key=url.rsplit("/", 1)[-1], source=url, reason=str(error))
 
-    def _source_stream(self, source: int, index: int) -> Iterator[Sample | SkippedItem]:
+    def _source_stream(self, epoch: int, source: int, index: int) -> Iterator[Sample | SkippedItem]:
         from webdataset import shuffle
 
-        samples = self._samples(self._urls(source, index))
+        samples = self._samples(self._urls(epoch, source, index))
         if self.shuffle_buffer > 1:
-            rng = self._rng(_BUFFER_STREAM + (source << 20) + index)
+            rng = self._rng(epoch, _BUFFER_STREAM + (source << 20) + index)
             samples = shuffle(self.shuffle_buffer, self.shuffle_buffer, rng=rng)(samples)
         return samples
 
-    def _mixed(self, index: int) -> Iterator[Sample | SkippedItem]:
+    def _mixed(self, epoch: int, index: int) -> Iterator[Sample | SkippedItem]:
         """One source's stream, or the sources drawn by weight for every sample."""
         if len(self.sources) == 1:
-            yield from self._source_stream(0, index)
+            yield from self._source_stream(epoch, 0, index)
             return
-        streams = [self._source_stream(i, index) for i in range(len(self.sources))]
+        streams = [self._source_stream(epoch, i, index) for i in range(len(self.sources))]
         weights = [s.weight for s in self.sources]
-        rng = self._rng(_MIX_STREAM + index)
+        rng = self._rng(epoch, _MIX_STREAM + index)
         while True:
             (stream,) = rng.choices(streams, weights)
             yield next(stream)
 
-    def _decode(self, sample: Sample, draws: torch.Generator | None) -> ClapExample | SkippedItem:
+    def _decode(
+        self, sample: Sample, epoch: int, draws: torch.Generator | None
+    ) -> ClapExample | SkippedItem:
         """The sample's clip and caption; crops drawn from ``draws`` or the key's own generator."""
         key, url = sample["__key__"], sample["__url__"]
         name = f"{url}:{key}"
@@ -279,8 +380,12 @@ class ShardDataset(IterableDataset):
                 raise ValueError(f"{name}: {problem}")
             logger.warning("skipping sample %s: %s", name, problem)
             return SkippedItem(key=key, source=name, reason=problem)
-        generator = draws or item_generator(self.seed, self.epoch, zlib.crc32(key.encode()))
-        wave = self.loader.load(audio, name, generator)
+        generator = draws or item_generator(self.seed, epoch, zlib.crc32(key.encode()))
+        if isinstance(audio, TarMember):  # a local shard's member, read where it lies
+            with audio.open() as member:
+                wave = self.loader.load(member, name, generator)
+        else:
+            wave = self.loader.load(audio, name, generator)
         if isinstance(wave, SkippedItem):
             return wave
         pick = 0
@@ -295,22 +400,25 @@ class ShardDataset(IterableDataset):
         )
 
     def __iter__(self) -> Iterator[ClapExample | SkippedItem]:
+        epoch = self.epoch  # once: a pass is one epoch's even if set_epoch comes meanwhile
         index, total = self._worker()
         if not self.resampled and len(self.shards) < total:
             logger.warning("%d shards for %d workers: some read nothing", len(self.shards), total)
         quota = None if self.samples_per_epoch is None else self.samples_per_epoch // total
         # resampled, a clip may come back in the same epoch: it gets a new crop from the worker's
         # (seeded, ordered) stream; in one pass each clip's draws depend on its key alone
-        draws = (
-            item_generator(self.seed, self.epoch, _CROP_STREAM + index) if self.resampled else None
-        )
+        draws = item_generator(self.seed, epoch, _CROP_STREAM + index) if self.resampled else None
         produced = 0
         while quota is None or produced < quota:
             before = produced
-            for sample in self._mixed(index):
+            for sample in self._mixed(epoch, index):
                 if quota is not None and produced >= quota:
                     break
                 produced += 1
-                yield sample if isinstance(sample, SkippedItem) else self._decode(sample, draws)
+                yield (
+                    sample
+                    if isinstance(sample, SkippedItem)
+                    else self._decode(sample, epoch, draws)
+                )
             if quota is None or produced == before:
                 break

@@ -179,7 +179,8 @@ def build_train_data(
         num_processes: how many processes train.
 
     Returns:
-        The dataset and its loader (shuffled with its own seeded generator for a manifest).
+        The dataset and its loader (shuffled with its own seeded generator for a manifest; with
+        workers, they persist across epochs: set the dataset's epoch before ``iter(loader)``).
 
     Raises:
         SystemExit: shards on several processes without ``samples_per_epoch`` (ranks would
@@ -228,7 +229,13 @@ def build_train_data(
             **common,
         )
         shuffle = {"shuffle": True, "generator": torch.Generator().manual_seed(cfg.seed)}
-    workers = {"prefetch_factor": cfg.prefetch_factor} if cfg.num_workers else {}
+    # persistent workers keep their processes (and decoders, resampling kernels) across epochs;
+    # the datasets' epoch is shared memory (clapkit.data.SharedEpoch), so set_epoch reaches them
+    workers = (
+        {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": True}
+        if cfg.num_workers
+        else {}
+    )
     loader = DataLoader(
         dataset,
         batch_size=cfg.batch_size,

@@ -54,6 +54,7 @@ from clapkit.train.folds import (
     load_classification_data,
     target_tensor,
 )
+from clapkit.train.loaders import loader_options
 from clapkit.train.presets.finetune import (
     NOTES,
     PAPER_ESC50,
@@ -124,8 +125,9 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
         )
         loader = DataLoader(
             self.train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=ClapCollator(),
-            num_workers=cfg.num_workers, drop_last=True,
-            generator=torch.Generator().manual_seed(cfg.seed),
+            drop_last=True, generator=torch.Generator().manual_seed(cfg.seed),
+            # each fold sets the training set's records in this process: workers start afresh
+            **loader_options(cfg.num_workers, persistent=False),
         )  # fmt: skip
         groups = self.classifier.parameter_groups(cfg.lr, cfg.encoder_lr_ratio)
         optimizer = torch.optim.AdamW(

@@ -140,9 +140,14 @@ class PretrainClapRecipe(TrainingRecipe[Config]):
         if cfg.compile:  # static shapes: the fixed crop, captions padded to a few lengths
             self.tokenize = functools.partial(self.tokenize, pad_to_multiple_of=cfg.caption_bucket)
         data = build_train_data(
-            cfg, dataclasses.replace(frontend, clip_seconds=cfg.clip_seconds),
-            self.tokenize, manifest=self.train_manifest,
-            rank=accelerator.process_index, num_processes=accelerator.num_processes,
+            dataclasses.replace(frontend, clip_seconds=cfg.clip_seconds), self.tokenize,
+            manifest=self.train_manifest, shards=cfg.train_shards, batch_size=cfg.batch_size,
+            seed=cfg.seed, rank=accelerator.process_index,
+            num_processes=accelerator.num_processes, num_workers=cfg.num_workers,
+            prefetch_factor=cfg.prefetch_factor, samples_per_epoch=cfg.samples_per_epoch,
+            shuffle_buffer=cfg.shuffle_buffer, resampled=cfg.resampled_shards,
+            cache_audio=cfg.cache_audio, shift_short_clips=cfg.shift_short_clips,
+            on_error=cfg.on_error,
         )  # fmt: skip
         self.train_data = data.dataset
         self.tasks = load_zero_shot_tasks(

@@ -53,6 +53,7 @@ from clapkit.train.checkpointing import (
     written_aside,
 )
 from clapkit.train.demo import fsdd_manifests
+from clapkit.train.loaders import loader_options
 from clapkit.train.presets.captioning import (
     PRESET_NOTES,
     RESUMABLE_CHANGES,
@@ -162,7 +163,7 @@ class TrainCaptionerRecipe(TrainingRecipe[Config]):
         )
         loader = DataLoader(
             self.train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=ClapCollator(),
-            num_workers=cfg.num_workers,
+            **loader_options(cfg.num_workers),
             # its own generator: creating the epoch's iterator draws no number from the global
             # RNG, so dropout after a mid-epoch resume sees the numbers of an unbroken run
             generator=torch.Generator().manual_seed(cfg.seed),

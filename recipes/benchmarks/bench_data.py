@@ -8,10 +8,12 @@ Part 1 writes 16-bit FLAC files of 5 s, 30 s and 300 s at 44.1 kHz and at 16 kHz
 process, on the same files: (a) soundfile reading a 7 s crop's frames alone (the limit), the
 former path (whole decode, ``torchaudio.functional.resample`` without a cache, then the crop),
 (b) ``load_crop`` at the file's rate, (c) ``load_crop`` resampled (16 kHz files to the paper's
-44.1 kHz, 44.1 kHz files to 48 kHz), and (d) ``ManifestDataset`` and ``ShardDataset`` loaders
-to collated batches (0 and ``--workers`` workers, per worker), with the workers one GPU needs
-for 5,000 samples/s. Every figure is printed with its ratio to (a) measured in the same run:
-the cases of one file set take turns for ``--rounds`` rounds and each keeps its best round. It
+44.1 kHz, 44.1 kHz files to 48 kHz), (e) for the 16 kHz files, ``load_crop`` of copies resampled
+once to 44.1 kHz as 24-bit FLAC (what ``clapkit-make-shards --resample-to`` stores), and (d)
+``ManifestDataset`` and ``ShardDataset`` loaders to collated batches (0 and ``--workers``
+workers, per worker), with the workers one GPU needs for 5,000 samples/s. Every figure is
+printed with its ratio to (a) measured in the same run: the cases of one file set take turns
+for ``--rounds`` rounds and each keeps its best round. It
 also prints the memory a 7 s crop of a 60 s file takes while decoding and keeps, by the former
 path and by ``load_crop``. Part 2 times full-size HTSAT-22 + GPT2 (124M) training steps (random
 weights, fp32 on CPU, bf16 autocast on GPU). ``--quick``: one file per duration and rate, no
@@ -77,6 +79,18 @@ def make_flacs(folder: Path, count: int, seconds: float = 10.0, rate: int = 4410
         paths.append(folder / f"clip{seconds:g}s{rate}_{i:03d}.flac")
         sf.write(paths[-1], wave, rate, subtype="PCM_16")
     return paths
+
+
+def resampled_once(paths: list[Path], rate: int) -> list[Path]:
+    """The files decoded, resampled to ``rate`` and stored as 24-bit FLAC, as
+    ``clapkit-make-shards --resample-to`` stores them (its epochs never resample)."""
+    from clapkit.audio import load_audio
+
+    copies = []
+    for path in paths:
+        copies.append(path.with_name(f"{path.stem}_at{rate}.flac"))
+        sf.write(copies[-1], load_audio(path, rate).numpy(), rate, subtype="PCM_24")
+    return copies
 
 
 def decoder_alone(crop: int) -> Callable[[Path, torch.Generator], object]:
@@ -156,10 +170,13 @@ def bench_data(
                     "(b) crop decode (load_crop, native rate)": crop_at(rate),
                     f"(c) crop decode + resample to {other}": crop_at(other),
                 }
-                figures = interleaved(
-                    {case: functools.partial(per_second, w, paths) for case, w in works.items()},
-                    rounds,
-                )
+                cases = {case: functools.partial(per_second, w, paths) for case, w in works.items()}
+                if rate != paper.sample_rate:  # what training reads from resampled shards
+                    once = resampled_once(paths, paper.sample_rate)
+                    cases["(e) crop decode of a copy resampled once (make-shards)"] = (
+                        functools.partial(per_second, crop_at(paper.sample_rate), once)
+                    )
+                figures = interleaved(cases, rounds)
                 rows += _report(f"{seconds:g} s at {rate} Hz", figures)
         rows += _loaders(Path(tmp), files, durations, paper, workers, rounds)
         rows += crop_memory(Path(tmp))

@@ -19,7 +19,6 @@ from clapkit.train.loaders import (
     shard_batches_per_epoch,
     skip_batches,
 )
-from clapkit.train.presets.clap import Config
 
 FSDD = Path(__file__).resolve().parents[3] / "data" / "fsdd" / "recordings"
 # 0.2 s crops at the files' 8 kHz: shorter than every clip, so every crop is a random draw
@@ -79,16 +78,14 @@ def test_persistent_workers_draw_every_epoch_and_a_resume_repeats_it(
     ]
     manifest = write_manifest(records, tmp_path / "train.jsonl")
     write_shards(records, tmp_path / "shards", samples_per_shard=2)  # 4 shards, 2 per worker
-    cfg = Config(
-        train_shards=(str(tmp_path / "shards"),) if shards else (),
-        samples_per_epoch=8 if shards else None,
-        shuffle_buffer=2, batch_size=2, num_workers=2, prefetch_factor=2, seed=5,
-    )  # fmt: skip
 
     def loader_of() -> tuple[Any, Any]:
         data = build_train_data(
-            cfg, CROP, no_tokens, manifest=str(manifest), rank=0, num_processes=1
-        )
+            CROP, no_tokens, manifest=str(manifest),
+            shards=[str(tmp_path / "shards")] if shards else [],
+            samples_per_epoch=8 if shards else None, shuffle_buffer=2, batch_size=2,
+            num_workers=2, prefetch_factor=2, seed=5,
+        )  # fmt: skip
         assert data.loader.persistent_workers
         loader = prepare_train_loader(
             accelerator, data.loader, splits_itself=data.splits_itself,
@@ -113,6 +110,18 @@ def test_persistent_workers_draw_every_epoch_and_a_resume_repeats_it(
     assert all(torch.equal(a, b) for a, b in zip(resumed, second[2:], strict=True))
     again = epoch(dataset, loader, 1, done=1)  # the persistent loader itself, resumed
     assert all(torch.equal(a, b) for a, b in zip(again, second[1:], strict=True))
+
+
+def test_loader_options_keep_workers_unless_the_dataset_changes_between_epochs() -> None:
+    from clapkit.train.loaders import loader_options
+
+    pinned = torch.cuda.is_available()
+    assert loader_options(0) == {"num_workers": 0, "pin_memory": pinned}
+    assert loader_options(2, 3) == {
+        "num_workers": 2, "pin_memory": pinned, "persistent_workers": True, "prefetch_factor": 3,
+    }  # fmt: skip
+    assert loader_options(2, persistent=False)["persistent_workers"] is False
+    DataLoader(range(4), **loader_options(1, 2))  # torch accepts them
 
 
 class Functional(torch.nn.Module):

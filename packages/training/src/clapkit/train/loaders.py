@@ -16,7 +16,9 @@ So :func:`prepare_train_loader` leaves a self-splitting loader unprepared
 (:class:`SelfSplitLoader`: batches moved to the device, a known length per epoch, resumable by
 skipping batches)::
 
-    data = build_train_data(cfg, frontend, tokenize, manifest=None, rank=0, num_processes=2)
+    data = build_train_data(frontend, tokenize, manifest=None, shards=["train-{0000..0099}.tar"],
+                            batch_size=64, seed=0, rank=0, num_processes=2, num_workers=4,
+                            samples_per_epoch=100_000)
     loader = prepare_train_loader(accelerator, data.loader, splits_itself=data.splits_itself,
                                   batches_per_epoch=data.batches_per_epoch)
     for batch in skip_batches(accelerator, loader, progress.batches_in_epoch): ...
@@ -26,13 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
 
 __all__ = [
     "SelfSplitLoader",
     "TrainData",
     "build_train_data",
+    "loader_options",
     "prepare_train_loader",
     "shard_batches_per_epoch",
     "skip_batches",
@@ -156,27 +159,78 @@ class TrainData:
     batches_per_epoch: int | None = None
 
 
+def loader_options(
+    num_workers: int, prefetch_factor: int | None = None, *, persistent: bool = True
+) -> dict[str, Any]:
+    """The DataLoader arguments every training loader shares, for ``num_workers`` workers.
+
+    With workers, they persist across epochs (their processes, open decoders and resampling
+    kernels stay; the datasets' epoch is shared memory, ``clapkit.data.SharedEpoch``, so the
+    recipe sets it before ``iter(loader)``) and each prepares ``prefetch_factor`` batches
+    ahead. On CUDA, batches are pinned so that their copy to the GPU does not block the host.
+
+    Args:
+        num_workers: DataLoader worker processes (0: loading in the main process).
+        prefetch_factor: batches each worker prepares ahead (None: torch's default, 2).
+        persistent: False when the main process changes the dataset between epochs other than
+            by ``set_epoch`` (fine-tuning's folds): workers started afresh see the change.
+
+    Returns:
+        ``num_workers``, ``pin_memory`` and, with workers, ``persistent_workers`` and
+        ``prefetch_factor``.
+    """
+    import torch
+
+    options: dict[str, Any] = {
+        "num_workers": num_workers, "pin_memory": torch.cuda.is_available(),
+    }  # fmt: skip
+    if num_workers:
+        options["persistent_workers"] = persistent
+        if prefetch_factor is not None:
+            options["prefetch_factor"] = prefetch_factor
+    return options
+
+
 def build_train_data(
-    cfg: Any,
     frontend: Any,
     tokenize: Callable[[list[str]], Any],
     *,
     manifest: str | None,
-    rank: int,
-    num_processes: int,
+    shards: Sequence[str] = (),
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    num_processes: int = 1,
+    num_workers: int = 0,
+    prefetch_factor: int | None = None,
+    samples_per_epoch: int | None = None,
+    shuffle_buffer: int = 2000,
+    resampled: bool = False,
+    cache_audio: bool = False,
+    shift_short_clips: bool = False,
+    on_error: Literal["skip", "raise"] = "skip",
 ) -> TrainData:
     """The training data of a contrastive run: a manifest, or tar shards read per rank.
 
     Args:
-        cfg: a config with ``train_shards`` (specs), ``shuffle_buffer``, ``resampled_shards``,
-            ``samples_per_epoch``, ``seed``, ``on_error``,
-            ``cache_audio``, ``shift_short_clips``, ``batch_size``, ``num_workers`` and
-            ``prefetch_factor``.
         frontend: the training front end (the encoder's, with the training crop).
         tokenize: the text encoder's tokenizer (the collator tokenizes captions).
-        manifest: the training manifest when there are no shards.
+        manifest: the training manifest, read when there are no ``shards``.
+        shards: WebDataset shard specs (``clapkit.data.ShardDataset``: folders, globs, brace
+            ranges, ``pipe:``, URLs, ``NAME=SPEC:WEIGHT`` sources).
+        batch_size: clips per batch on this process.
+        seed: the data's seed (crops, captions, shuffles).
         rank: this process's index.
         num_processes: how many processes train.
+        num_workers: DataLoader workers (persistent: :func:`loader_options`).
+        prefetch_factor: batches each worker prepares ahead.
+        samples_per_epoch: shards: clips per epoch over all processes (needed with several
+            processes, so that every rank takes the same number of steps).
+        shuffle_buffer: shards: compressed samples shuffled in each worker's buffer.
+        resampled: shards: drawn with replacement (epochs without a pass over the data).
+        cache_audio: a manifest's decoded clips kept in memory.
+        shift_short_clips: clips shorter than the crop placed at a random offset.
+        on_error: a bad file skipped (named, counted) or fatal.
 
     Returns:
         The dataset and its loader (shuffled with its own seeded generator for a manifest; with
@@ -184,66 +238,43 @@ def build_train_data(
 
     Raises:
         SystemExit: shards on several processes without ``samples_per_epoch`` (ranks would
-            take different numbers of steps and hang), or an epoch too small for a batch.
+            take different numbers of steps and hang), no manifest and no shards, or an epoch
+            too small for a batch.
     """
     import torch
     from torch.utils.data import DataLoader
 
     from clapkit.data import ClapCollator, ManifestDataset, ShardDataset
 
-    common = {"train": True, "seed": cfg.seed, "on_error": cfg.on_error}
+    common: dict[str, Any] = {"train": True, "seed": seed, "on_error": on_error}
     batches: int | None = None
     shuffle: dict[str, Any] = {}
-    if cfg.train_shards:
-        if cfg.samples_per_epoch is None and num_processes > 1:
+    if shards:
+        if samples_per_epoch is None and num_processes > 1:
             raise SystemExit(
                 "--train-shards with several processes needs --samples-per-epoch "
                 "(every rank must take the same number of steps)"
             )
-        shards = cfg.train_shards[0] if len(cfg.train_shards) == 1 else list(cfg.train_shards)
         dataset: Any = ShardDataset(
-            shards,
-            frontend,
-            samples_per_epoch=cfg.samples_per_epoch,
-            rank=rank,
-            world_size=num_processes,
-            shuffle_buffer=cfg.shuffle_buffer,
-            resampled=cfg.resampled_shards,
-            **common,
-        )
-        if cfg.samples_per_epoch is not None:
+            shards[0] if len(shards) == 1 else list(shards), frontend,
+            samples_per_epoch=samples_per_epoch, rank=rank, world_size=num_processes,
+            shuffle_buffer=shuffle_buffer, resampled=resampled, **common,
+        )  # fmt: skip
+        if samples_per_epoch is not None:
             batches = shard_batches_per_epoch(
-                cfg.samples_per_epoch,
-                batch_size=cfg.batch_size,
-                num_workers=cfg.num_workers,
+                samples_per_epoch, batch_size=batch_size, num_workers=num_workers,
                 num_processes=num_processes,
-            )
+            )  # fmt: skip
     else:
         if manifest is None:
             raise SystemExit("give --train-manifest or --train-shards")
         dataset = ManifestDataset(
-            manifest,
-            frontend,
-            cache_audio=cfg.cache_audio,
-            shift_short_clips=cfg.shift_short_clips,
+            manifest, frontend, cache_audio=cache_audio, shift_short_clips=shift_short_clips,
             **common,
-        )
-        shuffle = {"shuffle": True, "generator": torch.Generator().manual_seed(cfg.seed)}
-    # persistent workers keep their processes (and decoders, resampling kernels) across epochs;
-    # the datasets' epoch is shared memory (clapkit.data.SharedEpoch), so set_epoch reaches them
-    workers = (
-        {"prefetch_factor": cfg.prefetch_factor, "persistent_workers": True}
-        if cfg.num_workers
-        else {}
-    )
+        )  # fmt: skip
+        shuffle = {"shuffle": True, "generator": torch.Generator().manual_seed(seed)}
     loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        collate_fn=ClapCollator(tokenize),
-        num_workers=cfg.num_workers,
-        drop_last=True,
-        pin_memory=torch.cuda.is_available(),  # copied to the GPU without blocking the host
-        **workers,
-        **shuffle,
-    )
-    return TrainData(dataset, loader, bool(cfg.train_shards), batches)
+        dataset, batch_size=batch_size, collate_fn=ClapCollator(tokenize), drop_last=True,
+        **loader_options(num_workers, prefetch_factor), **shuffle,
+    )  # fmt: skip
+    return TrainData(dataset, loader, bool(shards), batches)

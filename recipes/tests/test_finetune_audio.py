@@ -23,7 +23,7 @@ from clapkit.train.demo import DIGITS
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import finetune_audio  # noqa: E402
-from recipe_runner import RECIPES, kill_during_save, launch, run_failing  # noqa: E402
+from recipe_runner import INSTRUMENTED, RECIPES, kill_during_save, launch, run, run_failing  # noqa: E402
 
 FSDD = RECIPES.parent / "data" / "fsdd"
 QUIET = ("--preset", "smoke", "--log-with", "none")
@@ -268,3 +268,22 @@ def test_multilabel_manifest_trains_with_bce_and_reports_map(tmp_path: Path) -> 
         "| fold | epoch kept | test clips | zero-shot mAP % | full mAP % |"
         in (out / "report.md").read_text()
     )
+
+
+def test_each_fold_trains_on_its_own_clips_with_loader_workers(tmp_path: Path) -> None:
+    """With DataLoader workers, the second fold's batches come from its own training set: the
+    loader's workers start afresh for each fold (persistent ones would keep the first fold's
+    records, which the main process replaced)."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    run([
+        sys.executable, str(INSTRUMENTED), "--record-keys", str(keys),
+        str(RECIPES / "finetune_audio.py"), *QUIET, "--demo.clips-per-digit", "2",
+        "--test-folds", "theo", "jackson", "--epochs", "1", "--num-workers", "1",
+        "--global-batch-size", "8", "--batch-size", "8", "--output-dir", str(tmp_path / "run"),
+    ])  # fmt: skip
+    seen = [line.split("\t")[1] for line in (keys / "keys.rank0.tsv").read_text().splitlines()]
+    per_fold = 56  # 60 training clips (3 speakers x 10 digits x 2), whole batches of 8
+    assert len(seen) == 2 * per_fold
+    speakers = [{key.split("_")[1] for key in fold} for fold in (seen[:per_fold], seen[per_fold:])]
+    assert speakers == [{"jackson", "nicolas", "yweweler"}, {"theo", "nicolas", "yweweler"}]

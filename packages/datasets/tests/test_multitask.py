@@ -149,6 +149,25 @@ def test_dataset_loads_crops_and_collates(clip_folder: Path) -> None:
     assert torch.equal(data[1]["waveform"], again[1]["waveform"])  # type: ignore[index]
 
 
+def test_dataset_decodes_only_the_crop_whole_clip_decoding_would_cut(clip_folder: Path) -> None:
+    from clapkit.audio import load_audio
+    from clapkit.data.dataset import ClipLoader, item_generator
+
+    clips = sorted(clip_folder.glob("*.flac"))
+    records = [MultiTaskRecord(c, "digit", "which digit", c.name[0], c.stem) for c in clips]
+    data = MultiTaskDataset(records, FRONTEND, train=True, seed=3)
+    data.set_epoch(2)
+    whole = ClipLoader(FRONTEND, train=True)
+    longer = 0
+    for index, clip in enumerate(clips):
+        expected = whole.crop(load_audio(clip, 8000), item_generator(3, 2, index))
+        got = data[index]["waveform"]  # type: ignore[index]
+        assert torch.equal(got, expected), clip.name
+        assert got.untyped_storage().nbytes() == 4000 * 4  # the crop alone is kept
+        longer += load_audio(clip, 8000).shape[0] > 4000
+    assert 0 < longer < len(clips)  # both cases: a crop cut from a longer clip, a filled one
+
+
 def test_sampler_gives_each_task_its_weighted_share() -> None:
     tasks = ["big"] * 90 + ["small"] * 10
     plain = Counter(tasks[i] for i in WeightedTaskSampler(tasks, num_samples=4000, seed=0))

@@ -324,13 +324,14 @@ class MultiTaskDataset(SharedEpochMixin, Dataset):
 
     def __getitem__(self, index: int) -> MultiTaskExample | SkippedItem:
         record = self.records[index]
-        wave = self.loader.decode(record.audio, str(record.audio))
+        generator = item_generator(self.seed, self.epoch if self.loader.train else 0, index)
+        # only the crop's frames are decoded (the crop whole-clip decoding would cut)
+        wave = self.loader.load(record.audio, str(record.audio), generator)
         if isinstance(wave, SkippedItem):
             return SkippedItem(key=record.key, source=str(record.audio), reason=wave.reason)
-        generator = item_generator(self.seed, self.epoch if self.loader.train else 0, index)
         return MultiTaskExample(
-            waveform=self.loader.crop(wave, generator), task=record.task, prompt=record.prompt,
-            answer=record.answer, key=record.key,
+            waveform=wave, task=record.task, prompt=record.prompt, answer=record.answer,
+            key=record.key,
         )  # fmt: skip
 
 

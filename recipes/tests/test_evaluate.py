@@ -19,6 +19,7 @@ import torch
 from clapkit.caption import ClapCaptioner, evaluate_captions
 from clapkit.core import ClapModel, build_clap
 from clapkit.core.metrics import accuracy, mean_average_precision, retrieval_metrics
+from clapkit.core.testing import RecordingHubApi
 from clapkit.data.tasks import get_task
 
 RECIPES = Path(__file__).resolve().parents[1]
@@ -301,25 +302,11 @@ def evaluate_module() -> Any:
     return recipe
 
 
-class FakeHubApi:
-    """Records what would reach the hub."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def create_repo(self, repo_id: str, **kwargs: Any) -> None:
-        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-
-    def create_commit(self, repo_id: str, **kwargs: Any) -> Any:
-        self.calls.append(("create_commit", {"repo_id": repo_id, **kwargs}))
-        return type("Commit", (), {"commit_url": "https://hub/org/clap/commit/1"})()
-
-
 def test_push_to_hub_sends_the_checkpoint_with_its_metrics(
     models: tuple[Path, Path], first_run: tuple[Path, Any]
 ) -> None:
     out, _ = first_run
-    api = FakeHubApi()
+    api = RecordingHubApi("https://hub/org/clap/commit/1")
     url = evaluate_module().push_evaluated(models[0], out / "metrics.json", "org/clap", api=api)
     assert url == "https://hub/org/clap/commit/1"
     (_, commit) = api.calls[-1]

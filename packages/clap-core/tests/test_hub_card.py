@@ -10,6 +10,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from clapkit.core import model_card, push_folder_to_hub
+from clapkit.core.testing import RecordingHubApi
 
 METRICS = {
     "esc50": {"accuracy": 0.939, "n_clips": 2000},
@@ -45,33 +46,6 @@ def test_card_metadata_holds_licence_task_and_the_evaluation(tmp_path: Path) -> 
     assert "| esc50 | accuracy | 0.939 |" in text
 
 
-class FakeHfApi:
-    """Records the calls that would reach the hub."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def create_repo(self, repo_id: str, **kwargs: Any) -> None:
-        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-
-    def create_commit(self, repo_id: str, **kwargs: Any) -> Any:
-        self.calls.append(("create_commit", {"repo_id": repo_id, **kwargs}))
-        return type("Commit", (), {"commit_url": "https://hub/commit/1"})()
-
-
-def _uploaded(api: FakeHfApi) -> dict[str, bytes]:
-    """path in repo -> content of the one commit the fake received."""
-    name, commit = api.calls[-1]
-    assert name == "create_commit"
-    files = {}
-    for operation in commit["operations"]:
-        content = operation.path_or_fileobj
-        files[operation.path_in_repo] = (
-            content if isinstance(content, bytes) else Path(content).read_bytes()
-        )
-    return files
-
-
 def test_push_uploads_folder_and_card_in_one_commit_leaving_the_folder(
     tiny_model: Any, tmp_path: Path
 ) -> None:
@@ -79,13 +53,13 @@ def test_push_uploads_folder_and_card_in_one_commit_leaving_the_folder(
     tiny_model.save_pretrained(folder)
     (folder / ".model.partial").write_text("an interrupted write")
     before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    api = FakeHfApi()
+    api = RecordingHubApi()
     card = model_card(model_name="tiny", description="A test model.", metrics=METRICS)
     url = push_folder_to_hub(folder, "me/tiny-clap", card=card, api=api)  # type: ignore[arg-type]
     assert url == "https://hub/commit/1"
     assert api.calls[0] == ("create_repo", {"repo_id": "me/tiny-clap", "private": False,
                                             "exist_ok": True, "repo_type": "model"})  # fmt: skip
-    files = _uploaded(api)
+    files = api.uploaded()
     assert {"README.md", "config.json", "model.safetensors"} <= set(files)
     assert ".model.partial" not in files
     assert files["model.safetensors"] == (folder / "model.safetensors").read_bytes()
@@ -104,7 +78,7 @@ def test_push_command_uploads_with_a_card(
     from clapkit.core import hub_card
     from clapkit.core.cli import main
 
-    api = FakeHfApi()
+    api = RecordingHubApi()
     monkeypatch.setattr(hub_card, "HfApi", lambda token=None: api)
     tiny_model.save_pretrained(tmp_path / "model")
     (tmp_path / "metrics.json").write_text(json.dumps(METRICS))
@@ -114,7 +88,7 @@ def test_push_command_uploads_with_a_card(
     assert main(command) == 0
     assert json.loads(capsys.readouterr().out)["commit"] == "https://hub/commit/1"
     assert [name for name, _ in api.calls] == ["create_repo", "create_commit"]
-    (tmp_path / "card.md").write_bytes(_uploaded(api)["README.md"])
+    (tmp_path / "card.md").write_bytes(api.uploaded()["README.md"])
     data = ModelCard.load(tmp_path / "card.md").data
     assert data.datasets == ["fsdd"]
     assert data.eval_results[0].metric_value == 0.939

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
+from clapkit.core.testing import RecordingHubApi
 from clapkit.data import SkippedItem
 from clapkit.train.checkpointing import find_checkpoint
 from clapkit.train.config import RUN_RESUMABLE_CHANGES, RunSettings
@@ -225,24 +226,10 @@ def test_a_step_the_fp16_scaler_skipped_only_warns(
     assert warning in capfd.readouterr().err
 
 
-class FakeHubApi:
-    """Records what would reach the hub."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def create_repo(self, repo_id: str, **kwargs: Any) -> None:
-        self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-
-    def create_commit(self, repo_id: str, **kwargs: Any) -> Any:
-        self.calls.append(("create_commit", {"repo_id": repo_id, **kwargs}))
-        return type("Commit", (), {"commit_url": "https://hub/org/toy/commit/1"})()
-
-
 def test_push_to_hub_uploads_best_with_a_card_in_one_commit(tmp_path: Path) -> None:
     config = ToyConfig(output_dir=str(tmp_path / "run"), push_to_hub="org/toy", hub_private=True)
     recipe = ToyRecipe(config, "toy")
-    api = FakeHubApi()
+    api = RecordingHubApi("https://hub/org/toy/commit/1")
     assert recipe.push_best(api=api) is None  # nothing saved yet: said, nothing sent
     assert api.calls == []
     best = tmp_path / "run" / "best"
@@ -251,15 +238,10 @@ def test_push_to_hub_uploads_best_with_a_card_in_one_commit(tmp_path: Path) -> N
     (best / "model.safetensors").write_bytes(b"weights")
     (best / "README.md").write_text("# toy\n\nTrained on a noisy line.\n")
     assert recipe.push_best(api=api) == "https://hub/org/toy/commit/1"
-    (create, repo), (commit, upload) = api.calls
+    (create, repo), (commit, _) = api.calls
     assert (create, repo["repo_id"], repo["private"]) == ("create_repo", "org/toy", True)
     assert commit == "create_commit"
-    files = {}
-    for operation in upload["operations"]:
-        content = operation.path_or_fileobj
-        files[operation.path_in_repo] = (
-            Path(content).read_bytes() if isinstance(content, str) else bytes(content)
-        )
+    files = api.uploaded()
     assert sorted(files) == ["README.md", "config.json", "model.safetensors"]
     card = files["README.md"].decode()
     assert "pipeline_tag: zero-shot-audio-classification" in card

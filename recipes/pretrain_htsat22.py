@@ -16,8 +16,8 @@ side of Table 1's HTSAT-22 rows: ``best/audio_encoder.safetensors`` loads strict
 Front end (the paper's): 44.1 kHz, random 7 s crops, 64 mel, window 1024, hop 320, 50-8000 Hz.
 The paper gives neither the 22 tasks nor the optimiser of this stage: the task families are
 Pengi's, the optimiser is the paper's Adam with Pengi's settings where known and ours where not
-(settings, presets and task families: ``clapkit.train.presets.htsat22``; the model and the smoke
-data: ``clapkit.train.multitask``).
+(settings, presets and task families: ``clapkit.train.presets.htsat22``; the model:
+``build_prefix_model`` below; the smoke data: ``clapkit.train.demo.fsdd_multitask_manifests``).
 
 The training data is a multi-task manifest (``clapkit.data.multitask``: one ``{"audio", "task",
 "prompt", "answer"}`` line per pair; build it from the datasets' training splits with
@@ -58,8 +58,8 @@ from clapkit.data import (
     read_multitask_manifest,
 )
 from clapkit.train.checkpointing import written_aside
+from clapkit.train.demo import fsdd_multitask_manifests
 from clapkit.train.loaders import loader_options
-from clapkit.train.multitask import fsdd_multitask_manifests
 from clapkit.train.presets.htsat22 import (
     NOTES,
     RESUMABLE_CHANGES,

@@ -28,6 +28,7 @@ mid-epoch included), TensorBoard logs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -44,9 +45,8 @@ from clapkit.caption import (
     transformer_mapper,
 )
 from clapkit.core import ClapModel
-from clapkit.data import ClapCollator, ManifestDataset, read_manifest
+from clapkit.data import ClapCollator, ManifestDataset, ManifestRecord, read_manifest
 from clapkit.data.tasks import split_manifests
-from clapkit.train.captioning import one_caption_each
 from clapkit.train.checkpointing import (
     full_state_dict,
     save_whole_pretrained,
@@ -73,6 +73,15 @@ from clapkit.train.small import (
 from clapkit.train.steps import update_groups
 
 PRESETS = captioning_presets(fsdd_root=str(Path(__file__).parents[1] / "data" / "fsdd"))
+
+
+def one_caption_each(records: list[ManifestRecord]) -> list[ManifestRecord]:
+    """Every (clip, caption) pair as its own record (``--captions-per-clip all``)."""
+    return [
+        dataclasses.replace(r, captions=(c,), key=f"{r.key}#{j}")
+        for r in records
+        for j, c in enumerate(r.captions)
+    ]
 
 
 def build_captioner(cfg: Config, captions: list[str]) -> ClapCaptioner:

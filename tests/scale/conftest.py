@@ -16,8 +16,7 @@ from assets import FSDD, Assets, text_tower_folder, write_lines
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
     from clapkit.core import build_clap
-    from clapkit.train.demo import fsdd_manifests
-    from clapkit.train.multitask import fsdd_multitask_manifests
+    from clapkit.train.demo import fsdd_manifests, fsdd_multitask_manifests
 
     root = tmp_path_factory.mktemp("scale")
     text = {

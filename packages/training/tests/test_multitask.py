@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from clapkit.data import read_multitask_manifest
-from clapkit.train.demo import DIGITS, DemoSettings
-from clapkit.train.multitask import fsdd_multitask_manifests
+from clapkit.train.demo import DIGITS, DemoSettings, fsdd_multitask_manifests
 from clapkit.train.presets.htsat22 import (
     NOTES,
     PAPER,

@@ -20,11 +20,13 @@ Modules (import them by name; this file imports nothing heavy):
 - :mod:`clapkit.train.throughput`: samples/s, data wait vs compute, TFLOP/s.
 - :mod:`clapkit.train.reporting`: metrics.json, report.md, history.csv, curves.png, model card.
 - :mod:`clapkit.train.plots`: evaluation figures (confusion matrices, clapkit-vs-paper bars).
-- :mod:`clapkit.train.demo`: the FSDD demo data, small encoders, 8 kHz speech front end.
-- :mod:`clapkit.train.contrastive`, :mod:`clapkit.train.loaders`: CLAP pretraining's model,
-  updates (full-batch negatives under accumulation) and data (manifests, tar shards).
-- :mod:`clapkit.train.captioning`: the captioner of a run.
-- :mod:`clapkit.train.multitask`: HTSAT-22 pretraining's prefix LM and smoke data.
+- :mod:`clapkit.train.loop`: the loop's bookkeeping (epoch batches, updates, loss reads, epoch
+  records); :mod:`clapkit.train.steps`: micro-batch groups, accumulation, the optimizer step.
+- :mod:`clapkit.train.shares`: work split over processes and gathered back in order.
+- :mod:`clapkit.train.demo`: the demo's settings and FSDD data (contrastive and multi-task),
+  the encoders of a contrastive run at any size; :mod:`clapkit.train.small`: every small model.
+- :mod:`clapkit.train.contrastive`: dropout off, FLOPs per sample; :mod:`clapkit.train.loaders`:
+  training loaders (manifests, tar shards per rank and worker, persistent workers).
 - :mod:`clapkit.train.finetuning`, :mod:`clapkit.train.folds`, :mod:`clapkit.train.augment`,
   :mod:`clapkit.train.finetune_report`: fine-tuning and linear probes, cross-validated.
 - :mod:`clapkit.train.suite`: ``evaluate.py``'s task resolution, cache and report.

@@ -6,11 +6,13 @@ train, the fourth is the zero-shot test. The ``small`` and ``tiny`` sizes are
 ``clapkit.train.small``'s CNN14 and GPT-2 with a word-level tokenizer built from the captions::
 
     train, heldout = fsdd_manifests("data/fsdd", out / "data", "theo")
+    train, heldout = fsdd_multitask_manifests("data/fsdd", out, "theo", None)   # HTSAT-22's
     audio, text = build_encoders("cnn14", "gpt2-eot", "small", captions, clip_seconds=0.8)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +27,14 @@ from clapkit.train.small import (
     speech_frontend,
 )
 
-__all__ = ["CAPTION_TEMPLATES", "DIGITS", "DemoSettings", "build_encoders", "fsdd_manifests"]
+__all__ = [
+    "CAPTION_TEMPLATES",
+    "DIGITS",
+    "DemoSettings",
+    "build_encoders",
+    "fsdd_manifests",
+    "fsdd_multitask_manifests",
+]
 
 
 @dataclass(frozen=True)
@@ -169,3 +178,32 @@ def _base_text_config(architecture: str, tokenizer_source: str | None) -> dict[s
     tokenizer = load_tokenizer(tokenizer_source, architecture)
     config = getattr(transformers, classes[architecture])(vocab_size=len(tokenizer))
     return {"config": config, "tokenizer": tokenizer}
+
+
+def fsdd_multitask_manifests(
+    root: str | Path, out: Path, heldout_speaker: str, clips_per_digit: int | None
+) -> tuple[str, str]:
+    """The smoke data: "which digit" and "which speaker" on three FSDD speakers (train) and
+    "which digit" on the fourth (eval), built with ``clapkit.data``'s builders.
+
+    Args:
+        root: the FSDD folder (``recordings/{digit}_{speaker}_{index}.flac``).
+        out: where the manifests go.
+        heldout_speaker: the speaker only heard in the eval manifest.
+        clips_per_digit: the first N recordings of each speaker and digit (None = all).
+
+    Returns:
+        The paths of the multi-task train and held-out manifests.
+    """
+    from clapkit.data import classification_records, read_manifest, write_multitask_manifest
+
+    train, heldout = fsdd_manifests(root, out, heldout_speaker, clips_per_digit)
+    clips = read_manifest(train)
+    speakers = [dataclasses.replace(r, labels=(str(r.extra["speaker"]),)) for r in clips]
+    records = classification_records(clips, task="digit", prompt="which digit")
+    records += classification_records(speakers, task="speaker", prompt="which speaker")
+    test = classification_records(read_manifest(heldout), task="digit", prompt="which digit")
+    paths = out / "multitask_train.jsonl", out / f"multitask_heldout_{heldout_speaker}.jsonl"
+    write_multitask_manifest(records, paths[0])
+    write_multitask_manifest(test, paths[1])
+    return str(paths[0]), str(paths[1])

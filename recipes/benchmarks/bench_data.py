@@ -13,7 +13,8 @@ once to 44.1 kHz as 24-bit FLAC (what ``clapkit-make-shards --resample-to`` stor
 ``ManifestDataset`` and ``ShardDataset`` loaders to collated batches (0 and ``--workers``
 workers, per worker), with the workers one GPU needs for 5,000 samples/s. Every figure is
 printed with its ratio to (a) measured in the same run: the cases of one file set take turns
-for ``--rounds`` rounds and each keeps its best round. It
+for ``--rounds`` rounds and each keeps its best round. Each decoding case is also printed as
+its gain over the former path, with (a)'s gain: the ceiling of any loader on this decoder. It
 also prints the memory a 7 s crop of a 60 s file takes while decoding and keeps, by the former
 path and by ``load_crop``. Part 2 times full-size HTSAT-22 + GPT2 (124M) training steps (random
 weights, fp32 on CPU, bf16 autocast on GPU). ``--quick``: one file per duration and rate, no
@@ -147,8 +148,11 @@ def bench_data(
                 other = 48000 if rate == paper.sample_rate else paper.sample_rate  # a real resample
 
                 def whole_then_crop(path: Path, g: torch.Generator) -> object:  # before
+                    # load_audio before issue 24: all frames, a NaN/inf check of all, the mean
                     data, source = sf.read(path, dtype="float32", always_2d=True)
-                    wave = torch.from_numpy(data.mean(axis=1))
+                    if not np.isfinite(data).all():
+                        raise ValueError(f"{path}: non-finite samples")
+                    wave = torch.from_numpy(data.mean(axis=1, dtype=np.float32))
                     if source != paper.sample_rate:
                         wave = torchaudio.functional.resample(wave, source, paper.sample_rate)
                     return fit_length(wave, n, "random_crop", g, fill="repeat")
@@ -178,6 +182,9 @@ def bench_data(
                     )
                 figures = interleaved(cases, rounds)
                 rows += _report(f"{seconds:g} s at {rate} Hz", figures)
+                # against the former path, the cases that also end at the front end's rate
+                same = ("(a)", "(b)") if rate == paper.sample_rate else ("(c)", "(e)")
+                rows += _gains(f"{seconds:g} s at {rate} Hz", figures, same)
         rows += _loaders(Path(tmp), files, durations, paper, workers, rounds)
         rows += crop_memory(Path(tmp))
     return rows
@@ -272,6 +279,21 @@ def _report(title: str, figures: dict[str, float]) -> list[Row]:
     for case, rate in figures.items():
         print(f"    {case:<52} {rate:9.1f} clips/s = {rate / limit:5.2f}x (a)")
         rows.append(_row(f"data {title}: {case} (ref: (a))", "clips/s", limit, rate))
+    return rows
+
+
+def _gains(title: str, figures: dict[str, float], cases: tuple[str, ...]) -> list[Row]:
+    """``cases`` (those giving the front end's rate) against the former path. At the front
+    end's rate, (a)'s gain is the most any loader on this decoder can reach: it decodes the
+    crop and does nothing else."""
+    before = next(rate for case, rate in figures.items() if case.startswith("before"))
+    rows, parts = [], []
+    for case, rate in figures.items():
+        if case.startswith(cases):
+            parts.append(f"{case[:3]} {rate / before:.2f}x")
+            rows.append(_row(f"data {title}: {case} (ref: before)", "clips/s", before, rate))
+    ceiling = "  ((a): the ceiling on this decoder)" if "(a)" in cases else ""
+    print(f"    gain over before: {', '.join(parts)}{ceiling}")
     return rows
 
 

@@ -11,7 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from clapkit.audio import AudioLoadError, fit_length, load_audio, windows
+from clapkit.audio import AudioLoadError, fit_length, load_audio, load_crop, windows
+from clapkit.audio import io as io_module
 
 
 def _sine(rate: int, seconds: float, hz: float, channels: int = 1) -> np.ndarray:
@@ -168,6 +169,37 @@ def test_non_finite_samples(tmp_path: Path, bad: float) -> None:
     error = _error(path)
     assert "non-finite" in error.cause
     assert "1 " in error.cause
+
+
+@pytest.mark.parametrize("subtype", ["FLOAT", "DOUBLE"])
+def test_a_crop_of_float_samples_is_checked_for_nan(tmp_path: Path, subtype: str) -> None:
+    wave = _sine(16000, 1.0, 440.0)
+    wave[9000, 0] = np.nan
+    path = tmp_path / "bad.wav"
+    sf.write(path, wave, 16000, subtype=subtype)
+    with pytest.raises(AudioLoadError, match=r"bad.wav: contains 1 non-finite"):
+        load_crop(path, 16000, 8000, lambda length: 8000)  # the crop holds the NaN
+
+
+@pytest.mark.parametrize(
+    ("fmt", "subtype"),
+    [("WAV", "PCM_U8"), ("WAV", "PCM_16"), ("WAV", "PCM_24"), ("WAV", "PCM_32"),
+     ("WAV", "ULAW"), ("WAV", "ALAW"), ("FLAC", "PCM_S8"), ("FLAC", "PCM_16"),
+     ("FLAC", "PCM_24"), ("AIFF", "PCM_S8")],
+)  # fmt: skip
+def test_integer_subtypes_decode_to_finite_samples_unchecked(
+    tmp_path: Path, fmt: str, subtype: str
+) -> None:
+    """The NaN/inf pass is skipped where the file holds integers: every extreme code decodes
+    finite, so nothing a check would catch can come from these subtypes."""
+    path = tmp_path / f"extremes.{fmt.lower()}"
+    # full scale both ways, the codes next to them, zero (ULAW/ALAW map onto their own codes)
+    extremes = np.array([1.0, -1.0, 0.99999, -0.99999, 0.0, 2.0**-20] * 50, np.float64)
+    sf.write(path, extremes[:, None], 16000, format=fmt, subtype=subtype)
+    assert io_module._integer_samples(sf.info(str(path)).subtype)
+    samples = load_audio(path, 16000)
+    assert torch.isfinite(samples).all()
+    assert samples.abs().max() <= 1.0
 
 
 def test_file_object_name_in_error() -> None:

@@ -12,7 +12,9 @@ msclap 2023 architecture (HTSAT + projection) holding the same random weights, i
 ``--batch-size`` files; the median of ``--repeats`` timed runs (the two sides taking turns) is
 reported as clips/s and as the ratio clapkit / msclap measured in this run, with the ratio of
 the two audio encoders alone on one batch of clip-long windows (the ceiling of the files'
-ratio where decoding costs little: 44.1 kHz files, no resampling). On a machine shared with
+ratio where decoding costs little: 44.1 kHz files, no resampling), and the encoders' GFLOP/s
+against this CPU's float32 GEMM rate measured in the same run (the ratio an encoder running at
+that peak would reach). On a machine shared with
 other jobs give ``--threads 1``: two intra-op threads on two busy cores wait on each other and
 measure the scheduler (2-2.5x slower, measured), not the code. msclap's ``torchaudio.load``
 (which needs torchcodec in torchaudio >= 2.9) is replaced by a soundfile reader; GPT2 is built
@@ -184,6 +186,14 @@ def _compare(wrapper: Any, ours: Any, files: list[Path], label: str, args: Any) 
         f"ratio clapkit/msclap: {msclap_s / clapkit_s:.2f}x  (max relative difference {error:.1e})"
     )
     print(f"audio encoders alone, {len(windows)} windows: clapkit/msclap {model_ratio:.2f}x")
+    flops, peak = _encoder_flops(ours.audio_encoder, windows), _gemm_peak()
+    msclap_rate = flops / timed["model msclap"][0] / 1e9
+    clapkit_rate = flops / timed["model clapkit"][0] / 1e9
+    print(
+        f"audio encoders, {flops / 1e9:.0f} GFLOP a batch: msclap {msclap_rate:.0f} GFLOP/s, "
+        f"clapkit {clapkit_rate:.0f} GFLOP/s ({clapkit_rate / peak:.0%} of this CPU's float32 "
+        f"GEMM, {peak:.0f} GFLOP/s); at that peak the ratio could reach {peak / msclap_rate:.2f}x"
+    )
     sys.stdout.flush()
     return {
         "benchmark": "clap-core",
@@ -192,6 +202,30 @@ def _compare(wrapper: Any, ours: Any, files: list[Path], label: str, args: Any) 
         "reference": n / msclap_s,
         "clapkit": n / clapkit_s,
     }
+
+
+def _encoder_flops(encoder: torch.nn.Module, windows: torch.Tensor) -> int:
+    """Floating-point operations of one plain forward pass (matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        encoder(windows)
+    return int(counter.get_total_flops())
+
+
+def _gemm_peak(size: int = 2048, repeats: int = 5) -> float:
+    """This CPU's float32 GEMM rate (GFLOP/s, best of ``repeats``) at the threads set: the most
+    an encoder made of matrix products can run at."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -80,6 +80,14 @@ def _wav_header_frames(handle: str | BinaryIO) -> int | None:
 Select = Callable[[int, int], tuple[int, int]]
 """Given a file's frame count and rate, the frames ``[first, stop)`` to decode."""
 
+# libsndfile subtypes that store integers (FLAC is always one of the PCM_* ones): decoded to
+# float by a scale, their samples are finite by construction and skip the NaN/inf pass.
+_INTEGER_SUBTYPES = frozenset({"ULAW", "ALAW", "ALAC_16", "ALAC_20", "ALAC_24", "ALAC_32"})
+
+
+def _integer_samples(subtype: str) -> bool:
+    return subtype.startswith("PCM_") or subtype in _INTEGER_SUBTYPES
+
 
 def _open(source: AudioSource, name: str) -> str | BinaryIO:
     """A path or a seekable file object for soundfile, after the checks that need no decoder."""
@@ -108,16 +116,18 @@ def _too_long(name: str, frames: int, rate: int, max_seconds: float | None) -> N
 
 def _read(
     source: AudioSource, name: str, max_seconds: float | None, select: Select | None = None
-) -> tuple[np.ndarray, int, int]:
+) -> tuple[np.ndarray, int, bool]:
     """Decode frames ``select(frames, rate)`` (default all) into ``[t, channels]`` float32.
 
     Returns:
-        The samples, the file's rate and the first frame decoded.
+        The samples, the file's rate, and whether the file stores integer samples (which
+        decode to finite floats: no NaN/inf check needed).
     """
     handle = _open(source, name)
     try:
         with sf.SoundFile(handle) as audio_file:
             frames, rate = int(audio_file.frames), int(audio_file.samplerate)
+            integer = _integer_samples(audio_file.subtype)
             _too_long(name, frames, rate, max_seconds)
             if audio_file.format == "WAV":
                 promised = _wav_header_frames(handle)
@@ -151,7 +161,7 @@ def _read(
         if "recognised" in message or "recognized" in message:
             return _read_with_ffmpeg(handle, name, max_seconds, select, message)
         raise AudioLoadError(name, f"unreadable or corrupt audio ({message})") from error
-    return data, rate, first
+    return data, rate, integer
 
 
 def _read_with_ffmpeg(
@@ -160,7 +170,7 @@ def _read_with_ffmpeg(
     max_seconds: float | None,
     select: Select | None,
     soundfile_message: str,
-) -> tuple[np.ndarray, int, int]:
+) -> tuple[np.ndarray, int, bool]:
     """What libsndfile did not recognise: FFmpeg's formats through PyAV, anything else refused."""
     if isinstance(handle, str):
         with open(handle, "rb") as head_file:
@@ -181,15 +191,18 @@ def _read_with_ffmpeg(
         raise AudioLoadError(name, f"unreadable or corrupt {kind} ({error})") from error
     _too_long(name, round(seconds * rate), rate, max_seconds)
     first, stop = select(len(data), rate) if select is not None else (0, len(data))
-    return np.ascontiguousarray(data[first:stop]), rate, first
+    return np.ascontiguousarray(data[first:stop]), rate, False
 
 
-def _mono(data: np.ndarray, name: str) -> Tensor:
-    """Average the channels of ``[t, channels]`` samples after checking they are usable."""
+def _mono(data: np.ndarray, name: str, integer: bool = False) -> Tensor:
+    """Average the channels of ``[t, channels]`` samples after checking they are usable.
+
+    ``integer``: decoded from integer samples, hence finite (the NaN/inf pass is skipped).
+    """
     if data.shape[0] == 0:
         raise AudioLoadError(name, "contains zero samples")
     # NaN and inf survive a float64 sum (which no float32 audio overflows): one cheap pass
-    if not math.isfinite(float(data.sum(dtype=np.float64))):
+    if not integer and not math.isfinite(float(data.sum(dtype=np.float64))):
         bad = int((~np.isfinite(data)).sum())
         raise AudioLoadError(name, f"contains {bad} non-finite samples (NaN or inf)")
     if data.shape[1] == 1:
@@ -225,8 +238,8 @@ def load_audio(
     """
     _check_rate(sample_rate)
     name = _describe(source)
-    data, rate, _ = _read(source, name, max_seconds)
-    return resample(_mono(data, name), rate, sample_rate).contiguous()
+    data, rate, integer = _read(source, name, max_seconds)
+    return resample(_mono(data, name, integer), rate, sample_rate).contiguous()
 
 
 def load_crop(
@@ -277,9 +290,9 @@ def load_crop(
         read_from, read_to, where["offset"] = source_window(first, n, frames, rate, sample_rate)
         return read_from, read_to
 
-    data, rate, _ = _read(source, name, max_seconds, select)
+    data, rate, integer = _read(source, name, max_seconds, select)
     owned = data.base is None  # not a view keeping more samples alive (a Vorbis lead, FFmpeg)
-    wave = resample(_mono(data, name), rate, sample_rate)
+    wave = resample(_mono(data, name, integer), rate, sample_rate)
     if "offset" not in where:
         return wave.contiguous()
     crop = wave[where["offset"] : where["offset"] + n]

@@ -11,7 +11,9 @@ former path (whole decode, ``torchaudio.functional.resample`` without a cache, t
 44.1 kHz, 44.1 kHz files to 48 kHz), (e) for the 16 kHz files, ``load_crop`` of copies resampled
 once to 44.1 kHz as 24-bit FLAC (what ``clapkit-make-shards --resample-to`` stores), and (d)
 ``ManifestDataset`` and ``ShardDataset`` loaders to collated batches (0 and ``--workers``
-workers, per worker), with the workers one GPU needs for 5,000 samples/s. Every figure is
+workers, per worker), with the workers one GPU needs for 5,000 samples/s (from the workers'
+own rate when ``--workers`` > 0) and the extra cost a worker pays for every batch: stacking it
+into fresh shared memory to send it (against recycled memory in-process). Every figure is
 printed with its ratio to (a) measured in the same run: the cases of one file set take turns
 for ``--rounds`` rounds and each keeps its best round. Each decoding case is also printed as
 its gain over the former path, with (a)'s gain: the ceiling of any loader on this decoder. It
@@ -185,6 +187,7 @@ def bench_data(
                 # against the former path, the cases that also end at the front end's rate
                 same = ("(a)", "(b)") if rate == paper.sample_rate else ("(c)", "(e)")
                 rows += _gains(f"{seconds:g} s at {rate} Hz", figures, same)
+        rows += shared_batch_cost(n)
         rows += _loaders(Path(tmp), files, durations, paper, workers, rounds)
         rows += crop_memory(Path(tmp))
     return rows
@@ -234,7 +237,7 @@ def _loaders(
         paths = sorted(folder.glob(f"clip{seconds:g}s44100_*.flac"))
         records = [ManifestRecord(audio=p, captions=("a tone",), key=p.stem) for p in paths]
         shards = write_shards(records, folder / f"shards{seconds:g}", samples_per_shard=4)
-        repeats = math.ceil(40 / len(records))  # 40 clips or more: 5 batches
+        repeats = math.ceil(96 / len(records))  # 96 clips or more: 12 batches
         limit = decoder_alone(min(paper.clip_samples, int(seconds * 44100)))
         cases = {
             "(a) decoder alone (soundfile: the crop's frames)": functools.partial(
@@ -252,10 +255,46 @@ def _loaders(
                 )
         figures = interleaved(cases, rounds)
         rows += _report(f"loaders, {seconds:g} s at 44100 Hz", figures)
-        # one worker's steady rate is the in-process one (workers share this machine's cores)
-        slowest = min(v for k, v in figures.items() if k.startswith("(d)") and ", 0 workers" in k)
-        print(f"  workers one GPU needs for 5,000 samples/s: {math.ceil(5000 / slowest)}")
+        # from the workers' own rate where measured: it pays the batches' shared memory
+        measured = f", {workers} workers" if workers else ", 0 workers"
+        slowest = min(v for k, v in figures.items() if k.startswith("(d)") and measured in k)
+        print(
+            f"  workers one GPU needs for 5,000 samples/s: {math.ceil(5000 / slowest)} "
+            f"(at {slowest:.0f} clips/s a worker, the slowest loader{measured})"
+        )
     return rows
+
+
+def shared_batch_cost(samples: int, batch: int = 8, repeats: int = 10) -> list[Row]:
+    """ms to stack a batch into fresh shared memory (what a DataLoader worker does for every
+    batch it sends) against recycled ordinary memory (in-process): the workers' extra cost."""
+    clips = [torch.randn(samples) for _ in range(batch)]
+
+    def fresh() -> object:
+        out = torch.empty(batch, samples)
+        return torch.stack(clips, out=out.share_memory_())
+
+    def recycled() -> object:
+        return torch.stack(clips)
+
+    best = {}
+    for name, work in (("fresh shared memory", fresh), ("recycled memory", recycled)):
+        work()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            work()
+            times.append(time.perf_counter() - start)
+        best[name] = min(times) * 1e3
+    extra = (best["fresh shared memory"] - best["recycled memory"]) / batch
+    print(
+        f"\n[batches] stacking {batch} clips of {samples} samples: "
+        f"{best['fresh shared memory']:.1f} ms into fresh shared memory (a worker's batch), "
+        f"{best['recycled memory']:.1f} ms into recycled memory (in-process): "
+        f"{extra:.2f} ms a clip more in a worker"
+    )
+    return [_row("stack a batch into fresh shared memory", "ms", best["recycled memory"],
+                 best["fresh shared memory"])]  # fmt: skip
 
 
 def interleaved(cases: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:

@@ -27,6 +27,7 @@ from clapkit.data import (
     shard_samples,
 )
 from clapkit.data.make_shards import main as make_shards
+from clapkit.data.shards import WHOLE_MEMBER_BYTES
 
 RATE = 8000
 FRONTEND = FrontendConfig(
@@ -285,6 +286,37 @@ def test_a_shard_cut_at_a_member_boundary_is_noticed_through_a_pipe(tmp_path: Pa
         assert items[-1].reason.startswith(
             f"cut off or corrupt after byte {cut}: no end-of-archive"
         )
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".wav", ".ogg"])
+def test_a_small_member_is_read_whole_in_one_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """A member up to WHOLE_MEMBER_BYTES is read with one pread of exactly its bytes (no
+    window reader): the same crop as from the streamed bytes; cut short, a ReadError."""
+    shard = _shard(tmp_path / "short.tar", [_laion("a", 1, suffix), _laion("b", 2, suffix)])
+    member = next(iter(shard_samples(str(shard), in_place=True)))[suffix]
+    assert isinstance(member, TarMember)
+    assert member.size <= WHOLE_MEMBER_BYTES
+    calls: list[tuple[int, int]] = []
+    pread, preadv = os.pread, os.preadv
+
+    def counted(fd: int, size: int, offset: int) -> bytes:
+        calls.append((size, offset))
+        return pread(fd, size, offset)
+
+    monkeypatch.setattr(os, "pread", counted)
+    monkeypatch.setattr(os, "preadv", lambda *a: pytest.fail("window reader used"))
+    here = list(ShardDataset(str(shard), FRONTEND, train=True, shuffle_buffer=0))
+    monkeypatch.setattr(os, "preadv", preadv)
+    there = list(ShardDataset(f"pipe:cat {shard}", FRONTEND, train=True, shuffle_buffer=0))
+    assert [size for size, _ in calls] == [member.size, len(_audio(2, suffix))]
+    assert calls[0][1] == member.offset
+    for mine, theirs in zip(here, there, strict=True):
+        assert torch.equal(mine["waveform"], theirs["waveform"])  # type: ignore[index]
+    past_the_end = TarMember(str(shard), shard.stat().st_size - 100, 1000)
+    with pytest.raises(tarfile.ReadError, match=r"short.tar: cut off inside the member"):
+        past_the_end.open()
 
 
 @pytest.mark.parametrize("suffix", [".flac", ".wav", ".ogg"])

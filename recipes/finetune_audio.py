@@ -54,7 +54,7 @@ from clapkit.train.folds import (
     load_classification_data,
     target_tensor,
 )
-from clapkit.train.loaders import loader_options
+from clapkit.train.loaders import batch_buffers, loader_options
 from clapkit.train.presets.finetune import (
     NOTES,
     PAPER_ESC50,
@@ -124,8 +124,9 @@ class FinetuneAudioRecipe(TrainingRecipe[Config]):
             list(first.test), frontend, train=False, cache_audio=cfg.cache_audio
         )
         loader = DataLoader(
-            self.train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=ClapCollator(),
-            drop_last=True, generator=torch.Generator().manual_seed(cfg.seed),
+            self.train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+            collate_fn=ClapCollator(buffers=batch_buffers(cfg.num_workers)),
+            generator=torch.Generator().manual_seed(cfg.seed),
             # each fold sets the training set's records in this process: workers start afresh
             **loader_options(cfg.num_workers, persistent=False),
         )  # fmt: skip

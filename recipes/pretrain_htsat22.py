@@ -59,7 +59,7 @@ from clapkit.data import (
 )
 from clapkit.train.checkpointing import written_aside
 from clapkit.train.demo import fsdd_multitask_manifests
-from clapkit.train.loaders import loader_options
+from clapkit.train.loaders import batch_buffers, loader_options
 from clapkit.train.presets.htsat22 import (
     NOTES,
     RESUMABLE_CHANGES,
@@ -179,7 +179,8 @@ class PretrainHtsat22Recipe(TrainingRecipe[Config]):
         )  # fmt: skip
         loader = DataLoader(
             self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, drop_last=True,
-            collate_fn=MultiTaskCollator(), **loader_options(cfg.num_workers),
+            collate_fn=MultiTaskCollator(buffers=batch_buffers(cfg.num_workers)),
+            **loader_options(cfg.num_workers),
             # its own generator: creating the epoch's iterator draws no number from the global
             # RNG, so dropout after a mid-epoch resume sees the numbers of an unbroken run
             generator=torch.Generator().manual_seed(cfg.seed),

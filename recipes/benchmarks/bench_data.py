@@ -49,10 +49,12 @@ sys.path.insert(0, str(RECIPES))
 
 from clapkit.audio import fit_length, htsat_22, load_crop  # noqa: E402
 from clapkit.data import (  # noqa: E402
+    BatchBuffers,
     ClapCollator,
     ManifestDataset,
     ManifestRecord,
     ShardDataset,
+    give_back,
     write_shards,
 )
 
@@ -118,17 +120,20 @@ def per_second(work: Callable[[Path, torch.Generator], object], paths: list[Path
     return done / (time.perf_counter() - start)
 
 
-def loader_per_worker(dataset: Any, workers: int) -> float:
+def loader_per_worker(dataset: Any, workers: int, reuse: bool = False) -> float:
     """Clips/s per worker of a DataLoader to collated batches of 8, from its first batch on.
 
     The workers' start (process start, first shard opened) is left out: it is paid once per
-    epoch, not per clip.
+    epoch, not per clip. ``reuse``: the workers stack into :class:`BatchBuffers`, every batch
+    given back as the training loop does.
     """
-    loader = DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=ClapCollator())
+    buffers = BatchBuffers(slots=3) if reuse else None
+    collate = ClapCollator(buffers=buffers)
+    loader = DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=collate)
     batches = iter(loader)
-    next(batches)
+    give_back(next(batches))
     start = time.perf_counter()
-    count = sum(batch["waveform"].shape[0] for batch in batches)
+    count = sum(give_back(batch)["waveform"].shape[0] for batch in batches)
     return count / (time.perf_counter() - start) / max(workers, 1)
 
 
@@ -253,14 +258,20 @@ def _loaders(
                 cases[f"(d) {name} loader, {count} workers"] = functools.partial(
                     loader_per_worker, data, count
                 )
+                if count:  # the workers' batches in reused shared memory (BatchBuffers)
+                    cases[f"(d) {name} loader, {count} workers, batch buffers"] = functools.partial(
+                        loader_per_worker, data, count, True
+                    )
         figures = interleaved(cases, rounds)
         rows += _report(f"loaders, {seconds:g} s at 44100 Hz", figures)
         # from the workers' own rate where measured: it pays the batches' shared memory
-        measured = f", {workers} workers" if workers else ", 0 workers"
-        slowest = min(v for k, v in figures.items() if k.startswith("(d)") and measured in k)
+        # with workers: as the recipes' loaders run them, with batch buffers
+        measured = f", {workers} workers" + (", batch buffers" if workers else "")
+        slowest = min(v for k, v in figures.items() if k.startswith("(d)") and k.endswith(measured))
+        where = f"with {workers} DataLoader workers and batch buffers" if workers else "in-process"
         print(
             f"  workers one GPU needs for 5,000 samples/s: {math.ceil(5000 / slowest)} "
-            f"(at {slowest:.0f} clips/s a worker, the slowest loader{measured})"
+            f"(the slowest loader {where}: {slowest:.0f} clips/s a worker)"
         )
     return rows
 

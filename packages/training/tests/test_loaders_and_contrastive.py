@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from clapkit.audio import FrontendConfig
-from clapkit.data import ManifestRecord, write_manifest, write_shards
+from clapkit.data import BUFFER_KEY, ManifestRecord, give_back, write_manifest, write_shards
 from clapkit.train.contrastive import disable_dropout
 from clapkit.train.loaders import (
     SelfSplitLoader,
@@ -79,6 +79,8 @@ def test_persistent_workers_draw_every_epoch_and_a_resume_repeats_it(
     manifest = write_manifest(records, tmp_path / "train.jsonl")
     write_shards(records, tmp_path / "shards", samples_per_shard=2)  # 4 shards, 2 per worker
 
+    buffers: dict[int, Any] = {}  # each prepared loader's BatchBuffers
+
     def loader_of() -> tuple[Any, Any]:
         data = build_train_data(
             CROP, no_tokens, manifest=str(manifest),
@@ -91,6 +93,7 @@ def test_persistent_workers_draw_every_epoch_and_a_resume_repeats_it(
             accelerator, data.loader, splits_itself=data.splits_itself,
             batches_per_epoch=data.batches_per_epoch,
         )  # fmt: skip
+        buffers[id(loader)] = data.loader.collate_fn.buffers
         return data.dataset, loader
 
     def epoch(dataset: Any, loader: Any, number: int, done: int = 0) -> list[torch.Tensor]:
@@ -99,7 +102,13 @@ def test_persistent_workers_draw_every_epoch_and_a_resume_repeats_it(
         batches = skip_batches(accelerator, loader, done)
         if batches is not loader:
             batches.set_epoch(number)
-        return [batch["waveform"] for batch in batches]
+        got = []
+        for batch in batches:  # given back as TrainingLoop.epoch_batches does
+            assert BUFFER_KEY in batch  # every batch came in a worker's reused buffer
+            got.append(give_back(batch)["waveform"])
+        # every buffer is the workers' again, those of the batches a resume passed over too
+        assert int(buffers[id(loader)].busy.sum()) == 0
+        return got
 
     dataset, loader = loader_of()
     first, second = epoch(dataset, loader, 0), epoch(dataset, loader, 1)

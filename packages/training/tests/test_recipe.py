@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 
 from clapkit.core.testing import RecordingHubApi
-from clapkit.data import SkippedItem
+from clapkit.data import BatchBuffers, ClapCollator, ClapExample, SkippedItem
 from clapkit.train.checkpointing import find_checkpoint
 from clapkit.train.config import RUN_RESUMABLE_CHANGES, RunSettings
 from clapkit.train.recipe import TrainingDivergedError, TrainingRecipe
@@ -181,6 +181,34 @@ def test_epoch_batches_count_and_filter(tmp_path: Path) -> None:
     assert recipe.progress.batches_in_epoch == 10  # every batch counted, yielded or not
     assert sum(len(b["labels"]) for b in yielded) == 32
     assert recipe.skipped.in_epoch(0) == 8
+    recipe.cleanup()
+
+
+class Clips(Dataset):
+    """12 clips of one value each; the epoch changes nothing."""
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int) -> ClapExample:
+        return ClapExample(waveform=torch.full((64,), float(i)), caption="c", labels=("l",),
+                           key=str(i))  # fmt: skip
+
+
+def test_epoch_batches_give_every_batch_back_to_its_workers_buffer(tmp_path: Path) -> None:
+    recipe = ToyRecipe(ToyConfig(output_dir=str(tmp_path / "run")), "toy")
+    recipe.start()
+    buffers = BatchBuffers(slots=4)  # 2 in flight, the loop's and accelerate's read-ahead
+    loader = recipe.accelerator.prepare(
+        DataLoader(Clips(), batch_size=3, num_workers=1, collate_fn=ClapCollator(buffers=buffers))
+    )
+    waves = [b["waveform"] for b in recipe.epoch_batches(Clips(), loader, needs="labels")]
+    assert [w[:, 0].tolist() for w in waves] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    assert not any(w.is_shared() for w in waves)  # copies: the buffers went back
+    assert int(buffers.busy.sum()) == 0
     recipe.cleanup()
 
 

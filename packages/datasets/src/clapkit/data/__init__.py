@@ -3,6 +3,7 @@
 Decoding and cropping follow the audio encoder's front end (``clapkit.audio.FrontendConfig``).
 """
 
+from clapkit.data.buffers import BUFFER_KEY, BatchBuffers, give_back
 from clapkit.data.collate import ClapCollator, SkippedFiles
 from clapkit.data.dataset import (
     ClapExample,
@@ -37,6 +38,8 @@ from clapkit.data.shard_writer import write_shards
 from clapkit.data.shards import ShardDataset, TarMember, shard_samples
 
 __all__ = [
+    "BUFFER_KEY",
+    "BatchBuffers",
     "ClapCollator",
     "ClapExample",
     "ClipLoader",
@@ -56,6 +59,7 @@ __all__ = [
     "WeightedTaskSampler",
     "caption_records",
     "classification_records",
+    "give_back",
     "item_generator",
     "parse_sources",
     "qa_records",

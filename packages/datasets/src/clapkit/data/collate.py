@@ -8,29 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import default_collate
 
+from clapkit.data.buffers import BatchBuffers, stack_into
 from clapkit.data.dataset import ClapExample, SkippedItem
 
 logger = logging.getLogger(__name__)
 
 Tokenize = Callable[[list[str]], Mapping[str, torch.Tensor]]
-
-
-def stack_waveforms(waves: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``[b, t]`` from ``b`` waveforms ``[t]`` (``[0, 0]`` from none).
-
-    In a DataLoader worker the batch is stacked straight into shared memory (as
-    ``default_collate`` does), so it reaches the main process without another copy; a tensor
-    stacked in ordinary memory is copied into shared memory when the worker sends it.
-
-    Args:
-        waves: equal-length waveforms.
-
-    Returns:
-        The batch.
-    """
-    return default_collate(list(waves)) if waves else torch.zeros(0, 0)
 
 
 class ClapCollator:
@@ -44,10 +28,16 @@ class ClapCollator:
     Args:
         tokenize: the text encoder's ``tokenize`` (``TextEncoder.tokenize``), or ``None`` to
             leave captions as strings.
+        buffers: shared-memory buffers the workers reuse for ``waveform``
+            (:class:`~clapkit.data.BatchBuffers`; give every batch back with
+            :func:`~clapkit.data.give_back`), or ``None`` for fresh memory per batch.
     """
 
-    def __init__(self, tokenize: Tokenize | None = None) -> None:
+    def __init__(
+        self, tokenize: Tokenize | None = None, *, buffers: BatchBuffers | None = None
+    ) -> None:
         self.tokenize = tokenize
+        self.buffers = buffers
 
     def __call__(self, items: Sequence[ClapExample | SkippedItem]) -> dict[str, Any]:
         good = [item for item in items if not isinstance(item, SkippedItem)]
@@ -58,7 +48,7 @@ class ClapCollator:
             "keys": [item["key"] for item in good],
             "skipped": skipped,
         }
-        batch["waveform"] = stack_waveforms([item["waveform"] for item in good])
+        stack_into(batch, [item["waveform"] for item in good], self.buffers)
         if self.tokenize is not None and good:
             batch.update(self.tokenize(batch["captions"]))
         return batch

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from clapkit.audio import FrontendConfig
-from clapkit.data.collate import stack_waveforms
+from clapkit.data.buffers import BatchBuffers, stack_into
 from clapkit.data.dataset import ClipLoader, OnError, SkippedItem, item_generator
 from clapkit.data.epoch import SharedEpoch, SharedEpochMixin
 from clapkit.data.manifest import ManifestError, ManifestRecord, read_json_lines
@@ -337,15 +337,25 @@ class MultiTaskDataset(SharedEpochMixin, Dataset):
 
 class MultiTaskCollator:
     """Batches pairs: ``waveform`` [b, t], ``prompts``, ``answers``, ``tasks``, ``keys`` and
-    ``skipped`` (the ``SkippedItem``s dropped from this batch)."""
+    ``skipped`` (the ``SkippedItem``s dropped from this batch).
+
+    Args:
+        buffers: shared-memory buffers the workers reuse for ``waveform``
+            (:class:`~clapkit.data.BatchBuffers`; give every batch back with
+            :func:`~clapkit.data.give_back`), or ``None`` for fresh memory per batch.
+    """
+
+    def __init__(self, *, buffers: BatchBuffers | None = None) -> None:
+        self.buffers = buffers
 
     def __call__(self, items: Sequence[MultiTaskExample | SkippedItem]) -> dict[str, Any]:
         good = [item for item in items if not isinstance(item, SkippedItem)]
-        return {
-            "waveform": stack_waveforms([i["waveform"] for i in good]),
+        batch: dict[str, Any] = {
             **{f"{name}s": [i[name] for i in good] for name in ("prompt", "answer", "task", "key")},
             "skipped": [item for item in items if isinstance(item, SkippedItem)],
         }
+        stack_into(batch, [i["waveform"] for i in good], self.buffers)
+        return batch
 
 
 class WeightedTaskSampler(Sampler[int]):

@@ -27,7 +27,6 @@ skipping batches)::
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -98,8 +97,13 @@ class SelfSplitLoader:
     def __iter__(self) -> Iterator[Any]:
         from accelerate.utils import send_to_device  # type: ignore[import-untyped]
 
+        from clapkit.data import give_back
+
         skip, self.skip = self.skip, 0
-        for batch in itertools.islice(self.loader, skip, None):
+        for index, batch in enumerate(self.loader):
+            if index < skip:  # read again, passed over: its worker's buffer goes back
+                give_back(batch)
+                continue
             yield send_to_device(batch, self.device)
 
 
@@ -191,6 +195,21 @@ def loader_options(
     return options
 
 
+def batch_buffers(num_workers: int, prefetch_factor: int | None = None) -> Any:
+    """The shared-memory batch buffers a training loader's workers reuse
+    (:class:`clapkit.data.BatchBuffers`), or None without workers.
+
+    Each worker gets ``prefetch_factor`` + 2 buffers: its batches in flight, the one the loop
+    holds and the one accelerate's loader reads ahead. The loop gives every batch back
+    (:meth:`clapkit.train.loop.TrainingLoop.epoch_batches`).
+    """
+    from clapkit.data import BatchBuffers
+
+    if not num_workers:
+        return None
+    return BatchBuffers(slots=(2 if prefetch_factor is None else prefetch_factor) + 2)
+
+
 def build_train_data(
     frontend: Any,
     tokenize: Callable[[list[str]], Any],
@@ -274,7 +293,8 @@ def build_train_data(
         )  # fmt: skip
         shuffle = {"shuffle": True, "generator": torch.Generator().manual_seed(seed)}
     loader = DataLoader(
-        dataset, batch_size=batch_size, collate_fn=ClapCollator(tokenize), drop_last=True,
+        dataset, batch_size=batch_size, drop_last=True,
+        collate_fn=ClapCollator(tokenize, buffers=batch_buffers(num_workers, prefetch_factor)),
         **loader_options(num_workers, prefetch_factor), **shuffle,
     )  # fmt: skip
     return TrainData(dataset, loader, bool(shards), batches)

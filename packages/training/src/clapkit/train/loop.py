@@ -106,13 +106,15 @@ class TrainingLoop(Generic[C]):
         are set to the epoch; after a mid-epoch resume the batches already trained on are
         passed over (``clapkit.train.loaders.skip_batches``), so the epoch goes on as an
         unbroken run's would. Each batch's skipped files are counted; a batch whose ``needs``
-        entry is empty (every clip of it was bad) is counted and not yielded.
+        entry is empty (every clip of it was bad) is counted and not yielded. Each batch is
+        given back to its worker's buffer (``clapkit.data.give_back``) before it is yielded.
 
         Args:
             dataset: the training dataset (``set_epoch``).
             loader: the prepared training loader (``set_epoch``).
             needs: a batch key that must be non-empty (``"captions"``, ``"labels"``).
         """
+        from clapkit.data import give_back
         from clapkit.train.loaders import skip_batches
 
         p = self.progress
@@ -124,6 +126,7 @@ class TrainingLoop(Generic[C]):
             # a new loader, whose epoch counter (which sets its sampler's epoch) starts at 0
             batches.set_epoch(p.epoch)
         for batch in batches:
+            give_back(batch)  # the worker's buffer (clapkit.data.BatchBuffers) is its again
             p.batches_in_epoch += 1
             self.skipped.update(batch["skipped"])
             if needs is None or len(batch[needs]):

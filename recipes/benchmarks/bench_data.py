@@ -121,17 +121,19 @@ def per_second(work: Callable[[Path, torch.Generator], object], paths: list[Path
 
 
 def loader_per_worker(dataset: Any, workers: int, reuse: bool = False) -> float:
-    """Clips/s per worker of a DataLoader to collated batches of 8, from its first batch on.
+    """Clips/s per worker of a DataLoader to collated batches of 8, after its warm-up.
 
-    The workers' start (process start, first shard opened) is left out: it is paid once per
-    epoch, not per clip. ``reuse``: the workers stack into :class:`BatchBuffers`, every batch
-    given back as the training loop does.
+    Left out, in every case: the workers' start (process start, first shard opened: once per
+    epoch) and each worker's first 3 batches (with ``reuse``, where it makes its 3 buffers: once
+    per run with persistent workers). ``reuse``: the workers stack into :class:`BatchBuffers`,
+    every batch given back as the training loop does.
     """
     buffers = BatchBuffers(slots=3) if reuse else None
     collate = ClapCollator(buffers=buffers)
     loader = DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=collate)
     batches = iter(loader)
-    give_back(next(batches))
+    for _ in range(1 + 3 * workers):
+        give_back(next(batches))
     start = time.perf_counter()
     count = sum(give_back(batch)["waveform"].shape[0] for batch in batches)
     return count / (time.perf_counter() - start) / max(workers, 1)
@@ -242,7 +244,8 @@ def _loaders(
         paths = sorted(folder.glob(f"clip{seconds:g}s44100_*.flac"))
         records = [ManifestRecord(audio=p, captions=("a tone",), key=p.stem) for p in paths]
         shards = write_shards(records, folder / f"shards{seconds:g}", samples_per_shard=4)
-        repeats = math.ceil(96 / len(records))  # 96 clips or more: 12 batches
+        # 96 timed clips (12 batches) or more after the warm-up batches
+        repeats = math.ceil((96 + 8 * (1 + 3 * workers)) / len(records))
         limit = decoder_alone(min(paper.clip_samples, int(seconds * 44100)))
         cases = {
             "(a) decoder alone (soundfile: the crop's frames)": functools.partial(

@@ -15,14 +15,13 @@ fresh shared memory as without buffers, so a batch never given back only keeps i
 
 from __future__ import annotations
 
-import math
 import uuid
 import weakref
 from collections.abc import MutableMapping, Sequence
 from typing import Any, TypeVar
 
 import torch
-from torch.utils.data import get_worker_info
+from torch.utils.data import default_collate, get_worker_info
 
 BatchT = TypeVar("BatchT")
 
@@ -42,7 +41,8 @@ class BatchBuffers:
 
     Args:
         slots: buffers per worker: ``prefetch_factor`` + 1 covers the batches a worker has in
-            flight while the main process holds one.
+            flight while the main process holds one; + 2 under accelerate, which reads one
+            batch ahead (:func:`clapkit.train.loaders.batch_buffers`).
         max_workers: workers that get buffers (a worker with a higher id uses fresh memory).
 
     Raises:
@@ -68,30 +68,32 @@ class BatchBuffers:
         """``[b, t]`` from ``b`` equal-length waveforms, in a free buffer of this worker.
 
         Returns:
-            The batch and its buffer's slot; ``-1`` where it went to fresh memory (outside a
-            worker, a worker beyond ``max_workers``, or no buffer free).
+            The batch and its buffer's slot; ``-1`` where it was stacked as
+            :func:`~torch.utils.data.default_collate` does (outside a worker, a worker beyond
+            ``max_workers``, or no buffer free).
         """
+        slot = self._free_slot()
+        if slot is None:
+            return default_collate(list(waves)), -1
+        numel = len(waves) * waves[0].numel()
+        nbytes = numel * waves[0].element_size()
+        storage = self._storages.get(slot)
+        if storage is None or storage.nbytes() < nbytes:
+            storage = torch.UntypedStorage._new_shared(nbytes)
+            self._storages[slot] = storage
+        flat = torch.empty(0, dtype=waves[0].dtype).set_(storage)
+        out = flat[:numel].view(len(waves), *waves[0].shape)
+        torch.stack(list(waves), out=out)
+        self.busy[slot] = 1
+        return out, slot
+
+    def _free_slot(self) -> int | None:
+        """A slot of this worker that the main process gave back, or None."""
         info = get_worker_info()
         if info is None or info.id >= self.max_workers:
-            return torch.stack(list(waves)), -1
-        shape = (len(waves), *waves[0].shape)
-        dtype = waves[0].dtype
-        nbytes = math.prod(shape) * waves[0].element_size()
+            return None
         first = info.id * self.slots
-        for slot in range(first, first + self.slots):
-            if int(self.busy[slot]):
-                continue
-            storage = self._storages.get(slot)
-            if storage is None or storage.nbytes() < nbytes:
-                storage = torch.UntypedStorage._new_shared(nbytes)
-                self._storages[slot] = storage
-            strides = [math.prod(shape[i + 1 :]) for i in range(len(shape))]  # contiguous
-            out = torch.empty(0, dtype=dtype).set_(storage, 0, shape, strides)
-            torch.stack(list(waves), out=out)
-            self.busy[slot] = 1
-            return out, slot
-        out = torch.empty(shape, dtype=dtype).share_memory_()
-        return torch.stack(list(waves), out=out), -1
+        return next((s for s in range(first, first + self.slots) if not self.busy[s]), None)
 
     def release(self, slot: int) -> None:
         """Let the worker reuse ``slot`` (the main process no longer reads it)."""
@@ -115,8 +117,7 @@ def give_back(batch: BatchT, key: str = "waveform") -> BatchT:
     """
     if not isinstance(batch, MutableMapping) or BUFFER_KEY not in batch:
         return batch
-    tag = batch.pop(BUFFER_KEY)
-    name, slot = tag
+    name, slot = batch.pop(BUFFER_KEY)
     buffers = _LIVE.get(name)
     if buffers is None:  # its loader is gone, and its workers with it
         return batch
@@ -136,8 +137,6 @@ def stack_into(
     :func:`~torch.utils.data.default_collate` stacks: in a worker straight into (fresh) shared
     memory, so the batch reaches the main process without another copy.
     """
-    from torch.utils.data import default_collate
-
     if not waves:
         batch["waveform"] = torch.zeros(0, 0)
         return
